@@ -1,0 +1,80 @@
+//! `tpo doctor`: what this machine can run, and why not when it cannot.
+
+use std::process::ExitCode;
+
+use tpo_engine::engine::{Decoder, DecoderOptions};
+use tpo_engine::model::ModelDir;
+use tpo_engine::runtime;
+
+use super::ModelArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
+    let mut usable = true;
+    match runtime::ensure_initialized() {
+        Ok(lib) => {
+            println!("onnxruntime      {} ({})", lib.version, lib.path.display());
+            println!("providers        {}", runtime::available_providers().join(", "));
+        }
+        Err(e) => {
+            println!("onnxruntime      NOT USABLE: {e}");
+            usable = false;
+        }
+    }
+    println!("cuda driver      {}", cuda_driver_status());
+    let dir = args.model.model_dir();
+    match ModelDir::open(&dir) {
+        Ok(model) => {
+            let c = &model.config;
+            println!(
+                "policy model     {} ({:.0} MiB; {} {} layers, {} heads / {} kv heads, vocab {})",
+                model.path.display(),
+                model.size_bytes() as f64 / (1 << 20) as f64,
+                c.model_type,
+                c.num_layers,
+                c.num_heads,
+                c.num_kv_heads,
+                c.vocab_size
+            );
+            if usable {
+                let loaded = model.tokenizer().map_err(tpo_engine::Error::from).and_then(|_| {
+                    Decoder::load(
+                        &model,
+                        DecoderOptions {
+                            device: args.model.device,
+                            threads: args.model.threads,
+                        },
+                    )
+                    .map_err(tpo_engine::Error::from)
+                });
+                match loaded {
+                    Ok(_) => println!("session          loads on {}", args.model.device),
+                    Err(e) => {
+                        println!("session          NOT USABLE: {e}");
+                        usable = false;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            println!("policy model     NOT USABLE: {e}");
+            usable = false;
+        }
+    }
+    println!("status           {}", if usable { "ok" } else { "not usable (see above)" });
+    Ok(if usable { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Whether the NVIDIA driver library can be loaded (GPU kernels and CUDA EPs need it).
+fn cuda_driver_status() -> String {
+    // SAFETY: loading libcuda runs the driver's initializers only; we drop it right away.
+    match unsafe { libloading::Library::new("libcuda.so.1") } {
+        Ok(_) => "found (libcuda.so.1)".into(),
+        Err(_) => "not found: GPU execution providers and kernels are unavailable; CPU paths run".into(),
+    }
+}

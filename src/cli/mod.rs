@@ -1,0 +1,70 @@
+//! Command-line front end: parses flags into library calls and prints results.
+//! Nothing below `cli` knows about flags.
+
+mod doctor;
+mod generate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tpo_engine::runtime::Device;
+
+/// tpo — test-time preference optimization engine.
+#[derive(Debug, Parser)]
+#[command(name = "tpo", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Answer one question with the policy model.
+    ///
+    /// Examples:
+    ///   tpo generate "What is the capital of France?"
+    ///   tpo generate --temperature 0.7 --top-p 0.95 --seed 7 "Write a haiku about rain"
+    Generate(generate::GenerateArgs),
+    /// Check the setup: ONNX Runtime, execution providers, CUDA driver, models.
+    Doctor(doctor::DoctorArgs),
+}
+
+/// Flags shared by every command that loads a policy model.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model folder (genai_config.json, model.onnx, tokenizer.json); default: the embedded
+    /// SmolLM2-135M-Instruct export under models/.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Execution device: cpu, cuda or tensorrt.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+    /// ONNX Runtime intra-op threads (0 = one per physical core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Tokens per sequence the KV cache holds (prompt + answer).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(2..))]
+    max_seq_len: u32,
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: tpo_engine::runtime::RuntimeError| e.to_string())
+}
+
+impl ModelArgs {
+    fn model_dir(&self) -> PathBuf {
+        self.model
+            .clone()
+            .unwrap_or_else(tpo_engine::model::ModelDir::default_policy_path)
+    }
+}
+
+/// Runs the parsed command; `Err` is a failure of the run, printed by `main`.
+pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Doctor(args) => doctor::run(args),
+    }
+}

@@ -1,0 +1,264 @@
+//! One forward step of the decoder graph over a contiguous range of KV slots.
+//!
+//! The decoder owns the ONNX Runtime session; the caller owns the [`KvArena`] and says which
+//! slots take part. Past and present KV tensors are views of the arena bound through
+//! `IoBinding`, so ONNX Runtime appends the new rows in place and nothing is copied.
+//!
+//! Shapes of one step (B rows, S = the longest new-token run):
+//! - fresh prompts (every row's past is 0): right-padded `[B, S]`, any B;
+//! - decode (S = 1): any B, ragged past lengths;
+//! - a continuation with S > 1 over an existing past: B must be 1 (a GroupQueryAttention rule).
+
+use ort::memory::MemoryInfo;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::kv::{KvArena, KvShape, SlotId};
+use super::EngineError;
+use crate::model::{DecoderConfig, ModelDir, TokenId};
+use crate::runtime::{self, Device};
+
+/// The new tokens of one row and how many tokens its slot already caches.
+#[derive(Debug, Clone, Copy)]
+pub struct RowInput<'a> {
+    pub past_len: usize,
+    pub tokens: &'a [TokenId],
+}
+
+/// Which logits a step returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// `[B, V]`: each row's last real position (what sampling needs).
+    Last,
+    /// `[B, S, V]`: every position (teacher-forced scoring).
+    All,
+}
+
+/// Session options a decoder is built with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecoderOptions {
+    pub device: Device,
+    /// Intra-op threads; 0 lets ONNX Runtime use one per physical core.
+    pub threads: usize,
+}
+
+/// A policy graph loaded into an ONNX Runtime session.
+pub struct Decoder {
+    session: Session,
+    config: DecoderConfig,
+    names: IoNames,
+}
+
+struct IoNames {
+    past: Vec<(String, String)>,
+    present: Vec<(String, String)>,
+}
+
+impl Decoder {
+    pub fn load(model: &ModelDir, options: DecoderOptions) -> Result<Self, EngineError> {
+        let config = model.config.clone();
+        if !config.past_present_share_buffer {
+            return Err(EngineError::InvalidConfig(format!(
+                "{}: only graphs whose past and present KV share one buffer \
+                 (genai_config search.past_present_share_buffer = true) are supported",
+                model.path.display()
+            )));
+        }
+        let lib = runtime::ensure_initialized()?;
+        let providers = options.device.execution_providers()?;
+        let mut builder = Session::builder(&lib.environment).map_err(runtime::RuntimeError::Ort)?;
+        builder = builder
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| runtime::RuntimeError::Ort(e.into()))?;
+        if options.threads > 0 {
+            builder = builder
+                .with_intra_threads(options.threads)
+                .map_err(|e| runtime::RuntimeError::Ort(e.into()))?;
+        }
+        if !providers.is_empty() {
+            builder = builder
+                .with_execution_providers(providers)
+                .map_err(|e| runtime::RuntimeError::Ort(e.into()))?;
+        }
+        let onnx = model.onnx_path();
+        let session = builder
+            .commit_from_file(&onnx)
+            .map_err(|e| EngineError::ModelLoad {
+                path: onnx.clone(),
+                reason: e.to_string(),
+            })?;
+        let names = IoNames {
+            past: (0..config.num_layers)
+                .map(|l| (config.past_key_name(l), config.past_value_name(l)))
+                .collect(),
+            present: (0..config.num_layers)
+                .map(|l| (config.present_key_name(l), config.present_value_name(l)))
+                .collect(),
+        };
+        let decoder = Self {
+            session,
+            config,
+            names,
+        };
+        decoder.check_graph_io()?;
+        Ok(decoder)
+    }
+
+    /// The graph must have the inputs and outputs the config names.
+    fn check_graph_io(&self) -> Result<(), EngineError> {
+        let inputs: Vec<&str> = self.session.inputs().iter().map(|o| o.name()).collect();
+        let outputs: Vec<&str> = self.session.outputs().iter().map(|o| o.name()).collect();
+        let c = &self.config;
+        let mut wanted_in = vec![c.input_ids_name.clone(), c.attention_mask_name.clone()];
+        let mut wanted_out = vec![c.logits_name.clone()];
+        for ((pk, pv), (qk, qv)) in self.names.past.iter().zip(&self.names.present) {
+            wanted_in.extend([pk.clone(), pv.clone()]);
+            wanted_out.extend([qk.clone(), qv.clone()]);
+        }
+        let missing: Vec<String> = wanted_in
+            .iter()
+            .filter(|n| !inputs.contains(&n.as_str()))
+            .chain(wanted_out.iter().filter(|n| !outputs.contains(&n.as_str())))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::InvalidConfig(format!(
+                "the ONNX graph lacks inputs/outputs named in genai_config.json: {}",
+                missing.join(", ")
+            )))
+        }
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// KV geometry for an arena of `max_len` positions per slot.
+    pub fn kv_shape(&self, max_len: usize) -> KvShape {
+        KvShape {
+            layers: self.config.num_layers,
+            kv_heads: self.config.num_kv_heads,
+            max_len,
+            head_dim: self.config.head_size,
+        }
+    }
+
+    /// Runs one step for `rows` over slots `lo..lo + rows.len()` and returns logits
+    /// (`[B, V]` or `[B, S, V]`, row-major).
+    pub fn step(
+        &mut self,
+        arena: &mut KvArena,
+        lo: SlotId,
+        rows: &[RowInput<'_>],
+        wanted: LogitsWanted,
+    ) -> Result<Vec<f32>, EngineError> {
+        let b = rows.len();
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        if lo.0 + b > arena.slots() {
+            return Err(EngineError::Internal(format!(
+                "step over slots {}..{} but the arena has {}",
+                lo.0,
+                lo.0 + b,
+                arena.slots()
+            )));
+        }
+        let s = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+        if s == 0 || rows.iter().any(|r| r.tokens.is_empty()) {
+            return Err(EngineError::Internal("a step row has no new tokens".into()));
+        }
+        if s > 1 && b > 1 && rows.iter().any(|r| r.past_len > 0) {
+            return Err(EngineError::Internal(
+                "a multi-token step over an existing past must have batch 1".into(),
+            ));
+        }
+        for r in rows {
+            arena.check_len(r.past_len + r.tokens.len())?;
+        }
+        let total = rows
+            .iter()
+            .map(|r| r.past_len + r.tokens.len())
+            .max()
+            .unwrap_or(0);
+
+        let pad = i64::from(self.config.pad_token_id);
+        let mut ids = vec![pad; b * s];
+        let mut mask = vec![0i64; b * total];
+        let mut positions = vec![0i64; b * s];
+        for (i, r) in rows.iter().enumerate() {
+            for (j, &t) in r.tokens.iter().enumerate() {
+                ids[i * s + j] = i64::from(t);
+            }
+            for j in 0..s {
+                positions[i * s + j] = (r.past_len + j) as i64;
+            }
+            mask[i * total..i * total + r.past_len + r.tokens.len()].fill(1);
+        }
+        let ort_err = |e: ort::Error| EngineError::Runtime(runtime::RuntimeError::Ort(e));
+        let ids = Tensor::from_array(([b, s], ids)).map_err(ort_err)?;
+        let mask = Tensor::from_array(([b, total], mask)).map_err(ort_err)?;
+
+        let mut binding = self.session.create_binding().map_err(ort_err)?;
+        binding.bind_input(&self.config.input_ids_name, &ids).map_err(ort_err)?;
+        binding
+            .bind_input(&self.config.attention_mask_name, &mask)
+            .map_err(ort_err)?;
+        if let Some(name) = &self.config.position_ids_name {
+            let pos = Tensor::from_array(([b, s], positions)).map_err(ort_err)?;
+            binding.bind_input(name, &pos).map_err(ort_err)?;
+        }
+        let shape = arena.shape();
+        let view_shape = [
+            b as i64,
+            shape.kv_heads as i64,
+            shape.max_len as i64,
+            shape.head_dim as i64,
+        ];
+        for layer in 0..self.config.num_layers {
+            let (k_ptr, v_ptr) = arena.layer_ptrs(layer, lo);
+            // SAFETY: the pointers address slots lo..lo+b of this layer's buffers, which hold
+            // b * kv_heads * max_len * head_dim floats (checked above: lo + b <= slots). The
+            // arena is borrowed mutably for this whole call and its buffers never move, so
+            // nothing else touches the memory while ONNX Runtime uses the views; the views and
+            // the binding are dropped before this function returns.
+            let mut k = unsafe { runtime::alias_f32_tensor(k_ptr, &view_shape) }?;
+            let mut v = unsafe { runtime::alias_f32_tensor(v_ptr, &view_shape) }?;
+            let (past_k, past_v) = &self.names.past[layer];
+            let (present_k, present_v) = &self.names.present[layer];
+            binding.bind_input(past_k, &k).map_err(ort_err)?;
+            binding.bind_input(past_v, &v).map_err(ort_err)?;
+            binding.bind_output(present_k, &mut k).map_err(ort_err)?;
+            binding.bind_output(present_v, &mut v).map_err(ort_err)?;
+        }
+        binding
+            .bind_output_to_device(&self.config.logits_name, &MemoryInfo::default())
+            .map_err(ort_err)?;
+
+        let outputs = self.session.run_binding(&binding).map_err(ort_err)?;
+        let logits = outputs
+            .get(&self.config.logits_name)
+            .ok_or_else(|| EngineError::Internal("the graph returned no logits".into()))?;
+        let (logits_shape, data) = logits.try_extract_tensor::<f32>().map_err(ort_err)?;
+        let v = self.config.vocab_size;
+        if logits_shape.len() != 3 || logits_shape[2] as usize != v || data.len() != b * s * v {
+            return Err(EngineError::Internal(format!(
+                "logits have shape {logits_shape:?}, expected [{b}, {s}, {v}]"
+            )));
+        }
+        Ok(match wanted {
+            LogitsWanted::All => data.to_vec(),
+            LogitsWanted::Last => {
+                let mut out = Vec::with_capacity(b * v);
+                for (i, r) in rows.iter().enumerate() {
+                    let pos = i * s + r.tokens.len() - 1;
+                    out.extend_from_slice(&data[pos * v..(pos + 1) * v]);
+                }
+                out
+            }
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Text in and out of token ids: the Hugging Face `tokenizer.json` and the model's chat
+//! template (Jinja, rendered with minijinja as TGI and mistral.rs do).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::ModelError;
+
+/// A token id of the policy's vocabulary.
+pub type TokenId = u32;
+
+/// One chat message, as the OpenAI API and the chat templates spell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Tokenizer of a model folder.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl Tokenizer {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(ModelError::MissingFile { path });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::BadTokenizer {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok(Self { inner })
+    }
+
+    /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognized,
+    /// and nothing is added (chat templates already carry their own markers).
+    pub fn encode(&self, text: &str) -> Result<Vec<TokenId>, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, with special tokens removed.
+    pub fn decode(&self, ids: &[TokenId]) -> Result<String, ModelError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+/// The model's chat template, compiled once.
+pub struct ChatTemplate {
+    env: minijinja::Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+const TEMPLATE_NAME: &str = "chat";
+
+impl ChatTemplate {
+    /// Reads `chat_template.jinja`, else the `chat_template` field of `tokenizer_config.json`.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let config_path = dir.join("tokenizer_config.json");
+        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::BadConfig {
+                path: config_path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let jinja_path = dir.join("chat_template.jinja");
+        let source = match std::fs::read_to_string(&jinja_path) {
+            Ok(text) => text,
+            Err(_) => config
+                .get("chat_template")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+                .ok_or(ModelError::MissingFile { path: jinja_path })?,
+        };
+        let token = |key: &str| {
+            config
+                .get(key)
+                .and_then(|t| t.as_str().or_else(|| t.get("content").and_then(|c| c.as_str())))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Self::from_source(source, token("bos_token"), token("eos_token"))
+    }
+
+    pub fn from_source(source: String, bos_token: String, eos_token: String) -> Result<Self, ModelError> {
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        // Hugging Face templates call Python string methods (`.strip()`, `.startswith()`).
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_template_owned(TEMPLATE_NAME, source)
+            .map_err(|e| ModelError::BadTemplate(e.to_string()))?;
+        Ok(Self {
+            env,
+            bos_token,
+            eos_token,
+        })
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
+    /// answer begins.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| ModelError::BadTemplate(e.to_string()))?;
+        template
+            .render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            })
+            .map_err(|e| ModelError::BadTemplate(e.to_string()))
+    }
+}

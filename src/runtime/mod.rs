@@ -1,0 +1,47 @@
+//! ONNX Runtime as a resource: finding and loading the shared library, choosing an
+//! execution provider, building sessions, and making tensors that alias memory we own.
+//!
+//! This room knows nothing about language models; `model` and `engine` build on it.
+//! The library is loaded dynamically (`ort`'s `load-dynamic`), from `ORT_DYLIB_PATH` or from
+//! the `onnxruntime` wheel in the project's virtual environment, and its version is checked
+//! before `ort` touches it so that a mismatch is a clear error rather than a panic.
+
+mod device;
+mod library;
+mod tensor;
+
+pub use device::{available_providers, Device};
+pub use library::{ensure_initialized, locate_library, OrtLibrary, REQUIRED_ORT_MINOR};
+pub use tensor::alias_f32_tensor;
+
+use std::path::PathBuf;
+
+/// Errors of the runtime layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found (looked in: {searched}). Run `make setup` to create the \
+         project's .venv with onnxruntime, or set ORT_DYLIB_PATH to libonnxruntime.so"
+    )]
+    LibraryNotFound { searched: String },
+    #[error("could not load ONNX Runtime from {path}: {reason}")]
+    LibraryLoad { path: PathBuf, reason: String },
+    #[error(
+        "ONNX Runtime at {path} is version {found}; tpo needs 1.{required}.x \
+         (run `make setup`, or point ORT_DYLIB_PATH at onnxruntime 1.{required})"
+    )]
+    WrongVersion {
+        path: PathBuf,
+        found: String,
+        required: u32,
+    },
+    #[error("unknown device {0:?}: expected one of cpu, cuda, tensorrt")]
+    UnknownDevice(String),
+    #[error(
+        "execution provider {provider} was asked for but this ONNX Runtime build does not have it; \
+         install the onnxruntime-gpu wheel into the venv (and a CUDA driver) or use --device cpu"
+    )]
+    ProviderMissing { provider: &'static str },
+    #[error("ONNX Runtime error: {0}")]
+    Ort(#[from] ort::Error),
+}
