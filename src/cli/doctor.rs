@@ -19,7 +19,10 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
     match runtime::ensure_initialized() {
         Ok(lib) => {
             println!("onnxruntime      {} ({})", lib.version, lib.path.display());
-            println!("providers        {}", runtime::available_providers().join(", "));
+            println!(
+                "providers        {}",
+                runtime::available_providers().join(", ")
+            );
         }
         Err(e) => {
             println!("onnxruntime      NOT USABLE: {e}");
@@ -42,16 +45,19 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
                 c.vocab_size
             );
             if usable {
-                let loaded = model.tokenizer().map_err(tpo_engine::Error::from).and_then(|_| {
-                    Decoder::load(
-                        &model,
-                        DecoderOptions {
-                            device: args.model.device,
-                            threads: args.model.threads,
-                        },
-                    )
+                let loaded = model
+                    .tokenizer()
                     .map_err(tpo_engine::Error::from)
-                });
+                    .and_then(|_| {
+                        Decoder::load(
+                            &model,
+                            DecoderOptions {
+                                device: args.model.device,
+                                threads: args.model.threads,
+                            },
+                        )
+                        .map_err(tpo_engine::Error::from)
+                    });
                 match loaded {
                     Ok(_) => println!("session          loads on {}", args.model.device),
                     Err(e) => {
@@ -66,8 +72,19 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
             usable = false;
         }
     }
-    println!("status           {}", if usable { "ok" } else { "not usable (see above)" });
-    Ok(if usable { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "status           {}",
+        if usable {
+            "ok"
+        } else {
+            "not usable (see above)"
+        }
+    );
+    Ok(if usable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Whether the NVIDIA driver library can be loaded (GPU kernels and CUDA EPs need it).
@@ -75,6 +92,8 @@ fn cuda_driver_status() -> String {
     // SAFETY: loading libcuda runs the driver's initializers only; we drop it right away.
     match unsafe { libloading::Library::new("libcuda.so.1") } {
         Ok(_) => "found (libcuda.so.1)".into(),
-        Err(_) => "not found: GPU execution providers and kernels are unavailable; CPU paths run".into(),
+        Err(_) => {
+            "not found: GPU execution providers and kernels are unavailable; CPU paths run".into()
+        }
     }
 }

@@ -57,7 +57,10 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, tpo_engine::Error> {
         },
     )?;
     let prompt = if args.raw {
-        generator.tokenizer().encode(&args.prompt).map_err(EngineError::from)?
+        generator
+            .tokenizer()
+            .encode(&args.prompt)
+            .map_err(EngineError::from)?
     } else {
         generator.chat_prompt(&args.prompt)?
     };

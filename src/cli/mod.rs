@@ -13,7 +13,7 @@ use tpo_engine::runtime::Device;
 
 /// tpo — test-time preference optimization engine.
 #[derive(Debug, Parser)]
-#[command(name = "tpo", version, about, long_about = None)]
+#[command(name = "tpo", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TPO_GIT_COMMIT"), ")"), about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +50,8 @@ pub struct ModelArgs {
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
-    s.parse().map_err(|e: tpo_engine::runtime::RuntimeError| e.to_string())
+    s.parse()
+        .map_err(|e: tpo_engine::runtime::RuntimeError| e.to_string())
 }
 
 impl ModelArgs {

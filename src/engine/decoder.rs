@@ -203,7 +203,9 @@ impl Decoder {
         let mask = Tensor::from_array(([b, total], mask)).map_err(ort_err)?;
 
         let mut binding = self.session.create_binding().map_err(ort_err)?;
-        binding.bind_input(&self.config.input_ids_name, &ids).map_err(ort_err)?;
+        binding
+            .bind_input(&self.config.input_ids_name, &ids)
+            .map_err(ort_err)?;
         binding
             .bind_input(&self.config.attention_mask_name, &mask)
             .map_err(ort_err)?;

@@ -95,9 +95,7 @@ impl Generator {
 
     /// Token ids of a one-turn chat prompt, ending where the assistant answers.
     pub fn chat_prompt(&self, question: &str) -> Result<Vec<TokenId>, EngineError> {
-        let text = self
-            .template
-            .render(&[ChatMessage::user(question)], true)?;
+        let text = self.template.render(&[ChatMessage::user(question)], true)?;
         Ok(self.tokenizer.encode(&text)?)
     }
 
@@ -128,9 +126,9 @@ impl Generator {
             past_len: 0,
             tokens: prompt,
         }];
-        let mut logits = self
-            .decoder
-            .step(&mut self.arena, slot.id(), &rows, LogitsWanted::Last)?;
+        let mut logits =
+            self.decoder
+                .step(&mut self.arena, slot.id(), &rows, LogitsWanted::Last)?;
         let prefill_time = started.elapsed();
         let decode_started = Instant::now();
 

@@ -82,7 +82,11 @@ impl KvArena {
             ));
         }
         let per_layer = slots * shape.slot_elems();
-        let buffers = || (0..shape.layers).map(|_| vec![0.0f32; per_layer]).collect::<Vec<_>>();
+        let buffers = || {
+            (0..shape.layers)
+                .map(|_| vec![0.0f32; per_layer])
+                .collect::<Vec<_>>()
+        };
         // Lowest slot ids are handed out first (pop from the end), keeping the batch dense.
         let free = (0..slots).rev().map(SlotId).collect();
         Ok(Self {

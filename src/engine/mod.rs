@@ -12,7 +12,9 @@ mod sampler;
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
 pub use generate::{FinishReason, Generation, Generator, GeneratorOptions};
 pub use kv::{KvArena, KvShape, Slot, SlotId};
-pub use sampler::{argmax, Sampled, Sampler, SamplingError, SamplingOptions, SamplingParams, SequenceRng};
+pub use sampler::{
+    argmax, Sampled, Sampler, SamplingError, SamplingOptions, SamplingParams, SequenceRng,
+};
 
 use std::path::PathBuf;
 

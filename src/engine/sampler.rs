@@ -160,7 +160,11 @@ impl Sampler {
         let weight = |i: u32| ((logits[i as usize] - max) * inv_t).exp();
         let total: f32 = logits.iter().map(|&l| ((l - max) * inv_t).exp()).sum();
         let vocab = logits.len();
-        let limit = if o.top_k == 0 { vocab } else { o.top_k.min(vocab) };
+        let limit = if o.top_k == 0 {
+            vocab
+        } else {
+            o.top_k.min(vocab)
+        };
 
         let mut c = FIRST_CANDIDATES.min(limit);
         let kept = loop {
@@ -251,7 +255,11 @@ mod tests {
     /// Full-sort reference of the nucleus: tokens kept by top-k then top-p.
     fn reference_nucleus(logits: &[f32], t: f32, top_p: f32, top_k: usize) -> Vec<u32> {
         let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b)));
+        idx.sort_by(|a, b| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        });
         if top_k > 0 {
             idx.truncate(top_k);
         }
@@ -278,13 +286,46 @@ mod tests {
     fn rejects_invalid_parameters_by_name() {
         let bad = |o: SamplingOptions| SamplingParams::new(o).unwrap_err();
         let d = SamplingOptions::default;
-        assert_eq!(bad(SamplingOptions { temperature: -1.0, ..d() }), SamplingError::Temperature(-1.0));
-        assert_eq!(bad(SamplingOptions { top_p: 0.0, ..d() }), SamplingError::TopP(0.0));
-        assert_eq!(bad(SamplingOptions { top_p: 1.5, ..d() }), SamplingError::TopP(1.5));
-        assert_eq!(bad(SamplingOptions { min_p: 1.0, ..d() }), SamplingError::MinP(1.0));
-        assert_eq!(bad(SamplingOptions { max_new_tokens: 0, ..d() }), SamplingError::MaxNewTokens);
-        assert_eq!(bad(SamplingOptions { stop: vec![String::new()], ..d() }), SamplingError::EmptyStop);
-        assert!(matches!(bad(SamplingOptions { temperature: f32::NAN, ..d() }), SamplingError::Temperature(_)));
+        assert_eq!(
+            bad(SamplingOptions {
+                temperature: -1.0,
+                ..d()
+            }),
+            SamplingError::Temperature(-1.0)
+        );
+        assert_eq!(
+            bad(SamplingOptions { top_p: 0.0, ..d() }),
+            SamplingError::TopP(0.0)
+        );
+        assert_eq!(
+            bad(SamplingOptions { top_p: 1.5, ..d() }),
+            SamplingError::TopP(1.5)
+        );
+        assert_eq!(
+            bad(SamplingOptions { min_p: 1.0, ..d() }),
+            SamplingError::MinP(1.0)
+        );
+        assert_eq!(
+            bad(SamplingOptions {
+                max_new_tokens: 0,
+                ..d()
+            }),
+            SamplingError::MaxNewTokens
+        );
+        assert_eq!(
+            bad(SamplingOptions {
+                stop: vec![String::new()],
+                ..d()
+            }),
+            SamplingError::EmptyStop
+        );
+        assert!(matches!(
+            bad(SamplingOptions {
+                temperature: f32::NAN,
+                ..d()
+            }),
+            SamplingError::Temperature(_)
+        ));
     }
 
     #[test]
@@ -299,7 +340,12 @@ mod tests {
     #[test]
     fn partial_selection_draws_only_from_the_full_sort_nucleus() {
         // Flat logits force the candidate set to widen several times.
-        for (spread, top_p, top_k) in [(1.0, 0.95, 0), (20.0, 0.9, 0), (5.0, 0.5, 100), (2.0, 1.0, 0)] {
+        for (spread, top_p, top_k) in [
+            (1.0, 0.95, 0),
+            (20.0, 0.9, 0),
+            (5.0, 0.5, 100),
+            (2.0, 1.0, 0),
+        ] {
             let logits = pseudo_logits(4096, spread);
             let p = params(0.7, top_p, top_k);
             let nucleus = reference_nucleus(&logits, 0.7, top_p, top_k);
@@ -308,7 +354,11 @@ mod tests {
             for k in 0..400 {
                 let u = (k as f32 + 0.5) / 400.0;
                 let s = sampler.sample(&logits, &p, u);
-                assert!(nucleus.contains(&s.token), "token {} outside nucleus (spread {spread})", s.token);
+                assert!(
+                    nucleus.contains(&s.token),
+                    "token {} outside nucleus (spread {spread})",
+                    s.token
+                );
                 seen.insert(s.token);
             }
             assert!(seen.len() > 1, "sampling collapsed to one token");
@@ -328,10 +378,15 @@ mod tests {
     #[test]
     fn rng_streams_depend_on_seed_and_index_only() {
         let p = params(0.7, 0.95, 0);
-        let draw = |i| (0..4).map(|_| 0).fold((Vec::new(), p.rng(i)), |(mut v, mut r), _| {
-            v.push(r.next_uniform());
-            (v, r)
-        }).0;
+        let draw = |i| {
+            (0..4)
+                .map(|_| 0)
+                .fold((Vec::new(), p.rng(i)), |(mut v, mut r), _| {
+                    v.push(r.next_uniform());
+                    (v, r)
+                })
+                .0
+        };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
     }

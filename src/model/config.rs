@@ -48,7 +48,8 @@ impl DecoderConfig {
         self.present_key_template.replace("%d", &layer.to_string())
     }
     pub fn present_value_name(&self, layer: usize) -> String {
-        self.present_value_template.replace("%d", &layer.to_string())
+        self.present_value_template
+            .replace("%d", &layer.to_string())
     }
 
     /// Reads and validates `genai_config.json` in `dir`.
@@ -80,7 +81,9 @@ impl DecoderConfig {
             hidden_size: dec.hidden_size,
             vocab_size: model.vocab_size,
             context_length: model.context_length,
-            pad_token_id: model.pad_token_id.unwrap_or(eos_token_ids.first().copied().unwrap_or(0)),
+            pad_token_id: model
+                .pad_token_id
+                .unwrap_or(eos_token_ids.first().copied().unwrap_or(0)),
             eos_token_ids,
             input_ids_name: dec.inputs.input_ids,
             attention_mask_name: dec.inputs.attention_mask,

@@ -37,10 +37,11 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(ModelError::MissingFile { path });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::BadTokenizer {
-            path,
-            reason: e.to_string(),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::BadTokenizer {
+                path,
+                reason: e.to_string(),
+            })?;
         Ok(Self { inner })
     }
 
@@ -98,14 +99,21 @@ impl ChatTemplate {
         let token = |key: &str| {
             config
                 .get(key)
-                .and_then(|t| t.as_str().or_else(|| t.get("content").and_then(|c| c.as_str())))
+                .and_then(|t| {
+                    t.as_str()
+                        .or_else(|| t.get("content").and_then(|c| c.as_str()))
+                })
                 .unwrap_or_default()
                 .to_owned()
         };
         Self::from_source(source, token("bos_token"), token("eos_token"))
     }
 
-    pub fn from_source(source: String, bos_token: String, eos_token: String) -> Result<Self, ModelError> {
+    pub fn from_source(
+        source: String,
+        bos_token: String,
+        eos_token: String,
+    ) -> Result<Self, ModelError> {
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         // Hugging Face templates call Python string methods (`.strip()`, `.startswith()`).
@@ -121,7 +129,11 @@ impl ChatTemplate {
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
     /// answer begins.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)

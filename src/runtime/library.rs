@@ -41,7 +41,10 @@ pub fn ensure_initialized() -> Result<&'static OrtLibrary, RuntimeError> {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    let environment = builder.with_name("tpo").build().map_err(RuntimeError::Ort)?;
+    let environment = builder
+        .with_name("tpo")
+        .build()
+        .map_err(RuntimeError::Ort)?;
     Ok(INITIALIZED.get_or_init(|| OrtLibrary {
         path,
         version,
@@ -93,9 +96,9 @@ fn find_in_venv(venv_lib: &Path) -> Option<PathBuf> {
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib")
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib"
+                })
             })
             .collect();
         // Prefer the fully versioned file name (libonnxruntime.so.1.31.1) when several exist.

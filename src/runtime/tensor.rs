@@ -38,7 +38,9 @@ pub unsafe fn alias_f32_tensor(data: *mut f32, shape: &[i64]) -> Result<DynValue
     // SAFETY: `status` comes straight from the ONNX Runtime call above.
     unsafe { ort::Error::result_from_status(status) }?;
     let ptr = NonNull::new(out).ok_or_else(|| {
-        RuntimeError::Ort(ort::Error::new("CreateTensorWithDataAsOrtValue returned null"))
+        RuntimeError::Ort(ort::Error::new(
+            "CreateTensorWithDataAsOrtValue returned null",
+        ))
     })?;
     // SAFETY: `ptr` is a freshly created tensor value we own; the default CPU allocator is the
     // one `ort` uses to describe CPU tensors (the data itself is ours and is never freed by it).

