@@ -4,8 +4,8 @@
 mod common;
 
 use tpo_engine::engine::{
-    Decoder, DecoderOptions, EngineError, Generator, GeneratorOptions, KvArena, LogitsWanted,
-    RowInput, SamplingOptions, SamplingParams, SlotId,
+    Decoder, DecoderOptions, Engine, EngineError, EngineOptions, GenerateRequest, KvArena,
+    LogitsWanted, RowInput, SamplingOptions, SamplingParams, SlotId,
 };
 use tpo_engine::model::ModelDir;
 
@@ -33,24 +33,33 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn generator(max_seq_len: usize) -> Generator {
+fn engine(max_seq_len: usize) -> Engine {
     let model = ModelDir::open(&common::policy_dir()).unwrap();
-    Generator::load(
+    Engine::start(
         &model,
-        GeneratorOptions {
+        EngineOptions {
             max_seq_len,
-            ..GeneratorOptions::default()
+            kv_slots: 4,
+            ..EngineOptions::default()
         },
     )
     .unwrap()
 }
 
+fn generate(
+    engine: &Engine,
+    prompt: &[u32],
+    params: SamplingParams,
+) -> Result<tpo_engine::engine::SampleOutput, EngineError> {
+    let mut out = engine.generate_blocking(GenerateRequest::new(prompt.to_vec(), params))?;
+    Ok(out.remove(0))
+}
+
 #[test]
 fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
     let model = ModelDir::open(&common::policy_dir()).unwrap();
-    let gen = generator(256);
-    let ids = gen
-        .chat_prompt("Name three colours of the rainbow.")
+    let ids = engine(256)
+        .question_prompt("Name three colours of the rainbow.")
         .unwrap();
     let reference = numpy_logits(&ids);
     let v = model.config.vocab_size;
@@ -108,12 +117,13 @@ fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
 
 #[test]
 fn greedy_answer_names_paris() {
-    let mut gen = generator(512);
-    let prompt = gen.chat_prompt("What is the capital of France?").unwrap();
-    let out = gen
-        .generate(&prompt, &SamplingParams::greedy(32).unwrap(), 0)
+    let engine = engine(512);
+    let prompt = engine
+        .question_prompt("What is the capital of France?")
         .unwrap();
-    assert!(out.text.contains("Paris"), "{:?}", out.text);
+    let out = generate(&engine, &prompt, SamplingParams::greedy(32).unwrap()).unwrap();
+    let text = engine.text_of(&out).unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
     assert_eq!(out.tokens.len(), out.logprobs.len());
     assert!(out.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
 }
@@ -165,9 +175,9 @@ become a global cultural icon of France and one of the most recognisable structu
 
 #[test]
 fn seeded_sampling_is_reproducible_and_seed_dependent() {
-    let mut gen = generator(512);
-    let prompt = gen
-        .chat_prompt("Write one sentence about the sea.")
+    let engine = engine(512);
+    let prompt = engine
+        .question_prompt("Write one sentence about the sea.")
         .unwrap();
     let params = |seed| {
         SamplingParams::new(SamplingOptions {
@@ -179,11 +189,11 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
         })
         .unwrap()
     };
-    let a = gen.generate(&prompt, &params(7), 0).unwrap();
-    let b = gen.generate(&prompt, &params(7), 0).unwrap();
+    let a = generate(&engine, &prompt, params(7)).unwrap();
+    let b = generate(&engine, &prompt, params(7)).unwrap();
     assert_eq!(a.tokens, b.tokens);
     let others: Vec<Vec<u32>> = (8..11)
-        .map(|s| gen.generate(&prompt, &params(s), 0).unwrap().tokens)
+        .map(|s| generate(&engine, &prompt, params(s)).unwrap().tokens)
         .collect();
     assert!(
         others.iter().any(|t| *t != a.tokens),
@@ -193,21 +203,17 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
 
 #[test]
 fn a_prompt_longer_than_the_context_is_a_typed_error() {
-    let mut gen = generator(16);
-    let prompt = gen
-        .chat_prompt("This prompt is certainly longer than sixteen tokens once templated.")
+    let engine = engine(16);
+    let prompt = engine
+        .question_prompt("This prompt is certainly longer than sixteen tokens once templated.")
         .unwrap();
-    let err = gen
-        .generate(&prompt, &SamplingParams::greedy(4).unwrap(), 0)
-        .unwrap_err();
+    let err = generate(&engine, &prompt, SamplingParams::greedy(4).unwrap()).unwrap_err();
     assert!(
         matches!(err, EngineError::SequenceTooLong { limit: 16, .. }),
         "{err}"
     );
-    // The generator still serves a prompt that fits.
-    let short = gen.tokenizer().encode("Hi").unwrap();
-    let out = gen
-        .generate(&short, &SamplingParams::greedy(4).unwrap(), 0)
-        .unwrap();
+    // The engine still serves a prompt that fits.
+    let short = engine.tokenizer().encode("Hi").unwrap();
+    let out = generate(&engine, &short, SamplingParams::greedy(4).unwrap()).unwrap();
     assert!(!out.tokens.is_empty());
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use tpo_engine::engine::{Decoder, DecoderOptions};
+use tpo_engine::engine::Decoder;
 use tpo_engine::model::ModelDir;
 use tpo_engine::runtime;
 
@@ -49,14 +49,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
                     .tokenizer()
                     .map_err(tpo_engine::Error::from)
                     .and_then(|_| {
-                        Decoder::load(
-                            &model,
-                            DecoderOptions {
-                                device: args.model.device,
-                                threads: args.model.threads,
-                            },
-                        )
-                        .map_err(tpo_engine::Error::from)
+                        Decoder::load(&model, args.model.decoder_options())
+                            .map_err(tpo_engine::Error::from)
                     });
                 match loaded {
                     Ok(_) => println!("session          loads on {}", args.model.device),

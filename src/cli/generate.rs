@@ -1,11 +1,11 @@
-//! `tpo generate`: one answer from the policy, text on stdout, speed on stderr.
+//! `tpo generate`: one answer from the policy, streamed to stdout, speed on stderr.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use tpo_engine::engine::{
-    DecoderOptions, EngineError, Generator, GeneratorOptions, SamplingOptions, SamplingParams,
+    EngineError, GenerateRequest, GenerationEvent, SamplingOptions, SamplingParams,
 };
-use tpo_engine::model::ModelDir;
 
 use super::ModelArgs;
 
@@ -28,6 +28,9 @@ pub struct GenerateArgs {
     /// Seed of the sampler (same seed, same answer).
     #[arg(long)]
     seed: Option<u64>,
+    /// Stop when the answer contains this text (repeatable); the text is cut before it.
+    #[arg(long)]
+    stop: Vec<String>,
     /// Feed the text to the model as is, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -41,38 +44,66 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, tpo_engine::Error> {
         top_p: args.top_p,
         top_k: args.top_k,
         max_new_tokens: args.max_new_tokens,
+        stop: args.stop.clone(),
         seed: args.seed,
         ..SamplingOptions::default()
     })
     .map_err(EngineError::from)?;
-    let model = ModelDir::open(&args.model.model_dir())?;
-    let mut generator = Generator::load(
-        &model,
-        GeneratorOptions {
-            decoder: DecoderOptions {
-                device: args.model.device,
-                threads: args.model.threads,
-            },
-            max_seq_len: args.model.max_seq_len as usize,
-        },
-    )?;
+    let engine = args.model.start_engine()?;
     let prompt = if args.raw {
-        generator
+        engine
             .tokenizer()
             .encode(&args.prompt)
             .map_err(EngineError::from)?
     } else {
-        generator.chat_prompt(&args.prompt)?
+        engine.question_prompt(&args.prompt)?
     };
-    let out = generator.generate(&prompt, &params, 0)?;
-    println!("{}", out.text);
-    eprintln!(
-        "[{} prompt tokens, prefill {:.0} ms; {} new tokens, {:.1} tokens/s decode; finish: {:?}]",
-        out.prompt_tokens,
-        out.prefill_time.as_secs_f64() * 1e3,
-        out.tokens.len(),
-        out.decode_tokens_per_second(),
-        out.finish_reason
-    );
-    Ok(ExitCode::SUCCESS)
+    let mut stream = engine.submit(GenerateRequest::new(prompt, params))?;
+    let mut tokens = Vec::new();
+    let mut printed = 0usize;
+    let mut stdout = std::io::stdout();
+    while let Some(event) = stream.blocking_next() {
+        match event {
+            GenerationEvent::Token { token, .. } => {
+                tokens.push(token);
+                let text = engine
+                    .tokenizer()
+                    .decode(&tokens)
+                    .map_err(EngineError::from)?;
+                // Print whole characters only; a stop string is cut at the end.
+                if args.stop.is_empty() && !text.ends_with('\u{FFFD}') && text.len() > printed {
+                    let _ = write!(stdout, "{}", &text[printed..]);
+                    let _ = stdout.flush();
+                    printed = text.len();
+                }
+            }
+            GenerationEvent::Finished(out) => {
+                let text = engine.text_of(&out)?;
+                if text.len() > printed {
+                    let _ = write!(stdout, "{}", &text[printed.min(text.len())..]);
+                }
+                let _ = writeln!(stdout);
+                let decode = out
+                    .elapsed
+                    .saturating_sub(out.time_to_first_token)
+                    .as_secs_f64();
+                let rate = if decode > 0.0 {
+                    out.tokens.len().saturating_sub(1) as f64 / decode
+                } else {
+                    0.0
+                };
+                eprintln!(
+                    "[{} prompt tokens, first token after {:.0} ms; {} new tokens, {:.1} tokens/s decode; finish: {:?}]",
+                    out.prompt_tokens,
+                    out.time_to_first_token.as_secs_f64() * 1e3,
+                    out.tokens.len(),
+                    rate,
+                    out.finish_reason
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            GenerationEvent::Failed(e) => return Err(e.into()),
+        }
+    }
+    Err(EngineError::Stopped.into())
 }

@@ -47,6 +47,12 @@ pub struct ModelArgs {
     /// Tokens per sequence the KV cache holds (prompt + answer).
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(2..))]
     max_seq_len: u32,
+    /// Sequences that decode at once (KV slots); more requests wait in the queue.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    kv_slots: u32,
+    /// Prompt tokens prefilled per scheduler iteration before each decode step.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    prefill_budget: u32,
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -59,6 +65,27 @@ impl ModelArgs {
         self.model
             .clone()
             .unwrap_or_else(tpo_engine::model::ModelDir::default_policy_path)
+    }
+
+    fn decoder_options(&self) -> tpo_engine::engine::DecoderOptions {
+        tpo_engine::engine::DecoderOptions {
+            device: self.device,
+            threads: self.threads,
+        }
+    }
+
+    /// Opens the model folder and starts an engine on it.
+    fn start_engine(&self) -> Result<tpo_engine::engine::Engine, tpo_engine::Error> {
+        let model = tpo_engine::model::ModelDir::open(&self.model_dir())?;
+        Ok(tpo_engine::engine::Engine::start(
+            &model,
+            tpo_engine::engine::EngineOptions {
+                decoder: self.decoder_options(),
+                kv_slots: self.kv_slots as usize,
+                max_seq_len: self.max_seq_len as usize,
+                prefill_budget: self.prefill_budget as usize,
+            },
+        )?)
     }
 }
 

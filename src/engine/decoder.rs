@@ -9,6 +9,8 @@
 //! - decode (S = 1): any B, ragged past lengths;
 //! - a continuation with S > 1 over an existing past: B must be 1 (a GroupQueryAttention rule).
 
+use std::time::{Duration, Instant};
+
 use ort::memory::MemoryInfo;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -48,6 +50,7 @@ pub struct Decoder {
     session: Session,
     config: DecoderConfig,
     names: IoNames,
+    last_run_time: Duration,
 }
 
 struct IoNames {
@@ -100,6 +103,7 @@ impl Decoder {
             session,
             config,
             names,
+            last_run_time: Duration::ZERO,
         };
         decoder.check_graph_io()?;
         Ok(decoder)
@@ -134,6 +138,11 @@ impl Decoder {
 
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// Time the last [`Decoder::step`] spent inside ONNX Runtime's `run`.
+    pub fn last_run_time(&self) -> Duration {
+        self.last_run_time
     }
 
     /// KV geometry for an arena of `max_len` positions per slot.
@@ -240,7 +249,9 @@ impl Decoder {
             .bind_output_to_device(&self.config.logits_name, &MemoryInfo::default())
             .map_err(ort_err)?;
 
+        let run_started = Instant::now();
         let outputs = self.session.run_binding(&binding).map_err(ort_err)?;
+        self.last_run_time = run_started.elapsed();
         let logits = outputs
             .get(&self.config.logits_name)
             .ok_or_else(|| EngineError::Internal("the graph returned no logits".into()))?;

@@ -121,6 +121,17 @@ impl KvArena {
         })
     }
 
+    /// Takes slot `id` if it is free (to place a sequence at a given position of the batch).
+    pub fn take(&mut self, id: SlotId) -> Option<Slot> {
+        let mut free = self.free.borrow_mut();
+        let pos = free.iter().position(|&s| s == id)?;
+        free.swap_remove(pos);
+        Some(Slot {
+            id,
+            free: Rc::clone(&self.free),
+        })
+    }
+
     /// Errors when a sequence of `len` tokens would not fit a slot.
     pub fn check_len(&self, len: usize) -> Result<(), EngineError> {
         if len > self.shape.max_len {

@@ -1,24 +1,37 @@
-//! The generation engine: the decoder session, the KV arena, sampling, and the generation
-//! loop built on them.
+//! The generation engine: a scheduler thread per model that owns the decoder session and the
+//! KV arena and runs every request in one continuous batch, behind a cloneable [`Engine`]
+//! handle.
+//!
+//! Rooms: `decoder` (one forward step over KV slots), `kv` (the arena), `sampler` (sampling
+//! parameters and the CPU sampler), `scheduler` (the batching loop), `request` (what goes in
+//! and comes out), `handle` (the `Engine` callers hold).
 //!
 //! Lower layers only: the engine knows token ids and sampling parameters, never HTTP, CLI
 //! flags or traces.
 
 mod decoder;
-mod generate;
+mod handle;
 mod kv;
+mod request;
 mod sampler;
+mod scheduler;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
-pub use generate::{FinishReason, Generation, Generator, GeneratorOptions};
+pub use handle::{Engine, EngineOptions};
 pub use kv::{KvArena, KvShape, Slot, SlotId};
-pub use sampler::{
-    argmax, Sampled, Sampler, SamplingError, SamplingOptions, SamplingParams, SequenceRng,
+pub use request::{
+    ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, GenerationStream,
+    SampleOutput,
 };
+pub use sampler::{
+    argmax, log_softmax_at, Sampled, Sampler, SamplingError, SamplingOptions, SamplingParams,
+    SequenceRng,
+};
+pub use scheduler::EngineStats;
 
 use std::path::PathBuf;
 
-use crate::model::ModelError;
+use crate::model::{ModelError, TokenId};
 use crate::runtime::RuntimeError;
 
 /// Errors of the engine layer.
@@ -38,6 +51,16 @@ pub enum EngineError {
     SequenceTooLong { tokens: usize, limit: usize },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("the continuation to score is empty")]
+    EmptyContinuation,
+    #[error("token id {token} is outside the vocabulary (size {vocab})")]
+    InvalidToken { token: TokenId, vocab: usize },
+    #[error(
+        "n = {n} samples cannot run: it must be between 1 and the number of KV slots ({slots})"
+    )]
+    InvalidSampleCount { n: usize, slots: usize },
+    #[error("the engine has stopped")]
+    Stopped,
     #[error("internal engine error: {0}")]
     Internal(String),
 }

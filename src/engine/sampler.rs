@@ -41,6 +41,8 @@ pub struct SamplingOptions {
     pub stop_token_ids: Vec<TokenId>,
     /// Seed of the request's RNG streams; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// Keep generating through EOS until `max_new_tokens` (for benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingOptions {
@@ -54,6 +56,7 @@ impl Default for SamplingOptions {
             stop: Vec::new(),
             stop_token_ids: Vec::new(),
             seed: None,
+            ignore_eos: false,
         }
     }
 }
@@ -107,12 +110,21 @@ impl SamplingParams {
         self.options.temperature == 0.0 || self.options.top_k == 1
     }
 
-    /// The RNG stream of sample `index` of this request: the same (seed, index) gives the
-    /// same numbers whatever else runs in the batch.
+    /// The seed of sample `index` of this request: `seed + index`, so sample `i` of an
+    /// `n`-sample request equals a one-sample request seeded `seed + i`.
+    pub fn sample_seed(&self, index: u64) -> u64 {
+        self.seed.wrapping_add(index)
+    }
+
+    /// The RNG stream of sample `index`: the same (seed, index) gives the same numbers
+    /// whatever else runs in the batch.
     pub fn rng(&self, index: u64) -> SequenceRng {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(index);
-        SequenceRng(rng)
+        SequenceRng(ChaCha8Rng::seed_from_u64(self.sample_seed(index)))
+    }
+
+    /// Whether EOS tokens are ignored (benchmarks that need a fixed number of tokens).
+    pub fn ignore_eos(&self) -> bool {
+        self.options.ignore_eos
     }
 }
 
@@ -146,15 +158,14 @@ const FIRST_CANDIDATES: usize = 64;
 impl Sampler {
     /// Picks the next token of one row of `logits` with uniform `u` in [0, 1).
     pub fn sample(&mut self, logits: &[f32], params: &SamplingParams, u: f32) -> Sampled {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let log_z = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
         if params.is_greedy() {
             let token = argmax(logits);
             return Sampled {
                 token,
-                logprob: logits[token as usize] - log_z,
+                logprob: log_softmax_at(logits, token),
             };
         }
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let o = params.options();
         let inv_t = 1.0 / o.temperature;
         let weight = |i: u32| ((logits[i as usize] - max) * inv_t).exp();
@@ -206,7 +217,7 @@ impl Sampler {
         }
         Sampled {
             token,
-            logprob: logits[token as usize] - log_z,
+            logprob: log_softmax_at(logits, token),
         }
     }
 
@@ -224,6 +235,13 @@ impl Sampler {
         }
         self.candidates[..c].sort_unstable_by(by_logit_desc);
     }
+}
+
+/// `log softmax(row)[token]`: the model's log-probability of `token` (temperature 1).
+pub fn log_softmax_at(row: &[f32], token: TokenId) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max + row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    row[token as usize] - log_z
 }
 
 /// Index of the largest logit (the lowest index among ties).
@@ -389,5 +407,16 @@ mod tests {
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
+        let shifted = SamplingParams::new(SamplingOptions {
+            seed: Some(2),
+            ..p.options().clone()
+        })
+        .unwrap();
+        let mut r = shifted.rng(2);
+        assert_eq!(
+            draw(3)[0],
+            r.next_uniform(),
+            "sample i of seed s is seed s + i"
+        );
     }
 }

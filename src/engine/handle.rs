@@ -1,0 +1,244 @@
+//! `Engine`: the cheap, cloneable handle callers hold. It validates requests, sends them to
+//! the scheduler thread over a crossbeam channel, and hands back streams and futures.
+//! Many callers, one owner: the session and the KV arena live only on the scheduler thread.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::decoder::{Decoder, DecoderOptions};
+use super::kv::KvArena;
+use super::request::{
+    Command, ContinuationLogprobs, GenerateRequest, GenerationStream, SampleOutput,
+};
+use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
+use super::EngineError;
+use crate::model::{ChatMessage, ChatTemplate, ModelDir, TokenId, Tokenizer};
+
+/// How an engine is built.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    pub decoder: DecoderOptions,
+    /// Sequences that can decode at once (KV slots).
+    pub kv_slots: usize,
+    /// Tokens per sequence a slot holds (prompt + answer).
+    pub max_seq_len: usize,
+    /// Prompt tokens prefilled per scheduler iteration before each decode step.
+    pub prefill_budget: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            decoder: DecoderOptions::default(),
+            kv_slots: 64,
+            max_seq_len: 2048,
+            prefill_budget: 512,
+        }
+    }
+}
+
+/// A handle to a running policy engine.
+#[derive(Clone)]
+pub struct Engine {
+    commands: Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tokenizer: Arc<Tokenizer>,
+    template: ChatTemplate,
+    stats: Arc<EngineStats>,
+    max_seq_len: usize,
+    kv_slots: usize,
+    vocab_size: usize,
+}
+
+impl Engine {
+    /// Loads the model and starts its scheduler thread.
+    pub fn start(model: &ModelDir, options: EngineOptions) -> Result<Self, EngineError> {
+        if options.kv_slots == 0 || options.prefill_budget == 0 {
+            return Err(EngineError::InvalidConfig(
+                "kv_slots and prefill_budget must be at least 1".into(),
+            ));
+        }
+        let tokenizer = Arc::new(model.tokenizer()?);
+        let template = model.chat_template()?;
+        let decoder = Decoder::load(model, options.decoder)?;
+        let max_seq_len = options.max_seq_len.min(decoder.config().context_length);
+        let vocab_size = decoder.config().vocab_size;
+        let shape = decoder.kv_shape(max_seq_len);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(EngineStats::default());
+        let limits = SchedulerLimits {
+            prefill_budget: options.prefill_budget,
+        };
+        let thread_tokenizer = Arc::clone(&tokenizer);
+        let thread_stats = Arc::clone(&stats);
+        let kv_slots = options.kv_slots;
+        // The arena is created on the scheduler thread (it is not `Send`: slots hand back
+        // through an `Rc`); creation errors come back through this channel.
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("tpo-scheduler".into())
+            .spawn(move || {
+                let arena = match KvArena::new(shape, kv_slots) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                Scheduler::new(decoder, arena, thread_tokenizer, rx, thread_stats, limits).run();
+            })
+            .map_err(|e| EngineError::Internal(format!("spawning the scheduler thread: {e}")))?;
+        ready_rx.recv().map_err(|_| {
+            EngineError::Internal("the scheduler thread exited during start".into())
+        })??;
+        Ok(Self {
+            commands: tx,
+            shared: Arc::new(Shared {
+                tokenizer,
+                template,
+                stats,
+                max_seq_len,
+                kv_slots,
+                vocab_size,
+            }),
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.shared.stats
+    }
+
+    pub fn max_seq_len(&self) -> usize {
+        self.shared.max_seq_len
+    }
+
+    pub fn kv_slots(&self) -> usize {
+        self.shared.kv_slots
+    }
+
+    /// Token ids of a chat, rendered with the model's template, ending where the assistant
+    /// answers.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
+        let text = self.shared.template.render(messages, true)?;
+        Ok(self.shared.tokenizer.encode(&text)?)
+    }
+
+    /// Token ids of a one-turn question.
+    pub fn question_prompt(&self, question: &str) -> Result<Vec<TokenId>, EngineError> {
+        self.chat_prompt(&[ChatMessage::user(question)])
+    }
+
+    /// Decoded text of a sample, cut at its stop string if one matched.
+    pub fn text_of(&self, sample: &SampleOutput) -> Result<String, EngineError> {
+        let mut text = self.shared.tokenizer.decode(&sample.tokens)?;
+        if let Some(at) = sample.stop_at {
+            text.truncate(at);
+        }
+        Ok(text)
+    }
+
+    fn check_tokens(&self, tokens: &[TokenId], total_len: usize) -> Result<(), EngineError> {
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.shared.vocab_size)
+        {
+            return Err(EngineError::InvalidToken {
+                token: bad,
+                vocab: self.shared.vocab_size,
+            });
+        }
+        if total_len > self.shared.max_seq_len {
+            return Err(EngineError::SequenceTooLong {
+                tokens: total_len,
+                limit: self.shared.max_seq_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Submits a generation; events stream back as the scheduler produces them.
+    /// Invalid requests fail here, before reaching the scheduler.
+    pub fn submit(&self, request: GenerateRequest) -> Result<GenerationStream, EngineError> {
+        if request.prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if request.n == 0 || request.n > self.shared.kv_slots {
+            return Err(EngineError::InvalidSampleCount {
+                n: request.n,
+                slots: self.shared.kv_slots,
+            });
+        }
+        // The prompt and at least one generated token must fit a slot.
+        self.check_tokens(&request.prompt, request.prompt.len() + 1)?;
+        let n = request.n;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.commands
+            .send(Command::Generate {
+                request,
+                events: tx,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(GenerationStream { rx, n })
+    }
+
+    /// Generates and waits for every sample.
+    pub async fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<Vec<SampleOutput>, EngineError> {
+        self.submit(request)?.collect().await
+    }
+
+    /// [`Engine::generate`] for synchronous callers (not from inside an async runtime).
+    pub fn generate_blocking(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<Vec<SampleOutput>, EngineError> {
+        futures::executor::block_on(self.generate(request))
+    }
+
+    /// Teacher-forced log-probs of `continuation` after `prompt` (one prefill, batched with
+    /// everything else the scheduler runs).
+    pub async fn logprobs(
+        &self,
+        prompt: Vec<TokenId>,
+        continuation: Vec<TokenId>,
+    ) -> Result<ContinuationLogprobs, EngineError> {
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if continuation.is_empty() {
+            return Err(EngineError::EmptyContinuation);
+        }
+        let mut all = prompt.clone();
+        all.extend_from_slice(&continuation);
+        self.check_tokens(&all, all.len())?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Logprobs {
+                prompt,
+                continuation,
+                reply,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// [`Engine::logprobs`] for synchronous callers.
+    pub fn logprobs_blocking(
+        &self,
+        prompt: Vec<TokenId>,
+        continuation: Vec<TokenId>,
+    ) -> Result<ContinuationLogprobs, EngineError> {
+        futures::executor::block_on(self.logprobs(prompt, continuation))
+    }
+}

@@ -1,0 +1,134 @@
+//! What callers send to the scheduler and what comes back: requests, streamed events and
+//! final outputs. The stream is an async channel; dropping it cancels the request.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use super::sampler::SamplingParams;
+use super::EngineError;
+use crate::model::TokenId;
+
+/// A generation request: `n` samples continuing one prompt.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Vec<TokenId>,
+    pub params: SamplingParams,
+    /// Samples of the prompt; the prompt is prefilled once and its KV rows forked.
+    pub n: usize,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt: Vec<TokenId>, params: SamplingParams) -> Self {
+        Self {
+            prompt,
+            params,
+            n: 1,
+        }
+    }
+
+    pub fn with_n(mut self, n: usize) -> Self {
+        self.n = n;
+        self
+    }
+}
+
+/// Why a sample stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// EOS, a stop token or a stop string.
+    Stop,
+    /// `max_new_tokens` or the context length.
+    Length,
+}
+
+/// One finished sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleOutput {
+    /// Index of the sample within its request (its seed is the request's seed + index).
+    pub index: usize,
+    pub tokens: Vec<TokenId>,
+    /// Log-probability of each generated token under the model (temperature 1).
+    pub logprobs: Vec<f32>,
+    /// Byte offset into the decoded text where a stop string matched, if one did.
+    pub stop_at: Option<usize>,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    /// From submission to the first generated token.
+    pub time_to_first_token: Duration,
+    /// From submission to the last token.
+    pub elapsed: Duration,
+}
+
+impl SampleOutput {
+    pub fn logprob_sum(&self) -> f32 {
+        self.logprobs.iter().sum()
+    }
+}
+
+/// Teacher-forced scoring result: log-probs of a given continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContinuationLogprobs {
+    pub token_logprobs: Vec<f32>,
+    pub sum: f32,
+}
+
+/// What the scheduler streams back for a generation.
+#[derive(Debug)]
+pub enum GenerationEvent {
+    Token {
+        index: usize,
+        token: TokenId,
+        logprob: f32,
+    },
+    Finished(SampleOutput),
+    Failed(EngineError),
+}
+
+/// The receiving end of a generation. Dropping it cancels the request: the scheduler frees
+/// its slots at its next step.
+pub struct GenerationStream {
+    pub(crate) rx: UnboundedReceiver<GenerationEvent>,
+    pub(crate) n: usize,
+}
+
+impl GenerationStream {
+    /// Next event, or `None` when the request is over.
+    pub async fn next(&mut self) -> Option<GenerationEvent> {
+        self.rx.recv().await
+    }
+
+    /// Next event, blocking the thread (not for async contexts).
+    pub fn blocking_next(&mut self) -> Option<GenerationEvent> {
+        self.rx.blocking_recv()
+    }
+
+    /// Waits for every sample, ordered by index.
+    pub async fn collect(mut self) -> Result<Vec<SampleOutput>, EngineError> {
+        let mut done = Vec::with_capacity(self.n);
+        while done.len() < self.n {
+            match self.rx.recv().await {
+                Some(GenerationEvent::Finished(out)) => done.push(out),
+                Some(GenerationEvent::Failed(e)) => return Err(e),
+                Some(GenerationEvent::Token { .. }) => {}
+                None => return Err(EngineError::Stopped),
+            }
+        }
+        done.sort_by_key(|o| o.index);
+        Ok(done)
+    }
+}
+
+/// Messages into the scheduler thread.
+pub(crate) enum Command {
+    Generate {
+        request: GenerateRequest,
+        events: UnboundedSender<GenerationEvent>,
+    },
+    Logprobs {
+        prompt: Vec<TokenId>,
+        continuation: Vec<TokenId>,
+        reply: tokio::sync::oneshot::Sender<Result<ContinuationLogprobs, EngineError>>,
+    },
+}
