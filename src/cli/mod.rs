@@ -1,6 +1,7 @@
 //! Command-line front end: parses flags into library calls and prints results.
 //! Nothing below `cli` knows about flags.
 
+mod bench;
 mod doctor;
 mod generate;
 
@@ -29,6 +30,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Check the setup: ONNX Runtime, execution providers, CUDA driver, models.
     Doctor(doctor::DoctorArgs),
+    /// Benchmarks that print ratios measured side by side in one run.
+    Bench(bench::BenchArgs),
 }
 
 /// Flags shared by every command that loads a policy model.
@@ -94,5 +97,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -2,9 +2,10 @@
 //! min-p and a draw from one uniform number. This CPU path is the reference; a GPU kernel
 //! must give the same token for the same logits and uniform.
 //!
-//! Top-p never sorts the whole vocabulary: it selects the best `c` candidates
-//! (`select_nth_unstable`, O(V)), sorts only those, and widens `c` only when their
-//! probability mass is still below `top_p`.
+//! Top-p never sorts the whole vocabulary: one pass keeps the tokens within a few logits of
+//! the best (a prefix of the sorted order), sorts only those, and widens the window only
+//! when their probability mass is still below `top_p`. Exponentials use a vectorizable
+//! polynomial (`fast_exp`, relative error below 2e-7·(1+|x|)).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -152,9 +153,6 @@ pub struct Sampler {
     candidates: Vec<u32>,
 }
 
-/// First candidate-set size tried by top-p before widening (x4 each round).
-const FIRST_CANDIDATES: usize = 64;
-
 impl Sampler {
     /// Picks the next token of one row of `logits` with uniform `u` in [0, 1).
     pub fn sample(&mut self, logits: &[f32], params: &SamplingParams, u: f32) -> Sampled {
@@ -165,34 +163,50 @@ impl Sampler {
                 logprob: log_softmax_at(logits, token),
             };
         }
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let o = params.options();
+        let max = max_of(logits);
         let inv_t = 1.0 / o.temperature;
-        let weight = |i: u32| ((logits[i as usize] - max) * inv_t).exp();
-        let total: f32 = logits.iter().map(|&l| ((l - max) * inv_t).exp()).sum();
-        let vocab = logits.len();
+        let weight = |i: u32| fast_exp((logits[i as usize] - max) * inv_t);
+        let total = sum_exp(logits, max, inv_t);
         let limit = if o.top_k == 0 {
-            vocab
+            logits.len()
         } else {
-            o.top_k.min(vocab)
+            o.top_k.min(logits.len())
         };
 
-        let mut c = FIRST_CANDIDATES.min(limit);
+        // Candidates: every token within `delta` logits of the best, sorted. They are a
+        // prefix of the full sorted order, so once they hold `top_p` of the mass (or
+        // `top_k` tokens) the nucleus is exactly what a full sort would give.
+        let mut delta = 3.0 * o.temperature;
         let kept = loop {
-            self.top_candidates(logits, c);
+            let floor = max - delta;
+            self.candidates.clear();
+            self.candidates.extend(
+                logits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &l)| l >= floor)
+                    .map(|(i, _)| i as u32),
+            );
+            self.candidates.sort_unstable_by(|a, b| {
+                logits[*b as usize]
+                    .total_cmp(&logits[*a as usize])
+                    .then(a.cmp(b))
+            });
             let mut mass = 0.0f32;
-            let mut kept = c;
-            for (n, &i) in self.candidates[..c].iter().enumerate() {
+            let mut kept = None;
+            for (n, &i) in self.candidates.iter().take(limit).enumerate() {
                 mass += weight(i) / total;
-                if mass >= o.top_p {
-                    kept = n + 1;
+                if mass >= o.top_p || n + 1 == limit {
+                    kept = Some(n + 1);
                     break;
                 }
             }
-            if kept < c || mass >= o.top_p || c == limit {
-                break kept;
+            match kept {
+                Some(k) => break k,
+                None if self.candidates.len() == logits.len() => break self.candidates.len(),
+                None => delta *= 2.0,
             }
-            c = (c * 4).min(limit);
         };
         let mut kept = kept.max(1);
         if o.min_p > 0.0 {
@@ -215,33 +229,79 @@ impl Sampler {
                 break;
             }
         }
-        Sampled {
-            token,
-            logprob: log_softmax_at(logits, token),
-        }
-    }
-
-    /// Leaves the `c` highest logits' indices, sorted best first, in `self.candidates[..c]`.
-    fn top_candidates(&mut self, logits: &[f32], c: usize) {
-        self.candidates.clear();
-        self.candidates.extend(0..logits.len() as u32);
-        let by_logit_desc = |a: &u32, b: &u32| {
-            logits[*b as usize]
-                .total_cmp(&logits[*a as usize])
-                .then(a.cmp(b))
+        // At temperature 1 the sampling normalizer is the log-prob's normalizer too.
+        let logprob = if inv_t == 1.0 {
+            logits[token as usize] - max - total.ln()
+        } else {
+            log_softmax_with_max(logits, max, token)
         };
-        if c < self.candidates.len() {
-            self.candidates.select_nth_unstable_by(c - 1, by_logit_desc);
-        }
-        self.candidates[..c].sort_unstable_by(by_logit_desc);
+        Sampled { token, logprob }
     }
+}
+
+/// Largest value of `row`, with eight lanes so the loop vectorizes (`maxps`).
+fn max_of(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &l) in acc.iter_mut().zip(chunk) {
+            if l > *a {
+                *a = l;
+            }
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `sum_i exp((row_i - max) * scale)` with eight independent accumulators, so the
+/// compiler vectorizes the loop (a single running sum would force strict ordering).
+fn sum_exp(row: &[f32], max: f32, scale: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &l) in acc.iter_mut().zip(chunk) {
+            *a += fast_exp((l - max) * scale);
+        }
+    }
+    let tail: f32 = tail.iter().map(|&l| fast_exp((l - max) * scale)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `exp(x)` for `x <= 0` to a relative error below `2e-7 * (1 + |x|)` (the float32
+/// rounding of `x * log2 e` dominates), in plain arithmetic the compiler can
+/// vectorize: `2^n * 2^f` with `n = round(x log2 e)`, `|f| <= 1/2`, and a degree-6 Taylor
+/// polynomial for `2^f`. Inputs below -87 give `exp(-87)` (about 1.6e-38).
+#[inline]
+pub fn fast_exp(x: f32) -> f32 {
+    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+    // Round to nearest by adding 1.5 * 2^23: the sum's low mantissa bits then hold n as an
+    // integer, so neither `floor` (a libm call on baseline x86-64) nor a saturating
+    // float-to-int cast stops the loop from vectorizing.
+    const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: i32 = 0x4B40_0000;
+    let shifted = t + ROUND;
+    let n = shifted - ROUND;
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND_BITS);
+    let f = (t - n) * std::f32::consts::LN_2;
+    let p = 1.0
+        + f * (1.0
+            + f * (0.5
+                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
+    f32::from_bits((n_int.wrapping_add(127) << 23) as u32) * p
 }
 
 /// `log softmax(row)[token]`: the model's log-probability of `token` (temperature 1).
 pub fn log_softmax_at(row: &[f32], token: TokenId) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = max + row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
-    row[token as usize] - log_z
+    log_softmax_with_max(row, max_of(row), token)
+}
+
+fn log_softmax_with_max(row: &[f32], max: f32, token: TokenId) -> f32 {
+    row[token as usize] - max - sum_exp(row, max, 1.0).ln()
 }
 
 /// Index of the largest logit (the lowest index among ties).
@@ -380,6 +440,18 @@ mod tests {
                 seen.insert(s.token);
             }
             assert!(seen.len() > 1, "sampling collapsed to one token");
+        }
+    }
+
+    #[test]
+    fn fast_exp_matches_std_exp() {
+        for i in 0..=20_000 {
+            let x = -(i as f32) * 0.0043;
+            let (a, b) = (fast_exp(x), x.exp());
+            assert!(
+                (a - b).abs() <= 2e-7 * (1.0 - x) * b + 1e-38,
+                "exp({x}): {a} vs {b}"
+            );
         }
     }
 

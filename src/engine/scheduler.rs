@@ -34,7 +34,7 @@ use super::kv::{KvArena, Slot, SlotId};
 use super::request::{
     Command, ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, SampleOutput,
 };
-use super::sampler::{log_softmax_at, Sampler, SamplingParams, SequenceRng};
+use super::sampler::{log_softmax_at, Sampled, Sampler, SamplingParams, SequenceRng};
 use super::EngineError;
 use crate::model::{TokenId, Tokenizer};
 
@@ -48,6 +48,8 @@ pub struct EngineStats {
     pub decode_nanos: AtomicU64,
     /// Nanoseconds inside ONNX Runtime `run` during decode steps.
     pub decode_ort_nanos: AtomicU64,
+    /// Nanoseconds sampling the rows of decode steps.
+    pub decode_sample_nanos: AtomicU64,
     /// Sum over decode steps of the batch size (mean batch = this / decode_steps).
     pub decode_rows: AtomicU64,
     /// Sequences decoding now.
@@ -452,10 +454,18 @@ impl Scheduler {
 
     /// Samples row `logits` for decoding sequence `i`; true when the sequence is finished.
     fn accept_next_token(&mut self, i: usize, logits: &[f32]) -> bool {
+        let seq = &mut self.decoding[i];
+        let sampled = self
+            .sampler
+            .sample(logits, &seq.group.params, seq.rng.next_uniform());
+        self.accept_sampled(i, sampled)
+    }
+
+    /// Appends `sampled` to decoding sequence `i`; true when the sequence is finished.
+    fn accept_sampled(&mut self, i: usize, sampled: Sampled) -> bool {
         let max_len = self.arena.shape().max_len;
         let seq = &mut self.decoding[i];
         let params = &seq.group.params;
-        let sampled = self.sampler.sample(logits, params, seq.rng.next_uniform());
         let o = params.options();
         let is_eos = !params.ignore_eos() && self.eos.contains(&sampled.token);
         if is_eos || o.stop_token_ids.contains(&sampled.token) {
@@ -560,10 +570,27 @@ impl Scheduler {
         };
         let v = self.decoder.config().vocab_size;
         let b = self.decoding.len();
+        // Sampling on this thread: a parallel split measured no faster on 2 cores, where
+        // ONNX Runtime's spinning workers compete for the same cores between runs.
+        let jobs: Vec<(&SamplingParams, f32)> = self
+            .decoding
+            .iter_mut()
+            .map(|s| {
+                let u = s.rng.next_uniform();
+                (&s.group.params, u)
+            })
+            .collect();
+        let sampling_started = Instant::now();
+        let sampled: Vec<Sampled> = jobs
+            .iter()
+            .zip(logits.chunks(v))
+            .map(|(&(params, u), row)| self.sampler.sample(row, params, u))
+            .collect();
+        let sampling_time = sampling_started.elapsed();
         let mut finished = Vec::new();
-        for i in 0..b {
+        for (i, s) in sampled.into_iter().enumerate() {
             self.decoding[i].len += 1;
-            if self.accept_next_token(i, &logits[i * v..(i + 1) * v]) {
+            if self.accept_sampled(i, s) {
                 finished.push(i);
             }
         }
@@ -579,6 +606,8 @@ impl Scheduler {
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         s.decode_ort_nanos
             .fetch_add(ort_time.as_nanos() as u64, Ordering::Relaxed);
+        s.decode_sample_nanos
+            .fetch_add(sampling_time.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
