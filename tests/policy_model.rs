@@ -55,6 +55,21 @@ fn generate(
     Ok(out.remove(0))
 }
 
+/// A decoder and a `slots`-slot arena after prefilling `ids` into slot 0, with the logits
+/// of every position.
+fn prefill_all_logits(model: &ModelDir, ids: &[u32], slots: usize) -> (Decoder, KvArena, Vec<f32>) {
+    let mut decoder = Decoder::load(model, DecoderOptions::default()).unwrap();
+    let mut arena = KvArena::new(decoder.kv_shape(256), slots).unwrap();
+    let rows = [RowInput {
+        past_len: 0,
+        tokens: ids,
+    }];
+    let logits = decoder
+        .step(&mut arena, SlotId(0), &rows, LogitsWanted::All)
+        .unwrap();
+    (decoder, arena, logits)
+}
+
 #[test]
 fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
     let model = ModelDir::open(&common::policy_dir()).unwrap();
@@ -65,19 +80,7 @@ fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
     let v = model.config.vocab_size;
     assert_eq!(reference.len(), ids.len() * v);
 
-    let mut decoder = Decoder::load(&model, DecoderOptions::default()).unwrap();
-    let mut arena = KvArena::new(decoder.kv_shape(256), 2).unwrap();
-    let prefill = decoder
-        .step(
-            &mut arena,
-            SlotId(0),
-            &[RowInput {
-                past_len: 0,
-                tokens: &ids,
-            }],
-            LogitsWanted::All,
-        )
-        .unwrap();
+    let (mut decoder, mut arena, prefill) = prefill_all_logits(&model, &ids, 2);
     let prefill_diff = max_abs_diff(&prefill, &reference);
     assert!(
         prefill_diff <= LOGIT_TOLERANCE,
@@ -142,19 +145,7 @@ criticised by some of France's leading artists and intellectuals for its design,
 become a global cultural icon of France and one of the most recognisable structures in the world.";
     let model = ModelDir::open(&dir).unwrap();
     let ids = model.tokenizer().unwrap().encode(paragraph).unwrap();
-    let mut decoder = Decoder::load(&model, DecoderOptions::default()).unwrap();
-    let mut arena = KvArena::new(decoder.kv_shape(256), 1).unwrap();
-    let logits = decoder
-        .step(
-            &mut arena,
-            SlotId(0),
-            &[RowInput {
-                past_len: 0,
-                tokens: &ids,
-            }],
-            LogitsWanted::All,
-        )
-        .unwrap();
+    let (_, _, logits) = prefill_all_logits(&model, &ids, 1);
     let v = model.config.vocab_size;
     let mut nll = 0.0f64;
     for t in 0..ids.len() - 1 {
