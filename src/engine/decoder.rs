@@ -197,13 +197,9 @@ impl Decoder {
         let pad = i64::from(self.config.pad_token_id);
         let mut ids = vec![pad; b * s];
         let mut mask = vec![0i64; b * total];
-        let mut positions = vec![0i64; b * s];
         for (i, r) in rows.iter().enumerate() {
             for (j, &t) in r.tokens.iter().enumerate() {
                 ids[i * s + j] = i64::from(t);
-            }
-            for j in 0..s {
-                positions[i * s + j] = (r.past_len + j) as i64;
             }
             mask[i * total..i * total + r.past_len + r.tokens.len()].fill(1);
         }
@@ -219,6 +215,10 @@ impl Decoder {
             .bind_input(&self.config.attention_mask_name, &mask)
             .map_err(ort_err)?;
         if let Some(name) = &self.config.position_ids_name {
+            let positions: Vec<i64> = rows
+                .iter()
+                .flat_map(|r| (r.past_len..r.past_len + s).map(|p| p as i64))
+                .collect();
             let pos = Tensor::from_array(([b, s], positions)).map_err(ort_err)?;
             binding.bind_input(name, &pos).map_err(ort_err)?;
         }

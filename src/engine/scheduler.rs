@@ -42,7 +42,6 @@ use crate::model::{TokenId, Tokenizer};
 #[derive(Debug, Default)]
 pub struct EngineStats {
     pub decode_steps: AtomicU64,
-    pub decode_tokens: AtomicU64,
     pub prefill_tokens: AtomicU64,
     /// Nanoseconds of decode iterations (step + sampling + streaming).
     pub decode_nanos: AtomicU64,
@@ -85,6 +84,8 @@ struct Sequence {
     tokens: Vec<TokenId>,
     logprobs: Vec<f32>,
     first_token_at: Option<std::time::Duration>,
+    /// Byte offset in the decoded answer where a stop string matched.
+    stop_at: Option<usize>,
 }
 
 enum Job {
@@ -441,19 +442,20 @@ impl Scheduler {
                         tokens: Vec::new(),
                         logprobs: Vec::new(),
                         first_token_at: None,
+                        stop_at: None,
                     };
                     self.decoding.push(seq);
                     let i = self.decoding.len() - 1;
-                    if self.accept_next_token(i, last) {
-                        self.finish(i);
+                    if let Some(reason) = self.accept_next_token(i, last) {
+                        self.finish(i, reason);
                     }
                 }
             }
         }
     }
 
-    /// Samples row `logits` for decoding sequence `i`; true when the sequence is finished.
-    fn accept_next_token(&mut self, i: usize, logits: &[f32]) -> bool {
+    /// Samples row `logits` for decoding sequence `i`; `Some` when the sequence is finished.
+    fn accept_next_token(&mut self, i: usize, logits: &[f32]) -> Option<FinishReason> {
         let seq = &mut self.decoding[i];
         let sampled = self
             .sampler
@@ -461,15 +463,15 @@ impl Scheduler {
         self.accept_sampled(i, sampled)
     }
 
-    /// Appends `sampled` to decoding sequence `i`; true when the sequence is finished.
-    fn accept_sampled(&mut self, i: usize, sampled: Sampled) -> bool {
+    /// Appends `sampled` to decoding sequence `i`; `Some` when the sequence is finished.
+    fn accept_sampled(&mut self, i: usize, sampled: Sampled) -> Option<FinishReason> {
         let max_len = self.arena.shape().max_len;
         let seq = &mut self.decoding[i];
         let params = &seq.group.params;
         let o = params.options();
         let is_eos = !params.ignore_eos() && self.eos.contains(&sampled.token);
         if is_eos || o.stop_token_ids.contains(&sampled.token) {
-            return true;
+            return Some(FinishReason::Stop);
         }
         seq.tokens.push(sampled.token);
         seq.logprobs.push(sampled.logprob);
@@ -483,38 +485,23 @@ impl Scheduler {
             logprob: sampled.logprob,
         });
         if sent.is_err() {
-            return true; // cancelled; `finish` sends nothing to a closed stream
+            // Cancelled: `finish` frees the slot; nothing reaches the closed stream.
+            return Some(FinishReason::Stop);
         }
-        seq.tokens.len() >= params.max_new_tokens() || seq.len >= max_len || self.stop_string_hit(i)
-    }
-
-    fn stop_string_hit(&self, i: usize) -> bool {
-        let seq = &self.decoding[i];
-        let stops = &seq.group.params.options().stop;
-        !stops.is_empty() && self.stop_offset(seq).is_some()
-    }
-
-    fn stop_offset(&self, seq: &Sequence) -> Option<usize> {
-        let stops = &seq.group.params.options().stop;
-        if stops.is_empty() {
-            return None;
+        if !o.stop.is_empty() {
+            let text = self.tokenizer.decode(&seq.tokens).unwrap_or_default();
+            seq.stop_at = o.stop.iter().filter_map(|s| text.find(s.as_str())).min();
+            if seq.stop_at.is_some() {
+                return Some(FinishReason::Stop);
+            }
         }
-        let text = self.tokenizer.decode(&seq.tokens).ok()?;
-        stops.iter().filter_map(|s| text.find(s.as_str())).min()
+        (seq.tokens.len() >= params.max_new_tokens() || seq.len >= max_len)
+            .then_some(FinishReason::Length)
     }
 
-    /// Sends sequence `i`'s result and frees its slot.
-    fn finish(&mut self, i: usize) {
+    /// Queues sequence `i`'s result (sent by `flush_finished`) and frees its slot.
+    fn finish(&mut self, i: usize, finish_reason: FinishReason) {
         let seq = self.remove_decoding(i);
-        let stop_at = self.stop_offset(&seq);
-        let hit_limit = seq.tokens.len() >= seq.group.params.max_new_tokens()
-            || seq.len >= self.arena.shape().max_len;
-        let stopped_by_token = stop_at.is_none() && !hit_limit;
-        let finish_reason = if stop_at.is_some() || stopped_by_token {
-            FinishReason::Stop
-        } else {
-            FinishReason::Length
-        };
         let elapsed = seq.group.submitted.elapsed();
         let output = SampleOutput {
             index: seq.index,
@@ -523,7 +510,7 @@ impl Scheduler {
             elapsed,
             tokens: seq.tokens,
             logprobs: seq.logprobs,
-            stop_at,
+            stop_at: seq.stop_at,
             finish_reason,
         };
         self.finished.push((seq.group, output));
@@ -561,8 +548,8 @@ impl Scheduler {
             Ok(l) => l,
             Err(e) => {
                 let message = e.to_string();
-                while !self.decoding.is_empty() {
-                    let seq = self.remove_decoding(0);
+                // Every sequence fails; their slots return as they drop, no rows to move.
+                for seq in self.decoding.drain(..) {
                     fail_group(&seq.group, EngineError::Internal(message.clone()));
                 }
                 return;
@@ -590,17 +577,16 @@ impl Scheduler {
         let mut finished = Vec::new();
         for (i, s) in sampled.into_iter().enumerate() {
             self.decoding[i].len += 1;
-            if self.accept_sampled(i, s) {
-                finished.push(i);
+            if let Some(reason) = self.accept_sampled(i, s) {
+                finished.push((i, reason));
             }
         }
         // Highest index first so swap-removal never moves a sequence still to be finished.
-        for &i in finished.iter().rev() {
-            self.finish(i);
+        for &(i, reason) in finished.iter().rev() {
+            self.finish(i, reason);
         }
         let s = &self.stats;
         s.decode_steps.fetch_add(1, Ordering::Relaxed);
-        s.decode_tokens.fetch_add(b as u64, Ordering::Relaxed);
         s.decode_rows.fetch_add(b as u64, Ordering::Relaxed);
         s.decode_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -18,9 +18,18 @@ pub struct OrtLibrary {
 }
 
 static INITIALIZED: OnceLock<OrtLibrary> = OnceLock::new();
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Loads and initializes ONNX Runtime once; later calls return the same library.
 pub fn ensure_initialized() -> Result<&'static OrtLibrary, RuntimeError> {
+    if let Some(lib) = INITIALIZED.get() {
+        return Ok(lib);
+    }
+    // One initializer at a time: engines started from several threads must not build two
+    // ONNX Runtime environments.
+    let _guard = INIT_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(lib) = INITIALIZED.get() {
         return Ok(lib);
     }
