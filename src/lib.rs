@@ -3,12 +3,16 @@
 //! Layers, each a module with its own error type, data flowing one way:
 //! - [`runtime`]: ONNX Runtime itself (library, execution providers, in-place tensors);
 //! - [`model`]: a model folder on disk (config, tokenizer, chat template);
-//! - [`engine`]: decoding (decoder session, KV arena, sampling, generation).
+//! - [`engine`]: decoding (decoder session, KV arena, sampling, generation);
+//! - [`reward`]: reward models (classifier heads, the judge, similarity, DPO/MRPO);
+//! - [`dataset`]: preference datasets in and scored rows out, resumable and sharded.
 //!
 //! The `tpo` binary (`src/main.rs`, `src/cli/`) translates command lines into calls of these.
 
+pub mod dataset;
 pub mod engine;
 pub mod model;
+pub mod reward;
 pub mod runtime;
 
 use std::path::PathBuf;
@@ -22,6 +26,10 @@ pub enum Error {
     Model(#[from] model::ModelError),
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
+    #[error(transparent)]
+    Reward(#[from] reward::RewardError),
+    #[error(transparent)]
+    Dataset(#[from] dataset::DatasetError),
 }
 
 /// Folders that may be the project root (holding `.venv/` and `models/`), most specific

@@ -4,6 +4,7 @@
 mod bench;
 mod doctor;
 mod generate;
+mod score;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,15 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Check the setup: ONNX Runtime, execution providers, CUDA driver, models.
     Doctor(doctor::DoctorArgs),
+    /// Score a preference dataset with reward models (resumable, shardable).
+    ///
+    /// Examples:
+    ///   tpo score --input pairs.jsonl --output scored.jsonl
+    ///   tpo score --input pairs.parquet --output s.jsonl --reward-model similarity
+    ///   tpo score --input pairs.jsonl --output s.jsonl --shard 3/8
+    ///   tpo score --input pairs.jsonl --output s.jsonl --reward-model none \
+    ///       --reference-model ref1/ --reference-model ref2/ --mrpo
+    Score(Box<score::ScoreArgs>),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench(bench::BenchArgs),
 }
@@ -98,5 +108,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
         Command::Generate(args) => generate::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Score(args) => score::run(*args),
     }
 }

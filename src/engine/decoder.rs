@@ -12,14 +12,13 @@
 use std::time::{Duration, Instant};
 
 use ort::memory::MemoryInfo;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
 
 use super::kv::{KvArena, KvShape, SlotId};
 use super::EngineError;
 use crate::model::{DecoderConfig, ModelDir, TokenId};
-use crate::runtime::{self, Device};
+use crate::runtime;
 
 /// The new tokens of one row and how many tokens its slot already caches.
 #[derive(Debug, Clone, Copy)]
@@ -37,13 +36,8 @@ pub enum LogitsWanted {
     All,
 }
 
-/// Session options a decoder is built with.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DecoderOptions {
-    pub device: Device,
-    /// Intra-op threads; 0 lets ONNX Runtime use one per physical core.
-    pub threads: usize,
-}
+/// Session options a decoder is built with (device, threads).
+pub type DecoderOptions = runtime::SessionOptions;
 
 /// A policy graph loaded into an ONNX Runtime session.
 pub struct Decoder {
@@ -68,29 +62,8 @@ impl Decoder {
                 model.path.display()
             )));
         }
-        let lib = runtime::ensure_initialized()?;
-        let providers = options.device.execution_providers()?;
-        let mut builder = Session::builder(&lib.environment).map_err(runtime::RuntimeError::Ort)?;
-        builder = builder
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| runtime::RuntimeError::Ort(e.into()))?;
-        if options.threads > 0 {
-            builder = builder
-                .with_intra_threads(options.threads)
-                .map_err(|e| runtime::RuntimeError::Ort(e.into()))?;
-        }
-        if !providers.is_empty() {
-            builder = builder
-                .with_execution_providers(providers)
-                .map_err(|e| runtime::RuntimeError::Ort(e.into()))?;
-        }
         let onnx = model.onnx_path();
-        let session = builder
-            .commit_from_file(&onnx)
-            .map_err(|e| EngineError::ModelLoad {
-                path: onnx.clone(),
-                reason: e.to_string(),
-            })?;
+        let session = runtime::open_session(&onnx, options)?;
         let names = IoNames {
             past: (0..config.num_layers)
                 .map(|l| (config.past_key_name(l), config.past_value_name(l)))

@@ -29,8 +29,6 @@ pub use sampler::{
 };
 pub use scheduler::EngineStats;
 
-use std::path::PathBuf;
-
 use crate::model::{ModelError, TokenId};
 use crate::runtime::RuntimeError;
 
@@ -43,8 +41,6 @@ pub enum EngineError {
     Model(#[from] ModelError),
     #[error("invalid sampling parameters: {0}")]
     Sampling(#[from] SamplingError),
-    #[error("could not load the ONNX model {path}: {reason}")]
-    ModelLoad { path: PathBuf, reason: String },
     #[error("invalid engine configuration: {0}")]
     InvalidConfig(String),
     #[error("the sequence needs {tokens} tokens but the context holds {limit} (shorten the prompt, lower --max-new-tokens or raise --max-seq-len)")]

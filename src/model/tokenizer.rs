@@ -48,9 +48,19 @@ impl Tokenizer {
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognized,
     /// and nothing is added (chat templates already carry their own markers).
     pub fn encode(&self, text: &str) -> Result<Vec<TokenId>, ModelError> {
+        self.encode_with_specials(text, false)
+    }
+
+    /// Token ids of `text`, with the tokenizer's own special tokens (`[CLS]` … `[SEP]`)
+    /// added when `add_special_tokens` is set (encoders such as BERT expect them).
+    pub fn encode_with_specials(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<TokenId>, ModelError> {
         let encoding = self
             .inner
-            .encode(text, false)
+            .encode(text, add_special_tokens)
             .map_err(|e| ModelError::Tokenize(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }

@@ -8,10 +8,12 @@
 
 mod device;
 mod library;
+mod session;
 mod tensor;
 
 pub use device::{available_providers, Device};
 pub use library::{ensure_initialized, locate_library, OrtLibrary, REQUIRED_ORT_MINOR};
+pub use session::{open_session, SessionOptions};
 pub use tensor::alias_f32_tensor;
 
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ pub enum RuntimeError {
          install the onnxruntime-gpu wheel into the venv (and a CUDA driver) or use --device cpu"
     )]
     ProviderMissing { provider: &'static str },
+    #[error("could not load the ONNX model {path}: {reason}")]
+    SessionLoad { path: PathBuf, reason: String },
     #[error("ONNX Runtime error: {0}")]
     Ort(#[from] ort::Error),
 }

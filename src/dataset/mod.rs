@@ -1,0 +1,42 @@
+//! Preference datasets in, scored rows out: reading JSONL / JSON / Parquet rows in the
+//! Hugging Face shapes, sharding, and the resumable scoring job behind `tpo score`.
+//!
+//! Rooms: `reader` (rows as JSON values), `row` (a value → what to score), `shard`
+//! (`--shard i/n`), `checkpoint` (crash-safe append + progress record), `job` (the loop that
+//! ties them to the reward models), `summary` (accuracy and margins of an output file).
+
+pub mod checkpoint;
+pub mod job;
+pub mod reader;
+pub mod row;
+pub mod shard;
+pub mod summary;
+
+use std::path::PathBuf;
+
+pub use job::{ScoreJob, ScoreOutcome, Scorers};
+pub use row::Columns;
+pub use shard::Shard;
+pub use summary::Summary;
+
+/// Errors of a dataset job as a whole (a bad row is not one: it goes to the errors file).
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error("cannot resume into {output}: {reason}")]
+    Resume { output: PathBuf, reason: String },
+    #[error("invalid options: {0}")]
+    Options(String),
+    #[error(transparent)]
+    Reward(#[from] crate::reward::RewardError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("internal dataset error: {0}")]
+    Internal(String),
+}

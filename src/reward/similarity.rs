@@ -1,0 +1,133 @@
+//! Similarity to a reference answer as the reward (RefAlign): an encoder embeds the
+//! response and the reference; the reward is the cosine of their mean-pooled embeddings,
+//! or BERTScore F1 of their token embeddings.
+
+use std::path::Path;
+
+use super::config::{RewardConfig, SimilarityMetric};
+use super::pool::{self, Hidden};
+use super::sequence::{BatchOutput, DistinctTexts, SequenceModel};
+use super::{RewardError, RewardInput, RewardModel, RowError};
+use crate::runtime::SessionOptions;
+
+pub struct SimilarityRm {
+    model: SequenceModel,
+    metric: SimilarityMetric,
+    /// Whether the tokenizer adds a first and last marker ([CLS]/[SEP]) that BERTScore leaves
+    /// out of the matching.
+    special_ends: bool,
+    name: String,
+}
+
+/// What one text embeds to.
+enum Embedding {
+    /// Mean-pooled sentence embedding.
+    Sentence(Vec<f32>),
+    /// Token embeddings of the real tokens (markers excluded).
+    Tokens(Vec<Vec<f32>>),
+}
+
+impl SimilarityRm {
+    pub fn load(
+        dir: &Path,
+        config: &RewardConfig,
+        session: SessionOptions,
+        batch_tokens: usize,
+        metric: Option<SimilarityMetric>,
+    ) -> Result<Self, RewardError> {
+        Ok(Self {
+            model: SequenceModel::load(dir, config, session, batch_tokens)?,
+            metric: metric.or(config.metric).unwrap_or(SimilarityMetric::Cosine),
+            special_ends: config.add_special_tokens,
+            name: dir.display().to_string(),
+        })
+    }
+
+    fn pool(&self, batch: &BatchOutput<'_>) -> Result<Vec<Embedding>, RewardError> {
+        let b = batch.rows.len();
+        let hidden = match batch.shape {
+            &[bb, t, h] if bb == b => Hidden::new(batch.data, b, t, h),
+            _ => None,
+        }
+        .ok_or_else(|| RewardError::Graph {
+            path: self.name.clone().into(),
+            reason: format!(
+                "token embeddings have shape {:?}, expected [{b}, seq, hidden]",
+                batch.shape
+            ),
+        })?;
+        let masks: Vec<&[i64]> = batch.masks.iter().map(Vec::as_slice).collect();
+        Ok(match self.metric {
+            SimilarityMetric::Cosine => pool::masked_mean(&hidden, &masks)
+                .into_iter()
+                .map(Embedding::Sentence)
+                .collect(),
+            SimilarityMetric::Bertscore => masks
+                .iter()
+                .enumerate()
+                .map(|(row, mask)| {
+                    let real: Vec<usize> = (0..mask.len()).filter(|&p| mask[p] != 0).collect();
+                    let inner = if self.special_ends && real.len() > 2 {
+                        &real[1..real.len() - 1]
+                    } else {
+                        &real[..]
+                    };
+                    Embedding::Tokens(inner.iter().map(|&p| hidden.at(row, p).to_vec()).collect())
+                })
+                .collect(),
+        })
+    }
+}
+
+impl RewardModel for SimilarityRm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn score(&self, inputs: &[RewardInput<'_>]) -> Result<Vec<Result<f32, RowError>>, RewardError> {
+        // A reference shared by several responses is embedded once.
+        let distinct = DistinctTexts::new(
+            inputs
+                .iter()
+                .filter_map(|i| i.reference.map(|r| [i.response, r]))
+                .flatten(),
+        );
+        let encoded: Vec<Result<Vec<u32>, RowError>> = distinct
+            .texts
+            .iter()
+            .map(|t| self.model.encode(t))
+            .collect();
+        let runnable: Vec<usize> = (0..encoded.len()).filter(|&i| encoded[i].is_ok()).collect();
+        let seqs: Vec<Vec<u32>> = runnable
+            .iter()
+            .filter_map(|&i| encoded[i].as_ref().ok().cloned())
+            .collect();
+        let embedded = self.model.run_batched(&seqs, |b| self.pool(b))?;
+        let mut by_text: Vec<Option<Embedding>> = (0..encoded.len()).map(|_| None).collect();
+        for (&i, e) in runnable.iter().zip(embedded) {
+            by_text[i] = Some(e);
+        }
+        let embedding = |i: usize| -> Result<&Embedding, RowError> {
+            match (&encoded[i], &by_text[i]) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), Some(e)) => Ok(e),
+                (Ok(_), None) => Err(RowError::Empty),
+            }
+        };
+        let mut next = 0;
+        Ok(inputs
+            .iter()
+            .map(|input| {
+                input.reference.ok_or(RowError::MissingReference)?;
+                let (a, r) = (distinct.index[next], distinct.index[next + 1]);
+                next += 2;
+                Ok(match (embedding(a)?, embedding(r)?) {
+                    (Embedding::Sentence(a), Embedding::Sentence(r)) => pool::cosine(a, r),
+                    (Embedding::Tokens(a), Embedding::Tokens(r)) => pool::bertscore_f1(a, r),
+                    // Every text of a call is pooled by the one metric.
+                    _ => return Err(RowError::Internal("mixed embedding kinds".into())),
+                })
+            })
+            .collect())
+    }
+}
