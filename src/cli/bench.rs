@@ -3,6 +3,7 @@
 //! `tpo bench engine`: for each concurrency C, C requests submitted at once versus the same
 //! C requests run one after another on the same engine; aggregate decode tokens/s of each,
 //! their ratio, and the share of decode-step time spent outside ONNX Runtime's `run`.
+//! `tpo bench score`: see `bench_score`.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -26,6 +27,10 @@ enum BenchKind {
     ///
     /// Example: tpo bench engine --concurrency 1,4,16,32,64 --max-new-tokens 64
     Engine(EngineBenchArgs),
+    /// `tpo score` versus a batch-1 Python onnxruntime loop over the same RM and rows.
+    ///
+    /// Example: tpo bench score --reward-model judge --pairs 24
+    Score(super::bench_score::ScoreBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +70,7 @@ const QUESTIONS: &[&str] = &[
 pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
     match args.what {
         BenchKind::Engine(a) => engine_bench(a),
+        BenchKind::Score(a) => super::bench_score::run(a),
     }
 }
 

@@ -2,6 +2,7 @@
 //! Nothing below `cli` knows about flags.
 
 mod bench;
+mod bench_score;
 mod doctor;
 mod generate;
 mod score;

@@ -132,33 +132,46 @@ impl ImplicitModels {
         dpo_reward(self.beta, logprobs.policy, logprobs.references[k])
     }
 
-    /// MRPO rewards of a chosen/rejected pair (α from both references' margins), or of a
-    /// single response (α = ½); `None` unless MRPO is on with two references.
+    /// MRPO rewards of a row; `None` unless MRPO is on with two references.
     pub fn mrpo(
         &self,
         chosen: &ResponseLogprobs,
         rejected: Option<&ResponseLogprobs>,
     ) -> Option<Mrpo> {
-        if !self.mrpo || chosen.references.len() != 2 {
+        if !self.mrpo {
             return None;
         }
-        let alpha = match rejected {
-            Some(r) => mrpo_alpha(
-                chosen.references[0] - r.references[0],
-                chosen.references[1] - r.references[1],
-            ),
-            None => 0.5,
-        };
-        let reward = |l: &ResponseLogprobs| {
-            let combined = mrpo_reference(l.references[0], l.references[1], alpha, self.eta);
-            dpo_reward(self.beta, l.policy, combined)
-        };
-        Some(Mrpo {
-            alpha,
-            chosen: reward(chosen),
-            rejected: rejected.map(reward),
-        })
+        mrpo_rewards(self.beta, self.eta, chosen, rejected)
     }
+}
+
+/// MRPO rewards of a chosen/rejected pair (α from both references' margins), or of a single
+/// response (α = ½); `None` unless both have exactly two references.
+pub fn mrpo_rewards(
+    beta: f64,
+    eta: f64,
+    chosen: &ResponseLogprobs,
+    rejected: Option<&ResponseLogprobs>,
+) -> Option<Mrpo> {
+    if chosen.references.len() != 2 || rejected.is_some_and(|r| r.references.len() != 2) {
+        return None;
+    }
+    let alpha = match rejected {
+        Some(r) => mrpo_alpha(
+            chosen.references[0] - r.references[0],
+            chosen.references[1] - r.references[1],
+        ),
+        None => 0.5,
+    };
+    let reward = |l: &ResponseLogprobs| {
+        let combined = mrpo_reference(l.references[0], l.references[1], alpha, eta);
+        dpo_reward(beta, l.policy, combined)
+    };
+    Some(Mrpo {
+        alpha,
+        chosen: reward(chosen),
+        rejected: rejected.map(reward),
+    })
 }
 
 /// MRPO's result for one row.

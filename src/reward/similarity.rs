@@ -43,9 +43,10 @@ impl SimilarityRm {
         })
     }
 
-    fn pool(&self, batch: &BatchOutput<'_>) -> Result<Vec<Embedding>, RewardError> {
+    /// The batch's output as `[B, T, H]` token embeddings.
+    fn hidden_of<'a>(&self, batch: &BatchOutput<'a>) -> Result<Hidden<'a>, RewardError> {
         let b = batch.rows.len();
-        let hidden = match batch.shape {
+        match batch.shape {
             &[bb, t, h] if bb == b => Hidden::new(batch.data, b, t, h),
             _ => None,
         }
@@ -55,7 +56,11 @@ impl SimilarityRm {
                 "token embeddings have shape {:?}, expected [{b}, seq, hidden]",
                 batch.shape
             ),
-        })?;
+        })
+    }
+
+    fn pool(&self, batch: &BatchOutput<'_>) -> Result<Vec<Embedding>, RewardError> {
+        let hidden = self.hidden_of(batch)?;
         let masks: Vec<&[i64]> = batch.masks.iter().map(Vec::as_slice).collect();
         Ok(match self.metric {
             SimilarityMetric::Cosine => pool::masked_mean(&hidden, &masks)
@@ -76,6 +81,36 @@ impl SimilarityRm {
                 })
                 .collect(),
         })
+    }
+}
+
+impl SimilarityRm {
+    /// Sentence embeddings (mean over real tokens, L2-normalized) of `texts`.
+    pub fn sentence_embeddings(
+        &self,
+        texts: &[&str],
+    ) -> Result<Vec<Result<Vec<f32>, RowError>>, RewardError> {
+        let encoded: Vec<Result<Vec<u32>, RowError>> =
+            texts.iter().map(|t| self.model.encode(t)).collect();
+        let seqs: Vec<Vec<u32>> = encoded.iter().filter_map(|e| e.clone().ok()).collect();
+        let pooled = self.model.run_batched(&seqs, |batch| {
+            let hidden = self.hidden_of(batch)?;
+            let masks: Vec<&[i64]> = batch.masks.iter().map(Vec::as_slice).collect();
+            Ok(pool::masked_mean(&hidden, &masks))
+        })?;
+        let mut pooled = pooled.into_iter();
+        Ok(encoded
+            .into_iter()
+            .map(|e| {
+                e.and_then(|_| {
+                    let mut v = pooled
+                        .next()
+                        .ok_or_else(|| RowError::Internal("a text was not embedded".into()))?;
+                    pool::l2_normalize(&mut v);
+                    Ok(v)
+                })
+            })
+            .collect())
     }
 }
 
