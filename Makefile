@@ -10,9 +10,9 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: setup venv model build demo test lint clean-models
+.PHONY: setup venv model reward-models data build demo test lint clean-models
 
-setup: venv model build
+setup: venv model reward-models data build
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,16 @@ $(VENV)/.installed: models/requirements.txt models/requirements-nodeps.txt
 model: venv
 	$(VPY) models/export_smollm2.py --out $(MODEL)
 
+# The embedded reward models: the SmolLM2 judge (classification-head layout) and the
+# all-MiniLM-L6-v2 encoder (similarity / BERTScore). Each export validates itself.
+reward-models: model
+	$(VPY) models/export_judge.py
+	$(VPY) models/export_minilm.py
+
+# Real preference pairs from AlpacaEval (CC-BY-NC: built here, never committed).
+data: venv
+	$(VPY) models/prepare_alpaca_pairs.py
+
 build:
 	$(CARGO) build --release --locked
 
@@ -36,6 +46,10 @@ demo: setup
 	@echo
 	@echo '$$ tpo generate --temperature 0.7 --top-p 0.95 --seed 7 "Give me three tips for learning Rust."'
 	@$(TPO) generate --temperature 0.7 --top-p 0.95 --seed 7 --max-new-tokens 200 "Give me three tips for learning Rust."
+	@echo
+	@echo '$$ tpo score --input data/alpaca_eval/pairs.jsonl --shard 0/100 --output target/demo-scores.jsonl --overwrite'
+	@$(TPO) score --input data/alpaca_eval/pairs.jsonl --shard 0/100 --output target/demo-scores.jsonl --overwrite
+	@head -n 3 target/demo-scores.jsonl
 
 test: setup
 	$(CARGO) test --release --locked
@@ -45,4 +59,4 @@ lint:
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 
 clean-models:
-	rm -rf $(MODEL) $(MODEL).partial
+	rm -rf models/*/

@@ -66,6 +66,17 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
             usable = false;
         }
     }
+    for name in ["judge", "similarity"] {
+        // Loading checks the config, the tokenizer and the graph's inputs and outputs.
+        let label = format!("reward {name}");
+        match tpo_engine::reward::load(name, tpo_engine::reward::RewardOptions::default()) {
+            Ok(rm) => println!("{label:<17}{} (loads)", rm.name()),
+            Err(e) => {
+                println!("{label:<17}NOT USABLE: {e}");
+                usable = false;
+            }
+        }
+    }
     println!(
         "status           {}",
         if usable {
