@@ -134,8 +134,9 @@ def rope_tables(m: GgufModel, length: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
-def numpy_forward(m: GgufModel, ids: list[int]) -> np.ndarray:
-    """Plain float32 llama forward pass (Hugging Face semantics); returns logits [S, V]."""
+def numpy_forward(m: GgufModel, ids: list[int], return_hidden: bool = False) -> np.ndarray:
+    """Plain float32 llama forward pass (Hugging Face semantics); returns logits [S, V], or with
+    return_hidden the final hidden states [S, hidden] (after the output RMSNorm)."""
     s = len(ids)
     cos, sin = rope_tables(m, s)
     cos = np.concatenate([cos, cos], axis=-1)[:, None, :]
@@ -172,6 +173,8 @@ def numpy_forward(m: GgufModel, ids: list[int]) -> np.ndarray:
         up = h @ m.w(p + "ffn_up.weight").T
         x = x + (gate / (1.0 + np.exp(-gate)) * up) @ m.w(p + "ffn_down.weight").T
     x = rms(x, m.w("output_norm.weight"))
+    if return_hidden:
+        return x
     head = m.weights.get("output.weight", m.w("token_embd.weight"))
     return x @ head.T
 

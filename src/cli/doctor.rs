@@ -68,7 +68,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
     }
     for name in ["judge", "similarity"] {
         // Loading checks the config, the tokenizer and the graph's inputs and outputs.
-        let label = format!("reward {name}");
+        let label = format!("{name} RM");
         match tpo_engine::reward::load(name, tpo_engine::reward::RewardOptions::default()) {
             Ok(rm) => println!("{label:<17}{} (loads)", rm.name()),
             Err(e) => {
