@@ -63,25 +63,21 @@ fn reward_dir(name: &str) -> PathBuf {
     }
 }
 
-/// `{id: (chosen, rejected)}` of a scored JSONL file.
-fn read_scores(path: &Path) -> Result<Vec<(Value, f64, f64)>, tpo_engine::Error> {
+/// `(id, chosen, rejected)` of each row of a scored JSONL file that has both rewards (a
+/// row a side refused, e.g. too long for the model, has none).
+fn read_scores(path: &Path) -> Result<Vec<(String, f64, f64)>, tpo_engine::Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bench_err(format!("reading {}: {e}", path.display())))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l)
-                .map_err(|e| bench_err(format!("{}: {e}", path.display())))?;
-            let f = |k: &str| v.get(k).and_then(Value::as_f64);
-            match (f("chosen_reward"), f("rejected_reward")) {
-                (Some(c), Some(r)) => Ok((v["id"].clone(), c, r)),
-                _ => Err(bench_err(format!(
-                    "{}: a row without rewards: {l}",
-                    path.display()
-                ))),
-            }
-        })
-        .collect()
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| bench_err(format!("{}: {e}", path.display())))?;
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        if let (Some(c), Some(r)) = (f("chosen_reward"), f("rejected_reward")) {
+            rows.push((v["id"].to_string(), c, r));
+        }
+    }
+    Ok(rows)
 }
 
 pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
@@ -174,9 +170,10 @@ pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
 
     // Same rows, same scores?
     let (a, b) = (read_scores(&ours_out)?, read_scores(&baseline_out)?);
-    if a.len() != b.len() {
+    let ids = |rows: &[(String, f64, f64)]| rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+    if ids(&a) != ids(&b) {
         return Err(bench_err(format!(
-            "we scored {} pairs, the baseline {}",
+            "the two sides scored different rows ({} vs {})",
             a.len(),
             b.len()
         )));
