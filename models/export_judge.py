@@ -37,8 +37,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,6 +47,7 @@ MODELS_DIR = Path(__file__).resolve().parent
 if str(MODELS_DIR) not in sys.path:
     sys.path.insert(0, str(MODELS_DIR))
 
+from export_folder import fresh_partial, is_up_to_date, publish  # noqa: E402
 from export_smollm2 import GgufModel, find_gguf, numpy_forward, rope_tables, write_tokenizer  # noqa: E402
 
 EXPORT_VERSION = 1
@@ -222,7 +221,6 @@ def build_onnx(m: GgufModel, out_dir: Path, rope_length: int) -> None:
         return outputs
 
     n_h, n_kv, hd = m.n_heads, m.n_kv_heads, m.head_dim
-    group = n_h // n_kv
     q_dim, kv_dim = n_h * hd, n_kv * hd
 
     # ---- additive attention bias [B, 1, T, T]: causal over sequence index AND key not padding.
@@ -477,23 +475,14 @@ def main() -> None:
     prompt_digest = hashlib.sha256(json.dumps(reward_config(0), sort_keys=True).encode()).hexdigest()[:16]
     stamp = {"export_version": EXPORT_VERSION, "gguf_bytes": gguf_path.stat().st_size,
              "rope_table_length": ROPE_TABLE_LENGTH, "reward_config_sha256_prefix": prompt_digest}
-    report_path = args.out / "export_report.json"
-    if not args.force and report_path.is_file():
-        try:
-            old = json.loads(report_path.read_text())
-            if old.get("stamp") == stamp and (args.out / "model.onnx.data").is_file():
-                print(f"{args.out} is up to date (judge export v{EXPORT_VERSION}); use --force to rebuild")
-                return
-        except json.JSONDecodeError:
-            pass
+    if not args.force and is_up_to_date(args.out, stamp, "model.onnx.data"):
+        print(f"{args.out} is up to date (judge export v{EXPORT_VERSION}); use --force to rebuild")
+        return
 
     t0 = time.time()
     print(f"reading {gguf_path}")
     m = GgufModel(gguf_path)
-    tmp = args.out.with_name(args.out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_partial(args.out)
     print(f"writing judge ONNX graph ({m.n_layers} layers, hidden {m.hidden}, heads {m.n_heads}/{m.n_kv_heads})")
     build_onnx(m, tmp, ROPE_TABLE_LENGTH)
     write_tokenizer(m, tmp)
@@ -505,11 +494,7 @@ def main() -> None:
     report["stamp"] = stamp
     report["gguf_sha256_prefix"] = hashlib.sha256(gguf_path.read_bytes()).hexdigest()[:16]
     report["seconds"] = round(time.time() - t0, 1)
-    (tmp / "export_report.json").write_text(json.dumps(report, indent=2))
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    os.replace(tmp, args.out)
-    print(json.dumps(report, indent=2))
+    publish(tmp, args.out, report)
 
 
 if __name__ == "__main__":

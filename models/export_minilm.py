@@ -41,8 +41,6 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
-import shutil
 import struct
 import sys
 import time
@@ -50,7 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
-EXPORT_VERSION = 1
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_folder import fresh_partial, is_up_to_date, publish  # noqa: E402
+
+EXPORT_VERSION = 2
 DEFAULT_OUT = Path(__file__).resolve().parent / "all-minilm-l6-v2"
 OUTPUT_NAME = "token_embeddings"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -383,7 +384,6 @@ def write_reward_config(out_dir: Path, m: MiniLM, max_length: int, pad_id: int) 
         "pad_token_id": pad_id,
         "add_special_tokens": True,
         "metric": "cosine",
-        "normalize": True,
         "description": "all-MiniLM-L6-v2 sentence encoder (RefAlign similarity reward)",
     }
     (out_dir / "reward_config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -503,15 +503,9 @@ def main() -> None:
     model_dir = find_model_dir()
     source = model_dir / "model.safetensors"
     stamp = {"export_version": EXPORT_VERSION, "source_bytes": source.stat().st_size}
-    report_path = args.out / "export_report.json"
-    if not args.force and report_path.is_file():
-        try:
-            old = json.loads(report_path.read_text())
-            if old.get("stamp") == stamp and (args.out / "model.onnx").is_file():
-                print(f"{args.out} is up to date (export v{EXPORT_VERSION}); use --force to rebuild")
-                return
-        except json.JSONDecodeError:
-            pass
+    if not args.force and is_up_to_date(args.out, stamp, "model.onnx"):
+        print(f"{args.out} is up to date (export v{EXPORT_VERSION}); use --force to rebuild")
+        return
 
     t0 = time.time()
     print(f"reading {source}")
@@ -520,11 +514,7 @@ def main() -> None:
     if max_length > m.max_positions:
         sys.exit(f"error: max_seq_length {max_length} exceeds the {m.max_positions} position embeddings")
 
-    # A stale .partial is a previous interrupted or failed run: start clean.
-    tmp = args.out.with_name(args.out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_partial(args.out)
     removed = write_tokenizer(model_dir, tmp)
     from tokenizers import Tokenizer
 
@@ -542,19 +532,7 @@ def main() -> None:
     report["max_length"] = max_length
     report["tokenizer_settings_removed"] = removed
     report["seconds"] = round(time.time() - t0, 1)
-    (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    # Swap in the new folder; the old one is moved aside first so a crash here leaves
-    # either the old or the new folder under the final name, never a mix.
-    old = args.out.with_name(args.out.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if args.out.exists():
-        os.replace(args.out, old)
-    os.replace(tmp, args.out)
-    if old.exists():
-        shutil.rmtree(old)
-    print(json.dumps(report, indent=2))
+    publish(tmp, args.out, report)
 
 
 if __name__ == "__main__":

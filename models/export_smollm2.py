@@ -30,12 +30,14 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_folder import fresh_partial, is_up_to_date, publish  # noqa: E402
 
 EXPORT_VERSION = 3
 DEFAULT_OUT = Path(__file__).resolve().parent / "smollm2-135m-instruct"
@@ -460,21 +462,14 @@ def main() -> None:
 
     gguf_path = find_gguf()
     stamp = {"export_version": EXPORT_VERSION, "gguf_bytes": gguf_path.stat().st_size, "max_length": args.max_length}
-    report_path = args.out / "export_report.json"
-    if not args.force and report_path.is_file():
-        try:
-            old = json.loads(report_path.read_text())
-            if old.get("stamp") == stamp and (args.out / "model.onnx.data").is_file():
-                print(f"{args.out} is up to date (export v{EXPORT_VERSION}); use --force to rebuild")
-                return
-        except json.JSONDecodeError:
-            pass
+    if not args.force and is_up_to_date(args.out, stamp, "model.onnx.data"):
+        print(f"{args.out} is up to date (export v{EXPORT_VERSION}); use --force to rebuild")
+        return
 
     t0 = time.time()
     print(f"reading {gguf_path}")
     m = GgufModel(gguf_path)
-    tmp = args.out.with_name(args.out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_partial(args.out)
     print(f"writing ONNX graph ({m.n_layers} layers, hidden {m.hidden}, heads {m.n_heads}/{m.n_kv_heads})")
     build_onnx(m, tmp, args.max_length)
     write_tokenizer(m, tmp)
@@ -484,13 +479,7 @@ def main() -> None:
     report["stamp"] = stamp
     report["gguf_sha256_prefix"] = hashlib.sha256(gguf_path.read_bytes()).hexdigest()[:16]
     report["seconds"] = round(time.time() - t0, 1)
-    (tmp / "export_report.json").write_text(json.dumps(report, indent=2))
-    if args.out.exists():
-        import shutil
-
-        shutil.rmtree(args.out)
-    os.replace(tmp, args.out)
-    print(json.dumps(report, indent=2))
+    publish(tmp, args.out, report)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,6 @@ fn numpy_logits(ids: &[u32]) -> Vec<f32> {
         .collect()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn engine(max_seq_len: usize) -> Engine {
     let model = ModelDir::open(&common::policy_dir()).unwrap();
     Engine::start(
@@ -81,7 +73,7 @@ fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
     assert_eq!(reference.len(), ids.len() * v);
 
     let (mut decoder, mut arena, prefill) = prefill_all_logits(&model, &ids, 2);
-    let prefill_diff = max_abs_diff(&prefill, &reference);
+    let prefill_diff = common::max_abs_diff(&prefill, &reference);
     assert!(
         prefill_diff <= LOGIT_TOLERANCE,
         "prefill max diff {prefill_diff}"
@@ -112,7 +104,7 @@ fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
                 LogitsWanted::Last,
             )
             .unwrap();
-        let diff = max_abs_diff(&step, &reference[pos * v..(pos + 1) * v]);
+        let diff = common::max_abs_diff(&step, &reference[pos * v..(pos + 1) * v]);
         assert!(diff <= LOGIT_TOLERANCE, "decode at {pos}: max diff {diff}");
     }
     eprintln!("prefill max |diff| vs numpy: {prefill_diff:.2e}");

@@ -74,14 +74,6 @@ fn ok(scores: Vec<Result<f32, RowError>>) -> Vec<f32> {
     scores.into_iter().map(|s| s.expect("row scored")).collect()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn judge_scores_equal_the_policy_logit_difference_from_numpy_batched_or_alone() {
     let dir = judge_dir();
@@ -97,7 +89,7 @@ fn judge_scores_equal_the_policy_logit_difference_from_numpy_batched_or_alone() 
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let diff = max_abs_diff(&batched, &expected);
+    let diff = common::max_abs_diff(&batched, &expected);
     assert!(
         diff < 2e-3,
         "judge {batched:?} vs numpy {expected:?}: {diff}"
@@ -144,7 +136,7 @@ fn hidden_states_and_logits_layouts_of_the_same_judge_agree() {
     let logits = reward::load_dir(&variant, None, RewardOptions::default()).unwrap();
     let a = ok(hidden.score(&inputs(PAIRS)).unwrap());
     let b = ok(logits.score(&inputs(PAIRS)).unwrap());
-    let diff = max_abs_diff(&a, &b);
+    let diff = common::max_abs_diff(&a, &b);
     assert!(diff < 1e-4, "hidden-states {a:?} vs logits {b:?}");
     let _ = std::fs::remove_dir_all(&variant);
 }
@@ -208,7 +200,7 @@ fn minilm_sentence_embeddings_equal_a_numpy_forward_pass() {
     {
         let expected: Vec<f32> = serde_json::from_value(expected.clone()).unwrap();
         assert_eq!(expected.len(), 384);
-        worst = worst.max(max_abs_diff(&ours[i], &expected));
+        worst = worst.max(common::max_abs_diff(&ours[i], &expected));
     }
     eprintln!("MiniLM sentence embeddings, Rust vs numpy: max |diff| = {worst:.2e}");
     assert!(worst < 1e-4, "max diff {worst}");
@@ -243,11 +235,11 @@ fn cosine_and_bertscore_equal_python_and_left_padding_equals_right() {
             .score(&rows)
             .unwrap());
         assert!(
-            max_abs_diff(&right, &expected) < 1e-4,
+            common::max_abs_diff(&right, &expected) < 1e-4,
             "{key}: {right:?} vs {expected:?}"
         );
         assert!(
-            max_abs_diff(&left, &right) < 1e-5,
+            common::max_abs_diff(&left, &right) < 1e-5,
             "{key}: left {left:?} vs right {right:?}"
         );
     }

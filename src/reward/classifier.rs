@@ -221,22 +221,7 @@ impl RewardModel for ClassifierRm {
                 .flat_map(|t| t.as_ref().map(|v| v.iter().map(String::as_str)).into_iter())
                 .flatten(),
         );
-        let encoded: Vec<Result<Vec<u32>, RowError>> = distinct
-            .texts
-            .iter()
-            .map(|t| self.model.encode(t))
-            .collect();
-        let runnable: Vec<usize> = (0..encoded.len()).filter(|&i| encoded[i].is_ok()).collect();
-        let seqs: Vec<Vec<u32>> = runnable
-            .iter()
-            .filter_map(|&i| encoded[i].as_ref().ok().cloned())
-            .collect();
-        let scores = self.model.run_batched(&seqs, |b| self.pool(b))?;
-        let mut by_text: Vec<Result<f32, RowError>> =
-            encoded.into_iter().map(|e| e.map(|_| f32::NAN)).collect();
-        for (&i, s) in runnable.iter().zip(scores) {
-            by_text[i] = Ok(s);
-        }
+        let by_text = self.model.run_texts(&distinct.texts, |b| self.pool(b))?;
         // Each input's texts are consecutive in `distinct.index`.
         let mut next = 0;
         Ok(texts

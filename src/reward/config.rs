@@ -49,10 +49,10 @@ pub struct RewardConfig {
     /// For similarity models.
     #[serde(default)]
     pub metric: Option<SimilarityMetric>,
+    /// Width of the token embeddings, checked against the graph's output.
     #[serde(default)]
     pub hidden_size: Option<usize>,
-    #[serde(default)]
-    pub normalize: Option<bool>,
+    /// What the model is, for people reading the folder.
     #[serde(default)]
     pub description: Option<String>,
 }

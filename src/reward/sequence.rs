@@ -189,6 +189,29 @@ impl SequenceModel {
             .collect()
     }
 
+    /// Encodes every text, runs those that encode, and pools them: one result per text, a
+    /// text that could not be encoded (too long, empty) carrying its reason.
+    pub fn run_texts<T>(
+        &self,
+        texts: &[&str],
+        pool: impl FnMut(&BatchOutput<'_>) -> Result<Vec<T>, RewardError>,
+    ) -> Result<Vec<Result<T, RowError>>, RewardError> {
+        let encoded: Vec<Result<Vec<TokenId>, RowError>> =
+            texts.iter().map(|t| self.encode(t)).collect();
+        let seqs: Vec<Vec<TokenId>> = encoded.iter().filter_map(|e| e.clone().ok()).collect();
+        let mut pooled = self.run_batched(&seqs, pool)?.into_iter();
+        Ok(encoded
+            .into_iter()
+            .map(|e| {
+                e.and_then(|_| {
+                    pooled
+                        .next()
+                        .ok_or_else(|| RowError::Internal("a text was not run".into()))
+                })
+            })
+            .collect())
+    }
+
     /// Pads the batch's rows and runs the graph once.
     #[allow(clippy::type_complexity)]
     fn run_one(

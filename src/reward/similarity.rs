@@ -16,6 +16,7 @@ pub struct SimilarityRm {
     /// Whether the tokenizer adds a first and last marker ([CLS]/[SEP]) that BERTScore leaves
     /// out of the matching.
     special_ends: bool,
+    hidden_size: Option<usize>,
     name: String,
 }
 
@@ -39,6 +40,7 @@ impl SimilarityRm {
             model: SequenceModel::load(dir, config, session, batch_tokens)?,
             metric: metric.or(config.metric).unwrap_or(SimilarityMetric::Cosine),
             special_ends: config.add_special_tokens,
+            hidden_size: config.hidden_size,
             name: dir.display().to_string(),
         })
     }
@@ -47,14 +49,18 @@ impl SimilarityRm {
     fn hidden_of<'a>(&self, batch: &BatchOutput<'a>) -> Result<Hidden<'a>, RewardError> {
         let b = batch.rows.len();
         match batch.shape {
-            &[bb, t, h] if bb == b => Hidden::new(batch.data, b, t, h),
+            &[bb, t, h] if bb == b && self.hidden_size.is_none_or(|want| want == h) => {
+                Hidden::new(batch.data, b, t, h)
+            }
             _ => None,
         }
         .ok_or_else(|| RewardError::Graph {
             path: self.name.clone().into(),
             reason: format!(
-                "token embeddings have shape {:?}, expected [{b}, seq, hidden]",
-                batch.shape
+                "token embeddings have shape {:?}, expected [{b}, seq, {}]",
+                batch.shape,
+                self.hidden_size
+                    .map_or_else(|| "hidden".to_string(), |h| h.to_string())
             ),
         })
     }
@@ -90,24 +96,17 @@ impl SimilarityRm {
         &self,
         texts: &[&str],
     ) -> Result<Vec<Result<Vec<f32>, RowError>>, RewardError> {
-        let encoded: Vec<Result<Vec<u32>, RowError>> =
-            texts.iter().map(|t| self.model.encode(t)).collect();
-        let seqs: Vec<Vec<u32>> = encoded.iter().filter_map(|e| e.clone().ok()).collect();
-        let pooled = self.model.run_batched(&seqs, |batch| {
+        let pooled = self.model.run_texts(texts, |batch| {
             let hidden = self.hidden_of(batch)?;
             let masks: Vec<&[i64]> = batch.masks.iter().map(Vec::as_slice).collect();
             Ok(pool::masked_mean(&hidden, &masks))
         })?;
-        let mut pooled = pooled.into_iter();
-        Ok(encoded
+        Ok(pooled
             .into_iter()
-            .map(|e| {
-                e.and_then(|_| {
-                    let mut v = pooled
-                        .next()
-                        .ok_or_else(|| RowError::Internal("a text was not embedded".into()))?;
+            .map(|v| {
+                v.map(|mut v| {
                     pool::l2_normalize(&mut v);
-                    Ok(v)
+                    v
                 })
             })
             .collect())
@@ -127,28 +126,7 @@ impl RewardModel for SimilarityRm {
                 .filter_map(|i| i.reference.map(|r| [i.response, r]))
                 .flatten(),
         );
-        let encoded: Vec<Result<Vec<u32>, RowError>> = distinct
-            .texts
-            .iter()
-            .map(|t| self.model.encode(t))
-            .collect();
-        let runnable: Vec<usize> = (0..encoded.len()).filter(|&i| encoded[i].is_ok()).collect();
-        let seqs: Vec<Vec<u32>> = runnable
-            .iter()
-            .filter_map(|&i| encoded[i].as_ref().ok().cloned())
-            .collect();
-        let embedded = self.model.run_batched(&seqs, |b| self.pool(b))?;
-        let mut by_text: Vec<Option<Embedding>> = (0..encoded.len()).map(|_| None).collect();
-        for (&i, e) in runnable.iter().zip(embedded) {
-            by_text[i] = Some(e);
-        }
-        let embedding = |i: usize| -> Result<&Embedding, RowError> {
-            match (&encoded[i], &by_text[i]) {
-                (Err(e), _) => Err(e.clone()),
-                (Ok(_), Some(e)) => Ok(e),
-                (Ok(_), None) => Err(RowError::Empty),
-            }
-        };
+        let by_text = self.model.run_texts(&distinct.texts, |b| self.pool(b))?;
         let mut next = 0;
         Ok(inputs
             .iter()
@@ -156,6 +134,7 @@ impl RewardModel for SimilarityRm {
                 input.reference.ok_or(RowError::MissingReference)?;
                 let (a, r) = (distinct.index[next], distinct.index[next + 1]);
                 next += 2;
+                let embedding = |i: usize| by_text[i].as_ref().map_err(Clone::clone);
                 Ok(match (embedding(a)?, embedding(r)?) {
                     (Embedding::Sentence(a), Embedding::Sentence(r)) => pool::cosine(a, r),
                     (Embedding::Tokens(a), Embedding::Tokens(r)) => pool::bertscore_f1(a, r),

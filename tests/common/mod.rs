@@ -72,3 +72,12 @@ pub fn tpo_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.output().expect("run tpo")
 }
+
+/// Largest |a[i] - b[i]| of two equally long vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
