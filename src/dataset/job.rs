@@ -346,5 +346,5 @@ fn scored_row(
             obj.insert("reward".into(), json!(r));
         }
     }
-    obj.into_iter().collect::<Map<String, Value>>().into()
+    Value::Object(obj)
 }

@@ -64,6 +64,13 @@ pub fn response_logprobs(
     engine: &Engine,
     pairs: &[(&str, &str)],
 ) -> Vec<Result<ResponseLogprob, EngineError>> {
+    futures::executor::block_on(response_logprobs_async(engine, pairs))
+}
+
+async fn response_logprobs_async(
+    engine: &Engine,
+    pairs: &[(&str, &str)],
+) -> Vec<Result<ResponseLogprob, EngineError>> {
     let futures = pairs.iter().map(|&(prompt, response)| async move {
         let prompt_ids = engine.question_prompt(prompt)?;
         let response_ids = engine.tokenizer().encode(response)?;
@@ -73,7 +80,7 @@ pub fn response_logprobs(
             tokens: out.token_logprobs.len(),
         })
     });
-    futures::executor::block_on(futures::future::join_all(futures))
+    futures::future::join_all(futures).await
 }
 
 /// The models implicit rewards are computed from: the policy and one or more references,
@@ -104,14 +111,15 @@ impl ImplicitModels {
     /// Log-probs of every (prompt, response) under every model; a row's error is the first
     /// model's error for it.
     pub fn logprobs(&self, pairs: &[(&str, &str)]) -> Vec<Result<ResponseLogprobs, EngineError>> {
-        let policy = response_logprobs(&self.policy.engine, pairs);
-        let references: Vec<Vec<Result<ResponseLogprob, EngineError>>> = self
-            .references
-            .iter()
-            .map(|r| response_logprobs(&r.engine, pairs))
-            .collect();
-        let mut references: Vec<std::vec::IntoIter<_>> =
-            references.into_iter().map(Vec::into_iter).collect();
+        // Every model's engine works at once (each has its own scheduler thread).
+        let all = futures::executor::block_on(futures::future::join_all(
+            std::iter::once(&self.policy)
+                .chain(&self.references)
+                .map(|m| response_logprobs_async(&m.engine, pairs)),
+        ));
+        let mut models = all.into_iter();
+        let policy = models.next().unwrap_or_default();
+        let mut references: Vec<std::vec::IntoIter<_>> = models.map(Vec::into_iter).collect();
         policy
             .into_iter()
             .map(|p| {
