@@ -164,9 +164,13 @@ impl ClassifierRm {
                     .collect()
             }
             // logits [B, labels]
-            (&[bb, labels], None) if bb == b && self.label < labels => Ok((0..b)
-                .map(|r| batch.data[r * labels + self.label])
-                .collect()),
+            (&[bb, labels], None)
+                if bb == b && self.label < labels && batch.data.len() == b * labels =>
+            {
+                Ok((0..b)
+                    .map(|r| batch.data[r * labels + self.label])
+                    .collect())
+            }
             // logits [B, T, labels]
             (&[bb, t, labels], None) if bb == b && self.label < labels => {
                 let hidden = Hidden::new(batch.data, b, t, labels)
