@@ -5,7 +5,8 @@
 //! - [`model`]: a model folder on disk (config, tokenizer, chat template);
 //! - [`engine`]: decoding (decoder session, KV arena, sampling, generation);
 //! - [`reward`]: reward models (classifier heads, the judge, similarity, DPO/MRPO);
-//! - [`dataset`]: preference datasets in and scored rows out, resumable and sharded.
+//! - [`dataset`]: preference datasets in and scored rows out, resumable and sharded;
+//! - [`search`]: greedy, Best-of-N and TPO over an engine and a reward model, with traces.
 //!
 //! The `tpo` binary (`src/main.rs`, `src/cli/`) translates command lines into calls of these.
 
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod model;
 pub mod reward;
 pub mod runtime;
+pub mod search;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,8 @@ pub enum Error {
     Reward(#[from] reward::RewardError),
     #[error(transparent)]
     Dataset(#[from] dataset::DatasetError),
+    #[error(transparent)]
+    Search(#[from] search::SearchError),
 }
 
 /// Folders that may be the project root (holding `.venv/` and `models/`), most specific

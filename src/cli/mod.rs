@@ -6,6 +6,7 @@ mod bench_score;
 mod doctor;
 mod generate;
 mod score;
+mod search;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,14 @@ enum Command {
     ///   tpo score --input pairs.jsonl --output s.jsonl --reward-model none \
     ///       --reference-model ref1/ --reference-model ref2/ --mrpo
     Score(Box<score::ScoreArgs>),
+    /// Answer with a search: TPO, Best-of-N or greedy, scored by a reward model.
+    ///
+    /// Examples:
+    ///   tpo search "How do I wrap a present neatly?"
+    ///   tpo search --strategy bon --width 8 --trace trace.json "Write a haiku about rain"
+    ///   tpo search --width 5 --depth 2 --seed 7 --reward-model path/to/rm "..."
+    ///   tpo search --file prompts.jsonl --concurrency 8 --output answers.jsonl
+    Search(Box<search::SearchArgs>),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench(bench::BenchArgs),
 }
@@ -110,5 +119,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Score(args) => score::run(*args),
+        Command::Search(args) => search::run(*args),
     }
 }

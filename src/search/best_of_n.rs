@@ -1,0 +1,67 @@
+//! Best-of-N (ALGORITHMS.md §2): N samples of the query in ONE request (one prefill, N
+//! forked decodes; sample `i` seeded `seed + i`), all scored, the argmax returned.
+
+use super::params::{call_seed, CallRole};
+use super::state::SearchState;
+use super::trace::{Origin, Trace, TraceParams};
+use super::{Progress, RewardService, SearchError, SearchParams, StepEvent, Strategy};
+use crate::engine::Engine;
+
+/// The best of `params.width()` scored samples of `query`.
+pub async fn best_of_n(
+    engine: &Engine,
+    rewards: &RewardService,
+    query: &str,
+    reference: Option<&str>,
+    params: &SearchParams,
+    progress: Progress<'_>,
+) -> Result<Trace, SearchError> {
+    let mut state = SearchState::new(engine, rewards, query, reference);
+    sample_and_score(&mut state, params, 0, progress).await?;
+    state.finish(
+        Strategy::BestOfN,
+        trace_params(params, rewards, 0),
+        Vec::new(),
+    )
+}
+
+/// The N initial samples, scored and logged (step 0 of TPO too); fails when none could be
+/// scored. Reports step 0 with `depth` steps to come.
+pub(crate) async fn sample_and_score(
+    state: &mut SearchState<'_>,
+    params: &SearchParams,
+    depth: usize,
+    progress: Progress<'_>,
+) -> Result<(), SearchError> {
+    let sampling = params.sampling(call_seed(params.seed(), 0, CallRole::Sample), Vec::new())?;
+    let outcome = state
+        .sample_query(sampling, params.width(), Origin::Sample)
+        .await?;
+    state.require_scored()?;
+    progress(&StepEvent {
+        step: 0,
+        depth,
+        best_reward: state.best_score(),
+        kept: outcome.kept,
+        dropped: outcome.dropped,
+    });
+    Ok(())
+}
+
+/// The settings a sampled search ran with.
+pub(crate) fn trace_params(
+    params: &SearchParams,
+    rewards: &RewardService,
+    depth: usize,
+) -> TraceParams {
+    let o = params.options();
+    TraceParams {
+        width: o.width,
+        depth,
+        temperature: o.temperature,
+        top_p: o.top_p,
+        max_new_tokens: o.max_new_tokens,
+        seed: o.seed,
+        reward_model: rewards.name().to_string(),
+    }
+}

@@ -1,0 +1,40 @@
+//! Greedy decoding as a search: one temperature-0 answer, scored, so its trace and reward
+//! compare directly with Best-of-N's and TPO's.
+
+use super::state::SearchState;
+use super::trace::{Origin, Trace, TraceParams};
+use super::{Progress, RewardService, SearchError, SearchParams, StepEvent, Strategy};
+use crate::engine::Engine;
+
+/// The policy's temperature-0 answer to `query` and its reward.
+pub async fn greedy(
+    engine: &Engine,
+    rewards: &RewardService,
+    query: &str,
+    reference: Option<&str>,
+    params: &SearchParams,
+    progress: Progress<'_>,
+) -> Result<Trace, SearchError> {
+    let mut state = SearchState::new(engine, rewards, query, reference);
+    let outcome = state
+        .sample_query(params.greedy_sampling()?, 1, Origin::Greedy)
+        .await?;
+    state.require_scored()?;
+    progress(&StepEvent {
+        step: 0,
+        depth: 0,
+        best_reward: state.best_score(),
+        kept: outcome.kept,
+        dropped: outcome.dropped,
+    });
+    let trace_params = TraceParams {
+        width: 1,
+        depth: 0,
+        temperature: 0.0,
+        top_p: 1.0,
+        max_new_tokens: params.max_new_tokens(),
+        seed: params.seed(),
+        reward_model: rewards.name().to_string(),
+    };
+    state.finish(Strategy::Greedy, trace_params, Vec::new())
+}

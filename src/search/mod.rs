@@ -1,0 +1,111 @@
+//! Searches over the policy with a reward model: greedy decoding, Best-of-N and TPO
+//! (ALGORITHMS.md §1–2). Each search is plain async code over an [`Engine`] and a
+//! [`RewardService`]: it awaits generations and scores and owns no thread, so many searches
+//! interleave in the engine's continuous batch and the scorer's batches.
+//!
+//! Rooms: `params` (validated search settings and per-call seeds), `rewards` (the batching
+//! async front of one reward model), `prompts` (our TPO role prompts), `tags` (pulling the
+//! rewritten answer out of an update), `state` (what every strategy does: policy calls,
+//! samples → scored candidates, the cache), `trace` (the JSON record of a search), and one
+//! room per strategy: `greedy`, `best_of_n`, `tpo`.
+//!
+//! Not here: flags, files and printing (the CLI), sampling and batching (the engine),
+//! reward arithmetic (the reward layer).
+
+mod best_of_n;
+mod greedy;
+mod params;
+pub mod prompts;
+mod rewards;
+mod state;
+pub mod tags;
+mod tpo;
+pub mod trace;
+
+use std::sync::Arc;
+
+pub use best_of_n::best_of_n;
+pub use greedy::greedy;
+pub use params::{call_seed, CallRole, SearchOptions, SearchParams, Strategy};
+pub use rewards::{OwnedRewardInput, RewardService, RewardServiceStats, MAX_BATCH_INPUTS};
+pub use tags::{extract_revised_answer, DropReason};
+pub use tpo::tpo;
+pub use trace::{
+    Candidate, Finish, Origin, StepRecord, Totals, Trace, TraceParams, SCHEMA_VERSION,
+};
+
+use crate::engine::{Engine, EngineError};
+use crate::reward::RewardError;
+
+/// Errors of a search.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("invalid search settings: {0}")]
+    InvalidParams(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The reward model failed a whole call; every search whose inputs were in that call
+    /// gets the same error, hence the `Arc`.
+    #[error("reward model failed: {0}")]
+    Reward(Arc<RewardError>),
+    #[error("the reward scorer has stopped")]
+    RewardStopped,
+    #[error("the reward model returned {got} scores for {expected} inputs")]
+    RewardCount { expected: usize, got: usize },
+    #[error("no candidate could be scored ({0}); the search has nothing to return")]
+    NothingScored(String),
+}
+
+/// Where a search reports progress: called after the initial samples are scored (step 0)
+/// and after each TPO step, as it happens.
+pub type Progress<'a> = &'a mut (dyn FnMut(&StepEvent) + Send);
+
+/// One progress report of a search.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepEvent {
+    /// 0 for the initial samples, then 1..=depth.
+    pub step: usize,
+    /// Steps this search will run (0 for greedy and Best-of-N).
+    pub depth: usize,
+    /// Highest reward in the search's cache so far.
+    pub best_reward: f32,
+    /// Candidates of this step that were scored.
+    pub kept: usize,
+    /// Candidates of this step that were dropped (see the trace for why).
+    pub dropped: usize,
+}
+
+/// Runs the search `params` asks for on `query` (with `reference` for similarity rewards).
+pub async fn run(
+    engine: &Engine,
+    rewards: &RewardService,
+    query: &str,
+    reference: Option<&str>,
+    params: &SearchParams,
+    progress: Progress<'_>,
+) -> Result<Trace, SearchError> {
+    match params.strategy() {
+        Strategy::Greedy => greedy(engine, rewards, query, reference, params, progress).await,
+        Strategy::BestOfN => best_of_n(engine, rewards, query, reference, params, progress).await,
+        Strategy::Tpo => tpo(engine, rewards, query, reference, params, progress).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Compile-time check: a search is a `Send` future, so a multi-threaded server can spawn
+    /// it as a task (nothing is run here).
+    #[allow(dead_code)]
+    fn searches_are_send_futures(
+        engine: &Engine,
+        rewards: &RewardService,
+        params: &SearchParams,
+        progress: Progress<'_>,
+    ) {
+        assert_send(&run(engine, rewards, "q", None, params, progress));
+    }
+}

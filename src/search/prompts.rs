@@ -1,0 +1,188 @@
+//! Our prompts for TPO's three policy roles (ALGORITHMS.md §1, steps 2.2–2.4), each one user
+//! turn rendered through the policy's own chat template.
+//!
+//! They were written for this project (not taken from the reference) and tried on the
+//! embedded SmolLM2-135M-Instruct: short, the instruction last, no worked example (with an
+//! example in the prompt the small model copied the example as its answer).
+//!
+//! The update prompt also *starts the assistant's turn* with the opening tag
+//! ([`UPDATE_RESPONSE_PREFIX`]) and stops at the closing tag: without the prefix SmolLM2
+//! wrote a tag in 0 of 36 real samples (two questions, two wordings; temperature 0.7), so
+//! every update would have been dropped. A model that writes its own tags still parses
+//! (see `tags`).
+
+use crate::engine::{Engine, EngineError};
+use crate::model::{ChatMessage, TokenId};
+
+use super::tags;
+
+/// Textual loss: the policy, as an evaluator, says why the chosen answer beats the rejected
+/// one and what the rejected one lacks, without writing a new answer.
+pub const LOSS_TEMPLATE: &str = "Here is a question and two answers to it. Answer A was rated \
+better than Answer B.
+
+Question: {query}
+
+Answer A: {chosen}
+
+Answer B: {rejected}
+
+Explain briefly why Answer A is better than Answer B and what Answer B is missing. Do not \
+write a new answer.";
+
+/// Textual gradient: from the critique, concrete suggestions to improve the chosen answer
+/// (feedback only, no rewrite).
+pub const GRADIENT_TEMPLATE: &str = "Question: {query}
+
+Answer: {chosen}
+
+Feedback on the answer: {critique}
+
+Using the feedback, write three short suggestions for improving the answer, as a numbered \
+list. Only give the suggestions, do not rewrite the answer.";
+
+/// Update: rewrite the chosen answer following the suggestions, the new answer between the
+/// revision tags.
+pub const UPDATE_TEMPLATE: &str = "Question: {query}
+
+Current answer: {chosen}
+
+Suggestions: {suggestions}
+
+Rewrite the current answer so that it follows the suggestions. Put the whole improved answer \
+between <REVISED_ANSWER> and </REVISED_ANSWER>, and write nothing else.";
+
+/// The start of the assistant's turn for updates: the opening tag, so the policy writes the
+/// answer inside it (see the module doc).
+pub const UPDATE_RESPONSE_PREFIX: &str = "<REVISED_ANSWER>\n";
+
+/// Fills `{name}` placeholders of `template` in one pass, so text that itself contains
+/// `{chosen}` (a user's query, a model's answer) is never substituted again.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out =
+        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let hit = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (close, *v))
+        });
+        match hit {
+            Some((close, value)) => {
+                out.push_str(value.trim());
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The textual-loss prompt's tokens.
+pub fn loss_prompt(
+    engine: &Engine,
+    query: &str,
+    chosen: &str,
+    rejected: &str,
+) -> Result<Vec<TokenId>, EngineError> {
+    let text = fill(
+        LOSS_TEMPLATE,
+        &[("query", query), ("chosen", chosen), ("rejected", rejected)],
+    );
+    engine.chat_prompt(&[ChatMessage::user(text)])
+}
+
+/// The textual-gradient prompt's tokens.
+pub fn gradient_prompt(
+    engine: &Engine,
+    query: &str,
+    chosen: &str,
+    critique: &str,
+) -> Result<Vec<TokenId>, EngineError> {
+    let text = fill(
+        GRADIENT_TEMPLATE,
+        &[("query", query), ("chosen", chosen), ("critique", critique)],
+    );
+    engine.chat_prompt(&[ChatMessage::user(text)])
+}
+
+/// The update prompt's tokens, ending with the assistant's [`UPDATE_RESPONSE_PREFIX`].
+pub fn update_prompt(
+    engine: &Engine,
+    query: &str,
+    chosen: &str,
+    suggestions: &str,
+) -> Result<Vec<TokenId>, EngineError> {
+    let text = fill(
+        UPDATE_TEMPLATE,
+        &[
+            ("query", query),
+            ("chosen", chosen),
+            ("suggestions", suggestions),
+        ],
+    );
+    let mut tokens = engine.chat_prompt(&[ChatMessage::user(text)])?;
+    tokens.extend(engine.tokenizer().encode(UPDATE_RESPONSE_PREFIX)?);
+    Ok(tokens)
+}
+
+/// The text an update's tags are parsed from: the prefix the prompt supplied, then what the
+/// policy wrote.
+pub fn update_output(generated: &str) -> String {
+    format!("{UPDATE_RESPONSE_PREFIX}{generated}")
+}
+
+/// Stop strings of the update call: the answer ends at the closing tag.
+pub fn update_stop() -> Vec<String> {
+    vec![tags::CLOSE_TAG.to_string()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_substitutes_each_placeholder_once_and_never_inside_values() {
+        let out = fill(
+            "Q: {query} A: {chosen} {unknown} {",
+            &[("query", " what is {chosen}? "), ("chosen", "42")],
+        );
+        assert_eq!(out, "Q: what is {chosen}? A: 42 {unknown} {");
+    }
+
+    #[test]
+    fn every_template_uses_exactly_its_own_placeholders() {
+        for (template, names) in [
+            (LOSS_TEMPLATE, &["query", "chosen", "rejected"][..]),
+            (GRADIENT_TEMPLATE, &["query", "chosen", "critique"][..]),
+            (UPDATE_TEMPLATE, &["query", "chosen", "suggestions"][..]),
+        ] {
+            let values: Vec<(&str, &str)> = names.iter().map(|n| (*n, "X")).collect();
+            let filled = fill(template, &values);
+            assert!(!filled.contains('{'), "{filled}");
+            for name in names {
+                assert!(template.contains(&format!("{{{name}}}")), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_update_prompt_names_the_tags_the_parser_reads() {
+        assert!(UPDATE_TEMPLATE.contains(tags::OPEN_TAG));
+        assert!(UPDATE_TEMPLATE.contains(tags::CLOSE_TAG));
+        assert!(UPDATE_RESPONSE_PREFIX.starts_with(tags::OPEN_TAG));
+        assert_eq!(
+            tags::extract_revised_answer(&update_output("A better answer.")),
+            Ok("A better answer.".to_string())
+        );
+    }
+}

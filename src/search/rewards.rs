@@ -1,0 +1,281 @@
+//! `RewardService`: the cloneable async front of one reward model, shared by every search
+//! of a process.
+//!
+//! One scorer thread owns the model (like the engine's scheduler owns the policy). Searches
+//! send their inputs over a channel and await a oneshot reply; each time the thread is free
+//! it takes every request already queued (up to [`MAX_BATCH_INPUTS`] inputs) and scores them
+//! in ONE `score` call, so concurrent searches share the model's padded batches instead of
+//! queueing one call each. Dropping the last handle closes the channel and ends the thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::oneshot;
+
+use crate::reward::{RewardError, RewardInput, RewardModel, RowError};
+
+use super::SearchError;
+
+/// Inputs one scorer call gathers from queued requests before it runs (a single larger
+/// request still runs whole, in one call).
+pub const MAX_BATCH_INPUTS: usize = 64;
+
+/// A [`RewardInput`] that owns its text, so it can cross to the scorer thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedRewardInput {
+    pub prompt: String,
+    pub response: String,
+    pub reference: Option<String>,
+}
+
+type Scores = Vec<Result<f32, RowError>>;
+type Reply = Result<Scores, SearchError>;
+
+struct Job {
+    inputs: Vec<OwnedRewardInput>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Counters of the scorer thread, for reports and tests.
+#[derive(Debug, Default)]
+pub struct RewardServiceStats {
+    /// `score` calls made on the model.
+    pub calls: AtomicU64,
+    /// Requests answered (several may share a call).
+    pub requests: AtomicU64,
+    /// Inputs scored.
+    pub inputs: AtomicU64,
+}
+
+/// Cloneable handle to the scorer thread of one reward model.
+#[derive(Clone)]
+pub struct RewardService {
+    jobs: Sender<Job>,
+    name: Arc<str>,
+    stats: Arc<RewardServiceStats>,
+}
+
+impl RewardService {
+    /// Moves `model` onto its own scorer thread.
+    pub fn start(model: Box<dyn RewardModel>) -> Result<Self, SearchError> {
+        let name: Arc<str> = Arc::from(model.name());
+        let stats = Arc::new(RewardServiceStats::default());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread_stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("tpo-rewards".into())
+            .spawn(move || serve(model, rx, &thread_stats))
+            .map_err(|e| {
+                SearchError::Reward(Arc::new(RewardError::Internal(format!(
+                    "spawning the reward scorer thread: {e}"
+                ))))
+            })?;
+        Ok(Self {
+            jobs: tx,
+            name,
+            stats,
+        })
+    }
+
+    /// The reward model's name, for traces.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> &RewardServiceStats {
+        &self.stats
+    }
+
+    /// One result per input, in order; a row the model cannot score gets its own error.
+    pub async fn score(&self, inputs: Vec<OwnedRewardInput>) -> Result<Scores, SearchError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job { inputs, reply })
+            .map_err(|_| SearchError::RewardStopped)?;
+        rx.await.map_err(|_| SearchError::RewardStopped)?
+    }
+}
+
+/// The scorer thread: block for one request, take whatever else is queued, score it all in
+/// one call, answer each request with its own slice.
+fn serve(model: Box<dyn RewardModel>, jobs: Receiver<Job>, stats: &RewardServiceStats) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        let mut queued = batch[0].inputs.len();
+        while queued < MAX_BATCH_INPUTS {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    queued += job.inputs.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<RewardInput<'_>> = batch
+            .iter()
+            .flat_map(|job| job.inputs.iter())
+            .map(|i| RewardInput {
+                prompt: &i.prompt,
+                response: &i.response,
+                reference: i.reference.as_deref(),
+            })
+            .collect();
+        let result = model.score(&rows);
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.inputs.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        drop(rows);
+        match result {
+            Ok(scores) if scores.len() == queued => {
+                let mut scores = scores.into_iter();
+                for job in batch {
+                    let mine: Scores = scores.by_ref().take(job.inputs.len()).collect();
+                    // A search that gave up (dropped its future) no longer listens.
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Ok(scores) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(SearchError::RewardCount {
+                        expected: queued,
+                        got: scores.len(),
+                    }));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for job in batch {
+                    let _ = job.reply.send(Err(SearchError::Reward(Arc::clone(&e))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A stand-in model (the real ones are exercised in tests/search.rs): reward = response
+    /// length, "" is a row error; it records the size of every call, and its first call
+    /// signals `entered` and waits for `gate` so the test can queue requests behind it.
+    struct LengthModel {
+        calls: Arc<Mutex<Vec<usize>>>,
+        entered: std::sync::mpsc::Sender<()>,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl RewardModel for LengthModel {
+        fn name(&self) -> &str {
+            "length"
+        }
+
+        fn score(&self, inputs: &[RewardInput<'_>]) -> Result<Scores, RewardError> {
+            if let Some(gate) = self.gate.lock().unwrap().take() {
+                let _ = self.entered.send(());
+                let _ = gate.recv();
+            }
+            self.calls.lock().unwrap().push(inputs.len());
+            Ok(inputs
+                .iter()
+                .map(|i| {
+                    if i.response.is_empty() {
+                        Err(RowError::Empty)
+                    } else {
+                        Ok(i.response.len() as f32)
+                    }
+                })
+                .collect())
+        }
+    }
+
+    fn input(response: &str) -> OwnedRewardInput {
+        OwnedRewardInput {
+            prompt: "q".into(),
+            response: response.into(),
+            reference: None,
+        }
+    }
+
+    #[test]
+    fn requests_queued_during_a_call_share_the_next_call_and_each_gets_its_own_scores() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let service = RewardService::start(Box::new(LengthModel {
+            calls: Arc::clone(&calls),
+            entered: entered_tx,
+            gate: Mutex::new(Some(gate)),
+        }))
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (a, b, c) = rt.block_on(async {
+            let mut first = Box::pin(service.score(vec![input("a")]));
+            assert!(futures::poll!(&mut first).is_pending());
+            // The scorer is now inside its first call; queue two requests behind it.
+            entered.recv().unwrap();
+            let mut second = Box::pin(service.score(vec![input("bb"), input("")]));
+            let mut third = Box::pin(service.score(vec![input("cccc")]));
+            assert!(futures::poll!(&mut second).is_pending());
+            assert!(futures::poll!(&mut third).is_pending());
+            open.send(()).unwrap();
+            (first.await, second.await, third.await)
+        });
+        assert_eq!(a.unwrap(), vec![Ok(1.0)]);
+        assert_eq!(b.unwrap(), vec![Ok(2.0), Err(RowError::Empty)]);
+        assert_eq!(c.unwrap(), vec![Ok(4.0)]);
+        assert_eq!(*calls.lock().unwrap(), vec![1, 3]);
+        assert_eq!(service.stats().calls.load(Ordering::Relaxed), 2);
+        assert_eq!(service.stats().requests.load(Ordering::Relaxed), 3);
+    }
+
+    /// Tells the test when the model is dropped (which happens when the scorer thread ends).
+    struct DropSignal(std::sync::mpsc::Sender<()>);
+
+    impl Drop for DropSignal {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    struct SignallingModel {
+        _dropped: DropSignal,
+    }
+
+    impl RewardModel for SignallingModel {
+        fn name(&self) -> &str {
+            "signalling"
+        }
+
+        fn score(&self, inputs: &[RewardInput<'_>]) -> Result<Scores, RewardError> {
+            Ok(inputs.iter().map(|_| Ok(0.0)).collect())
+        }
+    }
+
+    #[test]
+    fn dropping_every_handle_stops_the_scorer_thread() {
+        let (tx, dropped) = std::sync::mpsc::channel();
+        let service = RewardService::start(Box::new(SignallingModel {
+            _dropped: DropSignal(tx),
+        }))
+        .unwrap();
+        let other = service.clone();
+        drop(service);
+        assert!(dropped
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        drop(other);
+        dropped
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the scorer thread should end and drop the model");
+    }
+}

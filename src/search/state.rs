@@ -1,0 +1,207 @@
+//! What every strategy does with the engine and the reward model, in one place: run a policy
+//! call and count its cost, turn samples into candidates, score them, keep them all (the
+//! TPO cache is every scored candidate), and finish the trace.
+
+use std::time::Instant;
+
+use crate::engine::{Engine, GenerateRequest, SampleOutput, SamplingParams};
+use crate::model::TokenId;
+
+use super::trace::{
+    Candidate, CandidateLog, Origin, StepRecord, Totals, Trace, TraceParams, UNSCORED,
+};
+use super::{OwnedRewardInput, RewardService, SearchError, Strategy};
+
+/// One search in progress.
+pub(crate) struct SearchState<'a> {
+    pub engine: &'a Engine,
+    rewards: &'a RewardService,
+    pub query: &'a str,
+    reference: Option<&'a str>,
+    pub log: CandidateLog,
+    pub totals: Totals,
+    started: Instant,
+}
+
+/// How a batch of new candidates fared.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Outcome {
+    pub kept: usize,
+    pub dropped: usize,
+}
+
+impl<'a> SearchState<'a> {
+    pub fn new(
+        engine: &'a Engine,
+        rewards: &'a RewardService,
+        query: &'a str,
+        reference: Option<&'a str>,
+    ) -> Self {
+        Self {
+            engine,
+            rewards,
+            query,
+            reference,
+            log: CandidateLog::default(),
+            totals: Totals::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// One policy request of `n` samples (one prefill, `n` forked decodes).
+    pub async fn generate(
+        &mut self,
+        prompt: Vec<TokenId>,
+        sampling: SamplingParams,
+        n: usize,
+    ) -> Result<Vec<SampleOutput>, SearchError> {
+        let samples = self
+            .engine
+            .generate(GenerateRequest::new(prompt, sampling).with_n(n))
+            .await?;
+        self.totals.requests += 1;
+        self.totals.completions += samples.len();
+        self.totals.tokens_generated += samples.iter().map(|s| s.tokens.len()).sum::<usize>();
+        Ok(samples)
+    }
+
+    /// Text of a sample, trimmed.
+    pub fn text(&self, sample: &SampleOutput) -> Result<String, SearchError> {
+        Ok(self.engine.text_of(sample)?.trim().to_string())
+    }
+
+    /// An unscored candidate for `sample` with the next free id (`offset` places it after
+    /// others made in the same batch).
+    pub fn candidate(
+        &self,
+        offset: usize,
+        sample: &SampleOutput,
+        step: usize,
+        origin: Origin,
+        sampling: &SamplingParams,
+        text: String,
+    ) -> Candidate {
+        Candidate {
+            id: self.log.next_id() + offset,
+            step,
+            origin,
+            parents: Vec::new(),
+            seed: (!sampling.is_greedy()).then(|| sampling.sample_seed(sample.index as u64)),
+            text,
+            raw: None,
+            tokens: sample.tokens.len(),
+            finish_reason: sample.finish_reason.into(),
+            score: None,
+            dropped: None,
+            drop_detail: None,
+        }
+    }
+
+    /// Scores the candidates that were not already dropped (one reward request), then adds
+    /// them all to the log: a row the reward model refuses, or a non-finite reward, drops
+    /// its candidate as `unscored` with the reason.
+    pub async fn score_and_add(
+        &mut self,
+        mut candidates: Vec<Candidate>,
+    ) -> Result<Outcome, SearchError> {
+        let to_score: Vec<usize> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.dropped.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        let inputs = to_score
+            .iter()
+            .map(|&i| OwnedRewardInput {
+                prompt: self.query.to_string(),
+                response: candidates[i].text.clone(),
+                reference: self.reference.map(str::to_string),
+            })
+            .collect::<Vec<_>>();
+        self.totals.rm_inputs += inputs.len();
+        let scores = self.rewards.score(inputs).await?;
+        if scores.len() != to_score.len() {
+            return Err(SearchError::RewardCount {
+                expected: to_score.len(),
+                got: scores.len(),
+            });
+        }
+        for (&i, score) in to_score.iter().zip(scores) {
+            let c = &mut candidates[i];
+            match score {
+                Ok(s) if s.is_finite() => c.score = Some(s),
+                Ok(s) => {
+                    c.dropped = Some(UNSCORED.to_string());
+                    c.drop_detail = Some(format!("the reward model returned {s}"));
+                }
+                Err(e) => {
+                    c.dropped = Some(UNSCORED.to_string());
+                    c.drop_detail = Some(e.to_string());
+                }
+            }
+        }
+        let kept = candidates.iter().filter(|c| c.score.is_some()).count();
+        let outcome = Outcome {
+            kept,
+            dropped: candidates.len() - kept,
+        };
+        self.log.candidates.extend(candidates);
+        Ok(outcome)
+    }
+
+    /// Samples `n` answers to the query itself (one request), scores them and logs them as
+    /// step-0 candidates.
+    pub async fn sample_query(
+        &mut self,
+        sampling: SamplingParams,
+        n: usize,
+        origin: Origin,
+    ) -> Result<Outcome, SearchError> {
+        let prompt = self.engine.question_prompt(self.query)?;
+        let samples = self.generate(prompt, sampling.clone(), n).await?;
+        let mut candidates = Vec::with_capacity(samples.len());
+        for (offset, sample) in samples.iter().enumerate() {
+            let text = self.text(sample)?;
+            candidates.push(self.candidate(offset, sample, 0, origin, &sampling, text));
+        }
+        self.score_and_add(candidates).await
+    }
+
+    /// Highest reward in the log (`NaN` while nothing is scored).
+    pub fn best_score(&self) -> f32 {
+        self.log.best().and_then(|c| c.score).unwrap_or(f32::NAN)
+    }
+
+    /// Fails the search when nothing was scored: there is no answer to return.
+    pub fn require_scored(&self) -> Result<(), SearchError> {
+        if self.log.best().is_some() {
+            return Ok(());
+        }
+        let reasons: Vec<String> = self
+            .log
+            .candidates
+            .iter()
+            .map(|c| match (&c.dropped, &c.drop_detail) {
+                (Some(code), Some(detail)) => format!("{code}: {detail}"),
+                (Some(code), None) => code.clone(),
+                _ => "not scored".to_string(),
+            })
+            .collect();
+        Err(SearchError::NothingScored(reasons.join("; ")))
+    }
+
+    pub fn finish(
+        mut self,
+        strategy: Strategy,
+        params: TraceParams,
+        steps: Vec<StepRecord>,
+    ) -> Result<Trace, SearchError> {
+        self.require_scored()?;
+        self.totals.seconds = self.started.elapsed().as_secs_f64();
+        let Self {
+            query, log, totals, ..
+        } = self;
+        log.into_trace(query, strategy, params, steps, totals)
+            .ok_or_else(|| SearchError::NothingScored("no candidates".into()))
+    }
+}

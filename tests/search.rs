@@ -1,0 +1,491 @@
+//! Searches on the real models (the embedded SmolLM2 policy and the SmolLM2 judge): TPO's
+//! cache only improves and its trace accounts for every candidate; a seeded search gives the
+//! same trace alone and among concurrent searches; Best-of-N is the argmax of N samples that
+//! equal N separately seeded requests; `tpo search` prints an answer and writes a trace.
+//! Budgets are small (tens of tokens, width 2–3, depth 1–2) so the file runs in minutes on
+//! two CPU cores.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use tpo_engine::engine::{Engine, EngineOptions, GenerateRequest};
+use tpo_engine::model::ModelDir;
+use tpo_engine::reward::{self, RewardOptions};
+use tpo_engine::search::{
+    self, OwnedRewardInput, RewardService, SearchOptions, SearchParams, StepEvent, Strategy, Trace,
+};
+
+const QUESTION: &str = "How do I wrap a present neatly?";
+
+fn start_engine(kv_slots: usize) -> Engine {
+    let model = ModelDir::open(&common::policy_dir()).unwrap();
+    Engine::start(
+        &model,
+        EngineOptions {
+            kv_slots,
+            max_seq_len: 1024,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn start_judge() -> RewardService {
+    let judge = reward::load("judge", RewardOptions::default())
+        .expect("the embedded judge (run `make setup`)");
+    RewardService::start(judge).unwrap()
+}
+
+fn params(strategy: Strategy, width: usize, depth: usize, max_new_tokens: usize) -> SearchParams {
+    SearchParams::new(SearchOptions {
+        strategy,
+        width,
+        depth,
+        max_new_tokens,
+        ..SearchOptions::default()
+    })
+    .unwrap()
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// The trace without its wall-clock fields, which are the only ones allowed to differ
+/// between two runs of the same seeded search.
+fn timeless(mut trace: Trace) -> Trace {
+    trace.totals.seconds = 0.0;
+    for step in &mut trace.steps {
+        step.seconds = 0.0;
+    }
+    trace
+}
+
+#[test]
+fn tpo_best_score_never_decreases_and_the_trace_accounts_for_every_candidate() {
+    let engine = start_engine(8);
+    let rewards = start_judge();
+    let (width, depth) = (2, 2);
+    let p = params(Strategy::Tpo, width, depth, 48);
+    let mut events = Vec::new();
+    let mut record = |e: &StepEvent| events.push(e.clone());
+    let trace = block_on(search::tpo(
+        &engine,
+        &rewards,
+        QUESTION,
+        None,
+        &p,
+        &mut record,
+    ))
+    .unwrap();
+
+    // N initial samples, then N updates per step; ids are 0, 1, 2, … in order.
+    assert_eq!(trace.candidates.len(), width * (depth + 1));
+    for (i, c) in trace.candidates.iter().enumerate() {
+        assert_eq!(c.id, i);
+        assert_eq!(c.step, i / width);
+        // Each candidate is either scored or dropped with a reason, never both or neither.
+        assert_eq!(c.score.is_some(), c.dropped.is_none(), "candidate {c:?}");
+        if c.dropped.is_some() {
+            assert!(c.drop_detail.is_some(), "candidate {c:?}");
+        }
+        if c.step > 0 {
+            assert_eq!(c.origin, search::Origin::Update);
+            assert!(c.raw.is_some());
+        }
+    }
+    let ids: HashSet<usize> = trace.candidates.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), trace.candidates.len());
+    let dropped: usize = trace.dropped.values().sum();
+    assert_eq!(
+        dropped,
+        trace
+            .candidates
+            .iter()
+            .filter(|c| c.dropped.is_some())
+            .count()
+    );
+
+    // Steps: chosen/rejected are the best/worst of everything scored before the step, and
+    // the best score so far never goes down.
+    assert_eq!(trace.steps.len(), depth);
+    let initial_best = trace.candidates[..width]
+        .iter()
+        .filter_map(|c| c.score)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut best_so_far = initial_best;
+    for step in &trace.steps {
+        let before: Vec<_> = trace
+            .candidates
+            .iter()
+            .filter(|c| c.step < step.step && c.score.is_some())
+            .collect();
+        let max = before
+            .iter()
+            .filter_map(|c| c.score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let min = before
+            .iter()
+            .filter_map(|c| c.score)
+            .fold(f32::INFINITY, f32::min);
+        assert_eq!(step.chosen_score, max);
+        assert_eq!(step.rejected_score, min);
+        assert_eq!(trace.candidates[step.chosen_id].score, Some(max));
+        assert_eq!(trace.candidates[step.rejected_id].score, Some(min));
+        assert!(!step.critique.is_empty() && !step.suggestions.is_empty());
+        assert_eq!(step.candidate_ids.len(), width);
+        assert_eq!(step.kept + step.dropped, width);
+        assert!(
+            step.best_score_so_far >= best_so_far,
+            "{} < {best_so_far}",
+            step.best_score_so_far
+        );
+        best_so_far = step.best_score_so_far;
+    }
+    let all_max = trace
+        .candidates
+        .iter()
+        .filter_map(|c| c.score)
+        .fold(f32::NEG_INFINITY, f32::max);
+    assert_eq!(trace.final_reward, all_max);
+    assert_eq!(trace.final_reward, best_so_far);
+    assert_eq!(trace.final_answer, trace.candidates[trace.final_id].text);
+
+    // Progress came as it happened: step 0, then each step, with the same best rewards.
+    let reported: Vec<(usize, f32)> = events.iter().map(|e| (e.step, e.best_reward)).collect();
+    let mut expected = vec![(0, initial_best)];
+    expected.extend(trace.steps.iter().map(|s| (s.step, s.best_score_so_far)));
+    assert_eq!(reported, expected);
+
+    // Cost: 1 + 3·D requests, N + D·(N + 2) completions.
+    assert_eq!(trace.totals.requests, 1 + 3 * depth);
+    assert_eq!(trace.totals.completions, width + depth * (width + 2));
+    let json = serde_json::to_string(&trace).unwrap();
+    let back: Trace = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, trace);
+}
+
+/// Questions that run beside the pinned search in the concurrency test.
+const OTHERS: &[&str] = &[
+    "Who is Larry Page?",
+    "What is some cool music from the 1920s?",
+    "How do I dice without slicing my finger?",
+    "What are the best exercises for beginners?",
+    "Why is the sea salty?",
+    "Write a haiku about rain.",
+];
+
+/// Runs the pinned TPO search alone, then again among one search per question of
+/// `others` (each with its own seed) on the same engine and reward service, and checks the
+/// pinned trace is identical, scores included, bit for bit.
+fn same_trace_alone_and_among(others: &[String]) {
+    let engine = start_engine(32);
+    let rewards = start_judge();
+    let p = params(Strategy::Tpo, 2, 1, 40);
+    let mut quiet = |_: &StepEvent| {};
+    let alone = block_on(search::tpo(
+        &engine, &rewards, QUESTION, None, &p, &mut quiet,
+    ))
+    .unwrap();
+
+    let stats = rewards.stats();
+    let calls_before = stats.calls.load(Ordering::Relaxed);
+    let requests_before = stats.requests.load(Ordering::Relaxed);
+    let mut questions = vec![QUESTION.to_string()];
+    questions.extend_from_slice(others);
+    let searches: Vec<_> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            // Other seeds too, so the batch mixes different sampling streams.
+            let p = SearchParams::new(SearchOptions {
+                seed: if i == 0 { p.seed() } else { 100 + i as u64 },
+                ..p.options().clone()
+            })
+            .unwrap();
+            let (engine, rewards) = (&engine, &rewards);
+            async move {
+                let mut quiet = |_: &StepEvent| {};
+                search::tpo(engine, rewards, q, None, &p, &mut quiet).await
+            }
+        })
+        .collect();
+    let together = block_on(futures::future::join_all(searches));
+    for (q, result) in questions.iter().zip(&together) {
+        assert!(result.is_ok(), "{q}: {result:?}");
+    }
+    let pinned = together.into_iter().next().unwrap().unwrap();
+    assert_eq!(timeless(pinned), timeless(alone));
+
+    // The searches' reward requests were batched: fewer model calls than requests.
+    let calls = stats.calls.load(Ordering::Relaxed) - calls_before;
+    let requests = stats.requests.load(Ordering::Relaxed) - requests_before;
+    assert_eq!(requests, 2 * questions.len() as u64);
+    assert!(
+        calls < requests,
+        "{calls} reward calls for {requests} requests"
+    );
+}
+
+#[test]
+fn a_seeded_search_gives_the_same_trace_alone_and_among_six_concurrent_searches() {
+    let others: Vec<String> = OTHERS.iter().map(|q| q.to_string()).collect();
+    same_trace_alone_and_among(&others);
+}
+
+/// The issue's 50 concurrent searches (49 AlpacaEval questions beside the pinned one).
+#[test]
+#[ignore = "several minutes on a 2-core CPU; run with --ignored"]
+fn a_seeded_search_gives_the_same_trace_alone_and_among_fifty_concurrent_searches() {
+    let pairs = common::project_root().join("data/alpaca_eval/pairs.jsonl");
+    let text = std::fs::read_to_string(&pairs)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make setup`)", pairs.display()));
+    let others: Vec<String> = text
+        .lines()
+        .take(49)
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row["prompt"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(others.len(), 49);
+    same_trace_alone_and_among(&others);
+}
+
+#[test]
+fn best_of_n_is_the_argmax_of_n_samples_equal_to_separately_seeded_requests() {
+    let engine = start_engine(8);
+    let rewards = start_judge();
+    let (width, seed) = (3, 7u64);
+    let p = params(Strategy::BestOfN, width, 0, 40);
+    let mut quiet = |_: &StepEvent| {};
+    let trace = block_on(search::best_of_n(
+        &engine, &rewards, QUESTION, None, &p, &mut quiet,
+    ))
+    .unwrap();
+    assert_eq!(trace.candidates.len(), width);
+    assert_eq!(trace.totals.requests, 1, "one request with n = N");
+    assert!(trace.steps.is_empty());
+
+    // Sample i equals a one-sample request seeded seed + i, scored alone.
+    let prompt = engine.question_prompt(QUESTION).unwrap();
+    for (i, c) in trace.candidates.iter().enumerate() {
+        assert_eq!(c.seed, Some(seed + i as u64));
+        let single = tpo_engine::engine::SamplingParams::new(tpo_engine::engine::SamplingOptions {
+            temperature: 0.7,
+            top_p: 0.95,
+            max_new_tokens: 40,
+            seed: Some(seed + i as u64),
+            ..Default::default()
+        })
+        .unwrap();
+        let out = engine
+            .generate_blocking(GenerateRequest::new(prompt.clone(), single))
+            .unwrap();
+        let text = engine.text_of(&out[0]).unwrap();
+        assert_eq!(c.text, text.trim(), "sample {i}");
+        assert_eq!(c.tokens, out[0].tokens.len());
+        let alone = block_on(rewards.score(vec![OwnedRewardInput {
+            prompt: QUESTION.into(),
+            response: c.text.clone(),
+            reference: None,
+        }]))
+        .unwrap();
+        let alone = alone[0].clone().unwrap();
+        let score = c.score.unwrap();
+        // The judge pads each batch differently; a row's score moves by float rounding only.
+        assert!(
+            (score - alone).abs() < 1e-4,
+            "sample {i}: {score} vs {alone}"
+        );
+    }
+    // The answer is the argmax (first on ties).
+    let argmax = trace
+        .candidates
+        .iter()
+        .filter(|c| c.score.is_some())
+        .fold(None::<&search::Candidate>, |best, c| match best {
+            Some(b) if b.score >= c.score => Some(b),
+            _ => Some(c),
+        })
+        .unwrap();
+    assert_eq!(trace.final_id, argmax.id);
+    assert_eq!(trace.final_answer, argmax.text);
+    assert_eq!(Some(trace.final_reward), argmax.score);
+    // Best-of-N's samples are TPO's step 0 with the same seed.
+    let mut quiet = |_: &StepEvent| {};
+    let tpo0 = block_on(search::tpo(
+        &engine,
+        &rewards,
+        QUESTION,
+        None,
+        &params(Strategy::Tpo, width, 0, 40),
+        &mut quiet,
+    ))
+    .unwrap();
+    let texts = |t: &Trace| {
+        t.candidates
+            .iter()
+            .map(|c| c.text.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&tpo0), texts(&trace));
+}
+
+#[test]
+fn greedy_is_one_temperature_zero_answer_scored() {
+    let engine = start_engine(4);
+    let rewards = start_judge();
+    let mut quiet = |_: &StepEvent| {};
+    let trace = block_on(search::greedy(
+        &engine,
+        &rewards,
+        "What is the capital of France?",
+        None,
+        &params(Strategy::Greedy, 5, 2, 24),
+        &mut quiet,
+    ))
+    .unwrap();
+    assert_eq!(trace.candidates.len(), 1);
+    assert_eq!(trace.candidates[0].origin, search::Origin::Greedy);
+    assert_eq!(trace.candidates[0].seed, None);
+    assert!(
+        trace.final_answer.contains("Paris"),
+        "{}",
+        trace.final_answer
+    );
+    assert!(trace.final_reward.is_finite());
+    assert_eq!(trace.params.temperature, 0.0);
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn cli_best_of_n_prints_the_answer_and_writes_a_trace_that_parses() {
+    let dir = std::env::temp_dir().join(format!("tpo_search_cli_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace_path = dir.join("trace.json");
+    let out = common::tpo(&[
+        "search",
+        "--strategy",
+        "bon",
+        "--width",
+        "2",
+        "--max-new-tokens",
+        "32",
+        "--kv-slots",
+        "4",
+        "--max-seq-len",
+        "512",
+        "--trace",
+        trace_path.to_str().unwrap(),
+        QUESTION,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let trace: Trace =
+        serde_json::from_str(&std::fs::read_to_string(&trace_path).unwrap()).unwrap();
+    assert_eq!(trace.strategy, Strategy::BestOfN);
+    assert_eq!(trace.candidates.len(), 2);
+    assert_eq!(answer, trace.final_answer);
+    assert!(!answer.is_empty());
+    assert!(stderr(&out).contains("best reward"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn cli_file_mode_answers_good_lines_reports_bad_ones_and_exits_two() {
+    let dir = std::env::temp_dir().join(format!("tpo_search_file_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("prompts.jsonl");
+    let output = dir.join("answers.jsonl");
+    let traces = dir.join("traces.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"prompt\": \"What is the capital of France?\"}\n\
+         not json\n\
+         \n\
+         {\"id\": 7, \"prompt\": \"Name a fruit.\"}\n\
+         {\"id\": \"c\"}\n",
+    )
+    .unwrap();
+    let out = common::tpo(&[
+        "search",
+        "--strategy",
+        "greedy",
+        "--max-new-tokens",
+        "16",
+        "--kv-slots",
+        "4",
+        "--max-seq-len",
+        "256",
+        "--file",
+        input.to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--output",
+        output.to_str().unwrap(),
+        "--trace",
+        traces.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("line 2") && err.contains("line 5"), "{err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let by_line = |n: u64| {
+        lines
+            .iter()
+            .find(|l| l["line"] == n)
+            .unwrap_or_else(|| panic!("no output for line {n}: {lines:?}"))
+    };
+    assert!(by_line(1)["answer"].as_str().unwrap().contains("Paris"));
+    assert_eq!(by_line(1)["id"], "a");
+    assert!(by_line(1)["reward"].is_number());
+    assert_eq!(by_line(4)["id"], "7");
+    assert!(by_line(2)["error"].as_str().unwrap().contains("JSON"));
+    assert_eq!(by_line(5)["id"], "c");
+    assert!(by_line(5)["error"].as_str().unwrap().contains("prompt"));
+    let traces: Vec<Trace> = std::fs::read_to_string(&traces)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(traces.len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn cli_bad_flags_fail_with_a_message_and_exit_one() {
+    for (args, needle) in [
+        (vec!["search", "--width", "0", "q"], "width"),
+        (vec!["search", "--top-p", "1.5", "q"], "top_p"),
+        (vec!["search", "--strategy", "darwin", "q"], "darwin"),
+        (vec!["search"], "<QUESTION>"),
+        (
+            vec!["search", "--width", "9", "--kv-slots", "4", "q"],
+            "--kv-slots",
+        ),
+        (
+            vec!["search", "--file", "/nonexistent/prompts.jsonl"],
+            "/nonexistent/prompts.jsonl",
+        ),
+    ] {
+        let out = common::tpo(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
