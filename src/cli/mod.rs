@@ -30,6 +30,7 @@ enum Command {
     /// Examples:
     ///   tpo generate "What is the capital of France?"
     ///   tpo generate --temperature 0.7 --top-p 0.95 --seed 7 "Write a haiku about rain"
+    #[command(verbatim_doc_comment)]
     Generate(generate::GenerateArgs),
     /// Check the setup: ONNX Runtime, execution providers, CUDA driver, models.
     Doctor(doctor::DoctorArgs),
@@ -41,6 +42,7 @@ enum Command {
     ///   tpo score --input pairs.jsonl --output s.jsonl --shard 3/8
     ///   tpo score --input pairs.jsonl --output s.jsonl --reward-model none \
     ///       --reference-model ref1/ --reference-model ref2/ --mrpo
+    #[command(verbatim_doc_comment)]
     Score(Box<score::ScoreArgs>),
     /// Answer with a search: TPO, Best-of-N or greedy, scored by a reward model.
     ///
@@ -49,6 +51,7 @@ enum Command {
     ///   tpo search --strategy bon --width 8 --trace trace.json "Write a haiku about rain"
     ///   tpo search --width 5 --depth 2 --seed 7 --reward-model path/to/rm "..."
     ///   tpo search --file prompts.jsonl --concurrency 8 --output answers.jsonl
+    #[command(verbatim_doc_comment)]
     Search(Box<search::SearchArgs>),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench(bench::BenchArgs),
