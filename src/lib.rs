@@ -61,3 +61,13 @@ pub fn project_roots() -> Vec<PathBuf> {
     roots.dedup();
     roots
 }
+
+/// `rel` under the first project root that has it (a file or folder), else `rel` itself
+/// (relative to the working directory, so an error message names where it was expected).
+pub fn project_path(rel: &str) -> PathBuf {
+    project_roots()
+        .iter()
+        .map(|root| root.join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(rel))
+}

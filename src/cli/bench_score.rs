@@ -39,28 +39,9 @@ fn bench_err(reason: String) -> tpo_engine::Error {
     DatasetError::Options(reason).into()
 }
 
-/// The project's Python (its venv holds onnxruntime and the baseline's needs).
-fn python() -> Option<PathBuf> {
-    tpo_engine::project_roots()
-        .into_iter()
-        .map(|r| r.join(".venv").join("bin").join("python"))
-        .find(|p| p.is_file())
-}
-
-fn baseline_script() -> Option<PathBuf> {
-    tpo_engine::project_roots()
-        .into_iter()
-        .map(|r| r.join("benches").join("score_python_baseline.py"))
-        .find(|p| p.is_file())
-}
-
-/// The folder a reward-model name stands for.
-fn reward_dir(name: &str) -> PathBuf {
-    match name {
-        "judge" => reward::embedded(reward::JUDGE_DIR),
-        "similarity" => reward::embedded(reward::ENCODER_DIR),
-        other => PathBuf::from(other),
-    }
+/// A file of the project (the venv's Python, the baseline script), if it is there.
+fn project_file(rel: &str) -> Option<PathBuf> {
+    Some(tpo_engine::project_path(rel)).filter(|p| p.is_file())
 }
 
 /// `(id, chosen, rejected)` of each row of a scored JSONL file that has both rewards (a
@@ -81,11 +62,19 @@ fn read_scores(path: &Path) -> Result<Vec<(String, f64, f64)>, tpo_engine::Error
 }
 
 pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
-    let python =
-        python().ok_or_else(|| bench_err("no .venv/bin/python: run `make setup`".into()))?;
-    let script = baseline_script()
+    let python = project_file(".venv/bin/python")
+        .ok_or_else(|| bench_err("no .venv/bin/python: run `make setup`".into()))?;
+    let script = project_file("benches/score_python_baseline.py")
         .ok_or_else(|| bench_err("benches/score_python_baseline.py not found".into()))?;
-    let dir = reward_dir(&args.reward_model);
+    let (dir, metric) = reward::folder_of(&args.reward_model);
+    if metric == Some(reward::SimilarityMetric::Bertscore) {
+        // The baseline scores with the folder's own metric (cosine for the embedded encoder).
+        return Err(bench_err(
+            "the Python baseline scores the embedded encoder with cosine only: use \
+             --reward-model similarity"
+                .into(),
+        ));
+    }
     let work = std::env::temp_dir().join(format!("tpo-bench-score-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| bench_err(format!("{}: {e}", work.display())))?;
 

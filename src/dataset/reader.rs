@@ -93,9 +93,22 @@ impl RowReader {
     }
 
     /// Number of rows, without decoding them where the format allows it (Parquet's
-    /// metadata; a streaming pass over JSONL lines).
+    /// metadata; a streaming pass over JSONL lines, which are counted, not parsed).
     pub fn count(path: &Path) -> Result<usize, DatasetError> {
         match format_of(path) {
+            Format::Jsonl => {
+                let io = |source| DatasetError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let mut n = 0;
+                for line in BufReader::new(File::open(path).map_err(io)?).lines() {
+                    if !line.map_err(io)?.trim().is_empty() {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            }
             Format::Parquet => {
                 let file = File::open(path).map_err(|source| DatasetError::Io {
                     path: path.to_path_buf(),

@@ -70,12 +70,7 @@ impl ModelDir {
                 return PathBuf::from(dir);
             }
         }
-        let roots = crate::project_roots();
-        roots
-            .iter()
-            .map(|root| root.join("models").join(DEFAULT_POLICY))
-            .find(|p| p.is_dir())
-            .unwrap_or_else(|| PathBuf::from("models").join(DEFAULT_POLICY))
+        crate::project_path(&format!("models/{DEFAULT_POLICY}"))
     }
 
     pub fn onnx_path(&self) -> PathBuf {

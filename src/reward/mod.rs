@@ -108,15 +108,20 @@ pub const JUDGE_DIR: &str = "smollm2-judge";
 /// Folder of the embedded similarity encoder under `models/`.
 pub const ENCODER_DIR: &str = "all-minilm-l6-v2";
 
-/// Loads a reward model by name (`judge`, `similarity`, `bertscore`: the embedded ones) or
-/// folder.
-pub fn load(name: &str, options: RewardOptions) -> Result<Box<dyn RewardModel>, RewardError> {
-    let (dir, metric) = match name {
+/// The folder and metric override a reward-model name stands for: `judge`, `similarity`,
+/// `bertscore` (the embedded ones under `models/`), or a folder path.
+pub fn folder_of(name: &str) -> (PathBuf, Option<SimilarityMetric>) {
+    match name {
         "judge" => (embedded(JUDGE_DIR), None),
         "similarity" => (embedded(ENCODER_DIR), Some(SimilarityMetric::Cosine)),
         "bertscore" => (embedded(ENCODER_DIR), Some(SimilarityMetric::Bertscore)),
         other => (PathBuf::from(other), None),
-    };
+    }
+}
+
+/// Loads a reward model by name (see [`folder_of`]).
+pub fn load(name: &str, options: RewardOptions) -> Result<Box<dyn RewardModel>, RewardError> {
+    let (dir, metric) = folder_of(name);
     if !dir.join(config::CONFIG_FILE).is_file() {
         return Err(RewardError::Unknown {
             name: name.to_string(),
@@ -151,9 +156,5 @@ pub fn load_dir(
 
 /// `models/NAME` under the first project root that has it.
 pub fn embedded(name: &str) -> PathBuf {
-    crate::project_roots()
-        .iter()
-        .map(|root| root.join("models").join(name))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| PathBuf::from("models").join(name))
+    crate::project_path(&format!("models/{name}"))
 }
