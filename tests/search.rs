@@ -14,7 +14,8 @@ use tpo_engine::engine::{Engine, EngineOptions, GenerateRequest};
 use tpo_engine::model::ModelDir;
 use tpo_engine::reward::{self, RewardOptions};
 use tpo_engine::search::{
-    self, OwnedRewardInput, RewardService, SearchOptions, SearchParams, StepEvent, Strategy, Trace,
+    self, DarwinOptions, OwnedRewardInput, RewardService, SearchOptions, SearchParams, StepEvent,
+    Strategy, Trace,
 };
 
 const QUESTION: &str = "How do I wrap a present neatly?";
@@ -62,6 +63,11 @@ fn timeless(mut trace: Trace) -> Trace {
     trace.totals.seconds = 0.0;
     for step in &mut trace.steps {
         step.seconds = 0.0;
+    }
+    if let Some(darwin) = &mut trace.darwin {
+        for iteration in &mut darwin.iterations {
+            iteration.seconds = 0.0;
+        }
     }
     trace
 }
@@ -180,28 +186,37 @@ const OTHERS: &[&str] = &[
     "Write a haiku about rain.",
 ];
 
-/// Runs the pinned TPO search alone, then again among one search per question of
-/// `others` (each with its own seed) on the same engine and reward service, and checks the
-/// pinned trace is identical, scores included, bit for bit.
-fn same_trace_alone_and_among(others: &[String]) {
+/// Runs the pinned TPO search alone, then again among one search per `(question,
+/// reference)` of `others` (each with its own seed) on the same engine and reward service,
+/// and checks the pinned trace is identical, scores included, bit for bit.
+fn same_trace_alone_and_among(
+    rewards: RewardService,
+    pinned_reference: Option<&str>,
+    others: &[(String, Option<String>)],
+    max_new_tokens: usize,
+) {
     let engine = start_engine(32);
-    let rewards = start_judge();
-    let p = params(Strategy::Tpo, 2, 1, 40);
+    let p = params(Strategy::Tpo, 2, 1, max_new_tokens);
     let mut quiet = |_: &StepEvent| {};
     let alone = block_on(search::tpo(
-        &engine, &rewards, QUESTION, None, &p, &mut quiet,
+        &engine,
+        &rewards,
+        QUESTION,
+        pinned_reference,
+        &p,
+        &mut quiet,
     ))
     .unwrap();
 
     let stats = rewards.stats();
     let calls_before = stats.calls.load(Ordering::Relaxed);
     let requests_before = stats.requests.load(Ordering::Relaxed);
-    let mut questions = vec![QUESTION.to_string()];
+    let mut questions = vec![(QUESTION.to_string(), pinned_reference.map(str::to_string))];
     questions.extend_from_slice(others);
     let searches: Vec<_> = questions
         .iter()
         .enumerate()
-        .map(|(i, q)| {
+        .map(|(i, (q, reference))| {
             // Other seeds too, so the batch mixes different sampling streams.
             let p = SearchParams::new(SearchOptions {
                 seed: if i == 0 { p.seed() } else { 100 + i as u64 },
@@ -211,12 +226,12 @@ fn same_trace_alone_and_among(others: &[String]) {
             let (engine, rewards) = (&engine, &rewards);
             async move {
                 let mut quiet = |_: &StepEvent| {};
-                search::tpo(engine, rewards, q, None, &p, &mut quiet).await
+                search::tpo(engine, rewards, q, reference.as_deref(), &p, &mut quiet).await
             }
         })
         .collect();
     let together = block_on(futures::future::join_all(searches));
-    for (q, result) in questions.iter().zip(&together) {
+    for ((q, _), result) in questions.iter().zip(&together) {
         assert!(result.is_ok(), "{q}: {result:?}");
     }
     let pinned = together.into_iter().next().unwrap().unwrap();
@@ -234,27 +249,29 @@ fn same_trace_alone_and_among(others: &[String]) {
 
 #[test]
 fn a_seeded_search_gives_the_same_trace_alone_and_among_six_concurrent_searches() {
-    let others: Vec<String> = OTHERS.iter().map(|q| q.to_string()).collect();
-    same_trace_alone_and_among(&others);
+    let others: Vec<_> = OTHERS.iter().map(|q| (q.to_string(), None)).collect();
+    same_trace_alone_and_among(start_judge(), None, &others, 40);
 }
 
-/// The issue's 50 concurrent searches (49 AlpacaEval questions beside the pinned one).
+/// The issue's 50 concurrent searches: the pinned one among 49 AlpacaEval questions, scored
+/// by the similarity RM against their GPT-4-Turbo answers (the judge would make this take
+/// minutes on two cores; the six-search test above covers the judge).
 #[test]
-#[ignore = "several minutes on a 2-core CPU; run with --ignored"]
 fn a_seeded_search_gives_the_same_trace_alone_and_among_fifty_concurrent_searches() {
     let pairs = common::project_root().join("data/alpaca_eval/pairs.jsonl");
     let text = std::fs::read_to_string(&pairs)
         .unwrap_or_else(|e| panic!("{}: {e} (run `make setup`)", pairs.display()));
-    let others: Vec<String> = text
+    let others: Vec<(String, Option<String>)> = text
         .lines()
         .take(49)
         .map(|line| {
             let row: serde_json::Value = serde_json::from_str(line).unwrap();
-            row["prompt"].as_str().unwrap().to_string()
+            let field = |k: &str| row[k].as_str().unwrap().to_string();
+            (field("prompt"), Some(field("reference")))
         })
         .collect();
     assert_eq!(others.len(), 49);
-    same_trace_alone_and_among(&others);
+    same_trace_alone_and_among(start_similarity(), Some(REFERENCE), &others, 16);
 }
 
 #[test]
@@ -335,6 +352,167 @@ fn best_of_n_is_the_argmax_of_n_samples_equal_to_separately_seeded_requests() {
             .collect::<Vec<_>>()
     };
     assert_eq!(texts(&tpo0), texts(&trace));
+}
+
+/// A reference answer for the similarity reward of the DARWIN tests.
+const REFERENCE: &str = "Measure the paper so it covers the box with a little overlap, fold \
+the edges under for clean lines, tape the seams on the bottom, crease the ends into neat \
+triangles and finish with a ribbon.";
+
+fn start_similarity() -> RewardService {
+    let model = reward::load("similarity", RewardOptions::default())
+        .expect("the embedded similarity encoder (run `make setup`)");
+    RewardService::start(model).unwrap()
+}
+
+/// A small DARWIN: 3 mutations, a replacement every 8 tokens keeping only the best, so
+/// every replacement forks; 2 iterations of at most 24 tokens.
+fn small_darwin(seed: u64) -> SearchParams {
+    SearchParams::new(SearchOptions {
+        strategy: Strategy::Darwin,
+        max_new_tokens: 24,
+        seed,
+        darwin: DarwinOptions {
+            mutations: 3,
+            replace_every: 8,
+            keep: 1,
+            iterations: 2,
+        },
+        ..SearchOptions::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn darwin_replacement_forks_the_best_partial_answer_and_the_trace_accounts_for_it() {
+    let engine = start_engine(8);
+    let rewards = start_similarity();
+    let p = small_darwin(7);
+    let mut events = Vec::new();
+    let mut record = |e: &StepEvent| events.push(e.clone());
+    let trace = block_on(search::darwin(
+        &engine,
+        &rewards,
+        QUESTION,
+        Some(REFERENCE),
+        &p,
+        &mut record,
+    ))
+    .unwrap();
+    assert_eq!(trace.strategy, Strategy::Darwin);
+    let darwin = trace.darwin.as_ref().expect("a DARWIN record");
+    assert_eq!(darwin.iterations.len(), 2);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events.iter().map(|e| e.step).collect::<Vec<_>>(), [1, 2]);
+
+    // Ids in order; every candidate is scored or dropped with a reason.
+    for (i, c) in trace.candidates.iter().enumerate() {
+        assert_eq!(c.id, i);
+        assert_eq!(c.score.is_some(), c.dropped.is_none(), "candidate {c:?}");
+        assert!(c.instruction.is_some(), "candidate {c:?}");
+        assert!(c.tokens <= 24, "candidate {c:?}");
+    }
+    let mut forks = 0;
+    for iteration in &darwin.iterations {
+        assert_eq!(iteration.mutations.len(), 3);
+        let first = &trace.candidates[iteration.candidate_ids[0]];
+        assert_eq!(first.origin, search::Origin::Mutation);
+        for round in &iteration.rounds {
+            let score_of = |id: usize| {
+                round
+                    .scores
+                    .iter()
+                    .find(|m| m.id == id)
+                    .and_then(|m| m.score)
+                    .unwrap_or(f32::NEG_INFINITY)
+            };
+            for r in &round.replacements {
+                forks += 1;
+                // Reward-guided: the kept candidate outscored the one it replaced.
+                assert!(round.kept.contains(&r.from_id), "{round:?}");
+                assert!(score_of(r.from_id) >= score_of(r.replaced_id), "{round:?}");
+                // The replaced candidate's text stops there; the fork continues from the kept
+                // one's text (and so does the kept one).
+                let replaced = &trace.candidates[r.replaced_id];
+                assert_eq!(replaced.dropped.as_deref(), Some("replaced"));
+                let fork = &trace.candidates[r.fork_id];
+                let from = &trace.candidates[r.from_id];
+                assert_eq!(fork.origin, search::Origin::Fork);
+                assert_eq!(fork.parents, vec![r.from_id]);
+                assert_eq!(fork.instruction, from.instruction);
+                assert!(r.prefix_tokens >= 8, "{r:?}");
+                assert!(fork.tokens >= r.prefix_tokens, "{r:?} {fork:?}");
+                let prefix = r.prefix_text.trim_start();
+                assert!(fork.text.starts_with(prefix), "{r:?}\nfork: {fork:?}");
+                assert!(from.text.starts_with(prefix), "{r:?}\nfrom: {from:?}");
+            }
+        }
+    }
+    assert!(forks > 0, "no replacement happened: {darwin:?}");
+
+    // The answer is the best finished candidate of the whole search.
+    let best = trace
+        .candidates
+        .iter()
+        .filter_map(|c| c.score.map(|s| (c.id, s)))
+        .fold(None::<(usize, f32)>, |b, (id, s)| match b {
+            Some((_, bs)) if bs >= s => b,
+            _ => Some((id, s)),
+        })
+        .unwrap();
+    assert_eq!((trace.final_id, trace.final_reward), best);
+    assert_eq!(events.last().unwrap().best_reward, trace.final_reward);
+    // The archive holds each iteration's instructions; iteration 2 mutated the best one.
+    let top = darwin
+        .archive
+        .iter()
+        .filter(|e| e.iteration == 1)
+        .max_by(|a, b| a.best_score.partial_cmp(&b.best_score).unwrap())
+        .unwrap();
+    assert_eq!(darwin.iterations[1].parent_instruction, top.instruction);
+}
+
+#[test]
+fn a_seeded_darwin_search_gives_the_same_trace_alone_and_among_others() {
+    let engine = start_engine(16);
+    let rewards = start_similarity();
+    let mut quiet = |_: &StepEvent| {};
+    let alone = block_on(search::darwin(
+        &engine,
+        &rewards,
+        QUESTION,
+        Some(REFERENCE),
+        &small_darwin(7),
+        &mut quiet,
+    ))
+    .unwrap();
+    let seeds = [7u64, 11, 12];
+    let searches: Vec<_> = seeds
+        .iter()
+        .map(|&seed| {
+            let (engine, rewards) = (&engine, &rewards);
+            async move {
+                let mut quiet = |_: &StepEvent| {};
+                let q = if seed == 7 {
+                    QUESTION
+                } else {
+                    OTHERS[seed as usize % OTHERS.len()]
+                };
+                search::darwin(
+                    engine,
+                    rewards,
+                    q,
+                    Some(REFERENCE),
+                    &small_darwin(seed),
+                    &mut quiet,
+                )
+                .await
+            }
+        })
+        .collect();
+    let together = block_on(futures::future::join_all(searches));
+    let pinned = together.into_iter().next().unwrap().unwrap();
+    assert_eq!(timeless(pinned), timeless(alone));
 }
 
 #[test]

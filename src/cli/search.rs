@@ -19,7 +19,8 @@ use futures::StreamExt;
 use tpo_engine::engine::Engine;
 use tpo_engine::reward::{self, RewardOptions};
 use tpo_engine::search::{
-    self, RewardService, SearchError, SearchOptions, SearchParams, StepEvent, Strategy, Trace,
+    self, DarwinOptions, RewardService, SearchError, SearchOptions, SearchParams, StepEvent,
+    Strategy, Trace,
 };
 
 use super::score::EXIT_ROWS_REJECTED;
@@ -29,7 +30,7 @@ use super::ModelArgs;
 pub struct SearchArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Search strategy: tpo, bon (Best-of-N) or greedy.
+    /// Search strategy: tpo, bon (Best-of-N), darwin or greedy.
     #[arg(long, default_value = "tpo", value_parser = parse_strategy)]
     strategy: Strategy,
     /// Samples per call (N): initial samples, and rewrites per TPO step.
@@ -44,6 +45,18 @@ pub struct SearchArgs {
     /// Seed of the search; the same seed gives the same trace, alone or in a batch.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// DARWIN: instruction variants per iteration (M); each starts one candidate.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    mutations: u32,
+    /// DARWIN: generated tokens between reward-guided replacements (m).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    replace_every: u32,
+    /// DARWIN: candidates kept at each replacement (k); the rest become forks of the best.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    keep: u32,
+    /// DARWIN: mutate-and-generate iterations.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
     /// Sampling temperature of every sampled call.
     #[arg(long, default_value_t = 0.7)]
     temperature: f32,
@@ -128,12 +141,24 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
         top_p: args.top_p,
         max_new_tokens: args.max_new_tokens as usize,
         seed: args.seed,
+        darwin: DarwinOptions {
+            mutations: args.mutations as usize,
+            replace_every: args.replace_every as usize,
+            keep: args.keep as usize,
+            iterations: args.iterations as usize,
+        },
     })?;
-    // Greedy decodes one sequence whatever the width says.
-    if args.strategy != Strategy::Greedy && args.width > args.model.kv_slots {
+    // The most sequences one request of the search decodes at once: greedy one, DARWIN
+    // its population, the others the width.
+    let (flag, needed) = match args.strategy {
+        Strategy::Greedy => ("--width", 1),
+        Strategy::Darwin => ("--mutations", args.mutations),
+        Strategy::BestOfN | Strategy::Tpo => ("--width", args.width),
+    };
+    if needed > args.model.kv_slots {
         return Err(SearchError::InvalidParams(format!(
-            "--width {} needs that many KV slots at once; raise --kv-slots (now {})",
-            args.width, args.model.kv_slots
+            "{flag} {needed} needs that many KV slots at once; raise --kv-slots (now {})",
+            args.model.kv_slots
         ))
         .into());
     }

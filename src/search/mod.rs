@@ -1,5 +1,5 @@
-//! Searches over the policy with a reward model: greedy decoding, Best-of-N and TPO
-//! (ALGORITHMS.md §1–2). Each search is plain async code over an [`Engine`] and a
+//! Searches over the policy with a reward model: greedy decoding, Best-of-N, TPO and DARWIN
+//! (ALGORITHMS.md §1–3). Each search is plain async code over an [`Engine`] and a
 //! [`RewardService`]: it awaits generations and scores and owns no thread, so many searches
 //! interleave in the engine's continuous batch and the scorer's batches.
 //!
@@ -7,12 +7,13 @@
 //! async front of one reward model), `prompts` (our TPO role prompts), `tags` (pulling the
 //! rewritten answer out of an update), `state` (what every strategy does: policy calls,
 //! samples → scored candidates, the cache), `trace` (the JSON record of a search), and one
-//! room per strategy: `greedy`, `best_of_n`, `tpo`.
+//! room per strategy: `greedy`, `best_of_n`, `tpo`, `darwin`.
 //!
 //! Not here: flags, files and printing (the CLI), sampling and batching (the engine),
 //! reward arithmetic (the reward layer).
 
 mod best_of_n;
+pub mod darwin;
 mod greedy;
 mod params;
 pub mod prompts;
@@ -25,13 +26,17 @@ pub mod trace;
 use std::sync::Arc;
 
 pub use best_of_n::best_of_n;
+pub use darwin::darwin;
 pub use greedy::greedy;
-pub use params::{call_seed, CallRole, SearchOptions, SearchParams, Strategy};
+pub use params::{
+    call_seed, segment_seed, CallRole, DarwinOptions, SearchOptions, SearchParams, Strategy,
+};
 pub use rewards::{OwnedRewardInput, RewardService, RewardServiceStats, MAX_BATCH_INPUTS};
 pub use tags::{extract_revised_answer, DropReason};
 pub use tpo::tpo;
 pub use trace::{
-    Candidate, Finish, Origin, StepRecord, Totals, Trace, TraceParams, SCHEMA_VERSION,
+    ArchiveEntry, Candidate, DarwinIteration, DarwinRecord, Finish, MemberScore, MutationRecord,
+    Origin, Replacement, RoundRecord, StepRecord, Totals, Trace, TraceParams, SCHEMA_VERSION,
 };
 
 use crate::engine::{Engine, EngineError};
@@ -88,6 +93,7 @@ pub async fn run(
         Strategy::Greedy => greedy(engine, rewards, query, reference, params, progress).await,
         Strategy::BestOfN => best_of_n(engine, rewards, query, reference, params, progress).await,
         Strategy::Tpo => tpo(engine, rewards, query, reference, params, progress).await,
+        Strategy::Darwin => darwin(engine, rewards, query, reference, params, progress).await,
     }
 }
 

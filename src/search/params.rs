@@ -25,6 +25,9 @@ pub enum Strategy {
     /// Test-time preference optimization (ALGORITHMS.md §1).
     #[serde(rename = "tpo")]
     Tpo,
+    /// Instruction mutation and reward-guided replacement (ALGORITHMS.md §3).
+    #[serde(rename = "darwin")]
+    Darwin,
 }
 
 impl Strategy {
@@ -33,6 +36,7 @@ impl Strategy {
             Strategy::Greedy => "greedy",
             Strategy::BestOfN => "bon",
             Strategy::Tpo => "tpo",
+            Strategy::Darwin => "darwin",
         }
     }
 }
@@ -51,8 +55,9 @@ impl FromStr for Strategy {
             "greedy" => Ok(Strategy::Greedy),
             "bon" | "best-of-n" | "best_of_n" => Ok(Strategy::BestOfN),
             "tpo" => Ok(Strategy::Tpo),
+            "darwin" => Ok(Strategy::Darwin),
             other => Err(SearchError::InvalidParams(format!(
-                "unknown strategy {other:?} (expected tpo, bon or greedy)"
+                "unknown strategy {other:?} (expected tpo, bon, darwin or greedy)"
             ))),
         }
     }
@@ -73,6 +78,55 @@ pub struct SearchOptions {
     /// Most tokens per policy call (answers, critiques, suggestions, updates).
     pub max_new_tokens: usize,
     pub seed: u64,
+    /// DARWIN's settings (ignored by the other strategies).
+    pub darwin: DarwinOptions,
+}
+
+/// DARWIN's knobs; the defaults are the reference's (M = 5, m = 40, k = 3, 3 iterations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DarwinOptions {
+    /// Instruction variants the policy writes per iteration (M); each starts one candidate.
+    pub mutations: usize,
+    /// Generated tokens between two reward-guided replacements (m).
+    pub replace_every: usize,
+    /// Candidates kept at each replacement (k); the others become forks of the best.
+    pub keep: usize,
+    /// Mutate–generate iterations, each mutating the archive's best instruction.
+    pub iterations: usize,
+}
+
+impl Default for DarwinOptions {
+    fn default() -> Self {
+        Self {
+            mutations: 5,
+            replace_every: 40,
+            keep: 3,
+            iterations: 3,
+        }
+    }
+}
+
+impl DarwinOptions {
+    fn validate(&self) -> Result<(), SearchError> {
+        let bad = |what: String| Err(SearchError::InvalidParams(what));
+        if self.mutations == 0 {
+            return bad("DARWIN needs at least 1 mutation".into());
+        }
+        if self.replace_every == 0 {
+            return bad("DARWIN's replacement interval must be at least 1 token".into());
+        }
+        if self.keep == 0 || self.keep > self.mutations {
+            return bad(format!(
+                "DARWIN keeps k = {} candidates at each replacement; it must be between 1 and \
+                 the number of mutations ({})",
+                self.keep, self.mutations
+            ));
+        }
+        if self.iterations == 0 {
+            return bad("DARWIN needs at least 1 iteration".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for SearchOptions {
@@ -85,6 +139,7 @@ impl Default for SearchOptions {
             top_p: 0.95,
             max_new_tokens: 512,
             seed: 7,
+            darwin: DarwinOptions::default(),
         }
     }
 }
@@ -102,6 +157,7 @@ impl SearchParams {
                 "width must be at least 1".into(),
             ));
         }
+        options.darwin.validate()?;
         // The sampler settings are checked by the engine's own validation, once, here.
         SamplingParams::new(sampling_options(&options, options.seed, Vec::new()))
             .map_err(|e| SearchError::InvalidParams(e.to_string()))?;
@@ -132,14 +188,30 @@ impl SearchParams {
         self.options.max_new_tokens
     }
 
+    pub fn darwin(&self) -> DarwinOptions {
+        self.options.darwin
+    }
+
     /// The search's sampler with `seed`, stopping at any of `stop`.
     pub(crate) fn sampling(
         &self,
         seed: u64,
         stop: Vec<String>,
     ) -> Result<SamplingParams, SearchError> {
-        SamplingParams::new(sampling_options(&self.options, seed, stop))
-            .map_err(|e| SearchError::Engine(EngineError::from(e)))
+        self.sampling_up_to(seed, stop, self.options.max_new_tokens)
+    }
+
+    /// The search's sampler with `seed` and `stop`, generating at most `max_new_tokens`
+    /// (DARWIN's segments and mutations).
+    pub(crate) fn sampling_up_to(
+        &self,
+        seed: u64,
+        stop: Vec<String>,
+        max_new_tokens: usize,
+    ) -> Result<SamplingParams, SearchError> {
+        let mut options = sampling_options(&self.options, seed, stop);
+        options.max_new_tokens = max_new_tokens;
+        SamplingParams::new(options).map_err(|e| SearchError::Engine(EngineError::from(e)))
     }
 
     /// Temperature 0 with the search's token limit.
@@ -171,6 +243,8 @@ pub enum CallRole {
     Gradient,
     /// TPO's update (N rewrites).
     Update,
+    /// DARWIN's instruction mutations of an iteration.
+    Mutation,
 }
 
 /// The seed of the policy call `role` at `step` of a search seeded `seed`.
@@ -188,8 +262,19 @@ pub fn call_seed(seed: u64, step: usize, role: CallRole) -> u64 {
         CallRole::Loss => 1,
         CallRole::Gradient => 2,
         CallRole::Update => 3,
+        // Outside the 2-bit codes above so TPO's seeds stay as they were.
+        CallRole::Mutation => return splitmix64(seed ^ splitmix64(!(step as u64))),
     };
     splitmix64(seed ^ splitmix64(((step as u64) << 2) | role_code))
+}
+
+/// The seed of DARWIN's generation request at (`iteration`, `round`) for the group of
+/// candidates whose first member is `member` (sample `j` of the request gets this + `j`).
+/// Depends on nothing but these numbers, so a DARWIN search is reproducible in any batch.
+pub fn segment_seed(seed: u64, iteration: usize, round: usize, member: usize) -> u64 {
+    let key =
+        (0xDA_u64 << 56) ^ ((iteration as u64) << 40) ^ ((round as u64) << 20) ^ member as u64;
+    splitmix64(seed ^ splitmix64(key))
 }
 
 /// SplitMix64's finalizer: a bijective mix of 64 bits.
@@ -214,6 +299,7 @@ mod tests {
                 CallRole::Loss,
                 CallRole::Gradient,
                 CallRole::Update,
+                CallRole::Mutation,
             ] {
                 assert!(seen.insert(call_seed(7, step, role)), "{step} {role:?}");
                 assert_eq!(call_seed(7, step, role), call_seed(7, step, role));
@@ -245,6 +331,32 @@ mod tests {
             ..SearchOptions::default()
         }));
         assert!(SearchParams::new(SearchOptions::default()).is_ok());
+        let darwin = |d: DarwinOptions| SearchOptions {
+            darwin: d,
+            ..SearchOptions::default()
+        };
+        let d = DarwinOptions::default();
+        assert!(bad(darwin(DarwinOptions { keep: 6, ..d })));
+        assert!(bad(darwin(DarwinOptions { keep: 0, ..d })));
+        assert!(bad(darwin(DarwinOptions {
+            replace_every: 0,
+            ..d
+        })));
+        assert!(bad(darwin(DarwinOptions { iterations: 0, ..d })));
+        assert!(bad(darwin(DarwinOptions { mutations: 0, ..d })));
+    }
+
+    #[test]
+    fn segment_seeds_differ_by_every_coordinate() {
+        let mut seen = std::collections::HashSet::new();
+        for iteration in 1..4 {
+            for round in 0..8 {
+                for member in 0..5 {
+                    assert!(seen.insert(segment_seed(7, iteration, round, member)));
+                }
+            }
+        }
+        assert_ne!(segment_seed(7, 1, 0, 0), segment_seed(8, 1, 0, 0));
     }
 
     #[test]
@@ -252,6 +364,7 @@ mod tests {
         assert_eq!("tpo".parse::<Strategy>().unwrap(), Strategy::Tpo);
         assert_eq!("BoN".parse::<Strategy>().unwrap(), Strategy::BestOfN);
         assert_eq!("greedy".parse::<Strategy>().unwrap(), Strategy::Greedy);
-        assert!("darwin".parse::<Strategy>().is_err());
+        assert_eq!("darwin".parse::<Strategy>().unwrap(), Strategy::Darwin);
+        assert!("beam".parse::<Strategy>().is_err());
     }
 }

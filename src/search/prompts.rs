@@ -1,5 +1,6 @@
-//! Our prompts for TPO's three policy roles (ALGORITHMS.md §1, steps 2.2–2.4), each one user
-//! turn rendered through the policy's own chat template.
+//! Our prompts for TPO's three policy roles (ALGORITHMS.md §1, steps 2.2–2.4) and DARWIN's
+//! instruction mutation (§3), each one user turn rendered through the policy's own chat
+//! template.
 //!
 //! They were written for this project (not taken from the reference) and tried on the
 //! embedded SmolLM2-135M-Instruct: short, the instruction last, no worked example (with an
@@ -55,6 +56,17 @@ between <REVISED_ANSWER> and </REVISED_ANSWER>, and write nothing else.";
 /// The start of the assistant's turn for updates: the opening tag, so the policy writes the
 /// answer inside it (see the module doc).
 pub const UPDATE_RESPONSE_PREFIX: &str = "<REVISED_ANSWER>\n";
+
+/// Mutation (DARWIN): the policy rewords the instruction, keeping what it asks for.
+pub const MUTATION_TEMPLATE: &str = "Paraphrase this request. Keep its meaning, change the \
+wording.
+
+Request: {instruction}";
+
+/// The start of the assistant's turn for mutations; the variant ends at the line's end.
+/// Without it SmolLM2 usually answered the request instead of rewording it (seen on three
+/// AlpacaEval-style questions, three seeds each); with it most outputs are rewordings.
+pub const MUTATION_RESPONSE_PREFIX: &str = "Paraphrased request:";
 
 /// Fills `{name}` placeholders of `template` in one pass, so text that itself contains
 /// `{chosen}` (a user's query, a model's answer) is never substituted again.
@@ -135,6 +147,19 @@ pub fn update_prompt(
     Ok(tokens)
 }
 
+/// The mutation prompt's tokens, ending with the assistant's [`MUTATION_RESPONSE_PREFIX`].
+pub fn mutation_prompt(engine: &Engine, instruction: &str) -> Result<Vec<TokenId>, EngineError> {
+    let text = fill(MUTATION_TEMPLATE, &[("instruction", instruction)]);
+    let mut tokens = engine.chat_prompt(&[ChatMessage::user(text)])?;
+    tokens.extend(engine.tokenizer().encode(MUTATION_RESPONSE_PREFIX)?);
+    Ok(tokens)
+}
+
+/// Stop strings of the mutation call: a variant is one line.
+pub fn mutation_stop() -> Vec<String> {
+    vec!["\n".to_string()]
+}
+
 /// The text an update's tags are parsed from: the prefix the prompt supplied, then what the
 /// policy wrote.
 pub fn update_output(generated: &str) -> String {
@@ -165,6 +190,7 @@ mod tests {
             (LOSS_TEMPLATE, &["query", "chosen", "rejected"][..]),
             (GRADIENT_TEMPLATE, &["query", "chosen", "critique"][..]),
             (UPDATE_TEMPLATE, &["query", "chosen", "suggestions"][..]),
+            (MUTATION_TEMPLATE, &["instruction"][..]),
         ] {
             let values: Vec<(&str, &str)> = names.iter().map(|n| (*n, "X")).collect();
             let filled = fill(template, &values);

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::engine::{Engine, GenerateRequest, SampleOutput, SamplingParams};
+use crate::engine::{Engine, EngineError, GenerateRequest, SampleOutput, SamplingParams};
 use crate::model::TokenId;
 
 use super::trace::{
@@ -65,6 +65,77 @@ impl<'a> SearchState<'a> {
         Ok(samples)
     }
 
+    /// Several policy requests at once, so they share the engine's batch (DARWIN's
+    /// segments); each is `(prompt, sampling, n)`, the results in the same order.
+    pub async fn generate_all(
+        &mut self,
+        requests: Vec<(Vec<TokenId>, SamplingParams, usize)>,
+    ) -> Result<Vec<Vec<SampleOutput>>, SearchError> {
+        let engine = self.engine;
+        let results =
+            futures::future::try_join_all(requests.into_iter().map(|(prompt, sampling, n)| {
+                engine.generate(GenerateRequest::new(prompt, sampling).with_n(n))
+            }))
+            .await?;
+        for samples in &results {
+            self.totals.requests += 1;
+            self.totals.completions += samples.len();
+            self.totals.tokens_generated += samples.iter().map(|s| s.tokens.len()).sum::<usize>();
+        }
+        Ok(results)
+    }
+
+    /// Rewards of `responses` to the query, in one reward request: a row the model refuses
+    /// or a non-finite reward gives `Err` with the reason.
+    pub async fn score_responses(
+        &mut self,
+        responses: Vec<String>,
+    ) -> Result<Vec<Result<f32, String>>, SearchError> {
+        let expected = responses.len();
+        let inputs = responses
+            .into_iter()
+            .map(|response| OwnedRewardInput {
+                prompt: self.query.to_string(),
+                response,
+                reference: self.reference.map(str::to_string),
+            })
+            .collect::<Vec<_>>();
+        self.totals.rm_inputs += inputs.len();
+        let scores = self.rewards.score(inputs).await?;
+        if scores.len() != expected {
+            return Err(SearchError::RewardCount {
+                expected,
+                got: scores.len(),
+            });
+        }
+        Ok(scores
+            .into_iter()
+            .map(|score| match score {
+                Ok(s) if s.is_finite() => Ok(s),
+                Ok(s) => Err(format!("the reward model returned {s}")),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect())
+    }
+
+    /// Token ids of `text` under the policy's tokenizer.
+    pub fn encode(&self, text: &str) -> Result<Vec<TokenId>, SearchError> {
+        Ok(self
+            .engine
+            .tokenizer()
+            .encode(text)
+            .map_err(EngineError::from)?)
+    }
+
+    /// Text of `tokens` under the policy's tokenizer (untrimmed).
+    pub fn decode(&self, tokens: &[TokenId]) -> Result<String, SearchError> {
+        Ok(self
+            .engine
+            .tokenizer()
+            .decode(tokens)
+            .map_err(EngineError::from)?)
+    }
+
     /// Text of a sample, trimmed.
     pub fn text(&self, sample: &SampleOutput) -> Result<String, SearchError> {
         Ok(self.engine.text_of(sample)?.trim().to_string())
@@ -86,6 +157,7 @@ impl<'a> SearchState<'a> {
             step,
             origin,
             parents: Vec::new(),
+            instruction: None,
             seed: (!sampling.is_greedy()).then(|| sampling.sample_seed(sample.index as u64)),
             text,
             raw: None,
@@ -110,33 +182,18 @@ impl<'a> SearchState<'a> {
             .filter(|(_, c)| c.dropped.is_none())
             .map(|(i, _)| i)
             .collect();
-        let inputs = to_score
+        let responses = to_score
             .iter()
-            .map(|&i| OwnedRewardInput {
-                prompt: self.query.to_string(),
-                response: candidates[i].text.clone(),
-                reference: self.reference.map(str::to_string),
-            })
-            .collect::<Vec<_>>();
-        self.totals.rm_inputs += inputs.len();
-        let scores = self.rewards.score(inputs).await?;
-        if scores.len() != to_score.len() {
-            return Err(SearchError::RewardCount {
-                expected: to_score.len(),
-                got: scores.len(),
-            });
-        }
+            .map(|&i| candidates[i].text.clone())
+            .collect();
+        let scores = self.score_responses(responses).await?;
         for (&i, score) in to_score.iter().zip(scores) {
             let c = &mut candidates[i];
             match score {
-                Ok(s) if s.is_finite() => c.score = Some(s),
-                Ok(s) => {
+                Ok(s) => c.score = Some(s),
+                Err(reason) => {
                     c.dropped = Some(UNSCORED.to_string());
-                    c.drop_detail = Some(format!("the reward model returned {s}"));
-                }
-                Err(e) => {
-                    c.dropped = Some(UNSCORED.to_string());
-                    c.drop_detail = Some(e.to_string());
+                    c.drop_detail = Some(reason);
                 }
             }
         }
