@@ -3,7 +3,8 @@
 //! `tpo bench engine`: for each concurrency C, C requests submitted at once versus the same
 //! C requests run one after another on the same engine; aggregate decode tokens/s of each,
 //! their ratio, and the share of decode-step time spent outside ONNX Runtime's `run`.
-//! `tpo bench score`: see `bench_score`.
+//! `tpo bench score`: see `bench_score`. `tpo bench search`: see `bench_search`.
+//! `tpo bench quality`: see `bench_quality`.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -31,6 +32,17 @@ enum BenchKind {
     ///
     /// Example: tpo bench score --reward-model judge --pairs 24
     Score(super::bench_score::ScoreBenchArgs),
+    /// N concurrent searches versus the same N searches one after another, same engine and
+    /// reward service, with the traces of the two phases compared.
+    ///
+    /// Example: tpo bench search --searches 32 --strategy tpo --width 5 --depth 2
+    Search(Box<super::bench_search::SearchBenchArgs>),
+    /// Reward, cost and best-reward-per-step report over `tpo search --trace` files
+    ///
+    /// Example: tpo bench quality --run "TPO (judge)=tpo.trace.jsonl"
+    ///   --run "BoN N=5 (judge)=bon19.trace.jsonl@5" --plot judge.png --markdown judge.md
+    #[command(verbatim_doc_comment)]
+    Quality(super::bench_quality::QualityArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +83,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
     match args.what {
         BenchKind::Engine(a) => engine_bench(a),
         BenchKind::Score(a) => super::bench_score::run(a),
+        BenchKind::Search(a) => super::bench_search::run(*a),
+        BenchKind::Quality(a) => super::bench_quality::run(a),
     }
 }
 
@@ -89,21 +103,48 @@ struct LevelResult {
     sampling_share_of_decode_step: f64,
 }
 
-struct StatsSnapshot {
-    steps: u64,
-    rows: u64,
-    nanos: u64,
-    ort_nanos: u64,
-    sample_nanos: u64,
+/// The cumulative counters of [`EngineStats`] at one moment; benches subtract two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct StatsSnapshot {
+    pub steps: u64,
+    pub rows: u64,
+    pub nanos: u64,
+    pub ort_nanos: u64,
+    pub sample_nanos: u64,
+    pub prefill_tokens: u64,
 }
 
-fn snapshot(s: &EngineStats) -> StatsSnapshot {
+impl StatsSnapshot {
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            steps: self.steps.saturating_sub(before.steps),
+            rows: self.rows.saturating_sub(before.rows),
+            nanos: self.nanos.saturating_sub(before.nanos),
+            ort_nanos: self.ort_nanos.saturating_sub(before.ort_nanos),
+            sample_nanos: self.sample_nanos.saturating_sub(before.sample_nanos),
+            prefill_tokens: self.prefill_tokens.saturating_sub(before.prefill_tokens),
+        }
+    }
+
+    /// Mean sequences per decode step (0 when there was none).
+    pub fn mean_decode_batch(&self) -> f64 {
+        if self.steps == 0 {
+            0.0
+        } else {
+            self.rows as f64 / self.steps as f64
+        }
+    }
+}
+
+pub(super) fn snapshot(s: &EngineStats) -> StatsSnapshot {
     StatsSnapshot {
         steps: s.decode_steps.load(Ordering::Relaxed),
         rows: s.decode_rows.load(Ordering::Relaxed),
         nanos: s.decode_nanos.load(Ordering::Relaxed),
         ort_nanos: s.decode_ort_nanos.load(Ordering::Relaxed),
         sample_nanos: s.decode_sample_nanos.load(Ordering::Relaxed),
+        prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
     }
 }
 
@@ -175,8 +216,9 @@ fn engine_bench(args: EngineBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         }
         let sequential = started.elapsed().as_secs_f64();
 
-        let steps = (after.steps - before.steps).max(1);
-        let nanos = (after.nanos - before.nanos).max(1);
+        let delta = after.since(&before);
+        let steps = delta.steps.max(1);
+        let nanos = delta.nanos.max(1);
         let result = LevelResult {
             concurrency: c,
             tokens,
@@ -185,12 +227,10 @@ fn engine_bench(args: EngineBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
             sequential_seconds: sequential,
             sequential_tokens_per_second: tokens as f64 / sequential,
             speedup: sequential / batched,
-            mean_decode_batch: (after.rows - before.rows) as f64 / steps as f64,
+            mean_decode_batch: delta.mean_decode_batch(),
             decode_step_ms: nanos as f64 / steps as f64 / 1e6,
-            sampling_share_of_decode_step: (after.sample_nanos - before.sample_nanos) as f64
-                / nanos as f64,
-            our_share_of_decode_step: 1.0
-                - (after.ort_nanos - before.ort_nanos) as f64 / nanos as f64,
+            sampling_share_of_decode_step: delta.sample_nanos as f64 / nanos as f64,
+            our_share_of_decode_step: 1.0 - delta.ort_nanos as f64 / nanos as f64,
         };
         eprintln!(
             "  C={c}: batched {:.1} tok/s, sequential {:.1} tok/s, x{:.2}",

@@ -2,7 +2,9 @@
 //! Nothing below `cli` knows about flags.
 
 mod bench;
+mod bench_quality;
 mod bench_score;
+mod bench_search;
 mod doctor;
 mod generate;
 mod score;

@@ -1,0 +1,661 @@
+//! `tpo bench search`: throughput of N searches run at once versus the same N searches run
+//! one after another, on the same engine and the same reward service, in one run.
+//!
+//! The N queries are the first N rows of a JSONL file with "prompt" (and "reference", which
+//! similarity rewards need). Every search has the same settings and the same seed. Order:
+//! after an untimed warm-up (8 tokens through the engine, one input through the reward
+//! model), the **concurrent** phase runs first (all N searches polled together on one
+//! current-thread tokio runtime with `join_all`, so their policy calls share the engine's
+//! continuous batch and their reward requests share the scorer's batches), then the
+//! **sequential** phase (each search awaited before the next starts). Running concurrent
+//! first puts any leftover warm-up cost on the concurrent side, so the ratio is, if
+//! anything, understated.
+//!
+//! A seeded search returns the same trace alone or among others, so each query's
+//! `final_answer` and `final_reward` must agree between the phases. The answer must match
+//! exactly; the reward to 1e-4 (the reward model pads each batch differently, which moves a
+//! score by float rounding only; the largest difference is reported). Any mismatch is a bug:
+//! it is printed loudly and the command exits 1 after writing its report.
+//!
+//! Where the time goes, per phase, from the deltas of the engine's and the reward service's
+//! counters: decode time (and the ONNX Runtime and sampling parts of it), the mean rows per
+//! decode step, prompt tokens prefilled, reward-model calls and mean inputs per call. The
+//! counters have no prefill or reward-model clock, so the rest of the wall time is reported
+//! as one honest bucket: "not decoding" = wall − decode time, which holds prefill, the
+//! scheduler waiting on the reward model (it runs on its own thread) and overhead.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use tpo_engine::engine::{Engine, EngineError, GenerateRequest, SamplingOptions, SamplingParams};
+use tpo_engine::reward::{self, RewardOptions};
+use tpo_engine::search::{
+    self, OwnedRewardInput, RewardService, RewardServiceStats, SearchError, SearchOptions,
+    SearchParams, StepEvent, Strategy, Trace,
+};
+
+use super::bench::{snapshot, StatsSnapshot};
+use super::ModelArgs;
+
+/// Largest |reward difference| between the phases that is float rounding, not a mismatch.
+const REWARD_TOLERANCE: f64 = 1e-4;
+
+#[derive(Debug, clap::Args)]
+pub struct SearchBenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Searches per phase (the first N rows of --input).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    searches: u32,
+    /// Search strategy: tpo, bon (Best-of-N), darwin (with its default settings) or greedy.
+    #[arg(long, default_value = "tpo", value_parser = parse_strategy)]
+    strategy: Strategy,
+    /// Samples per call (N).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    width: u32,
+    /// TPO steps (D).
+    #[arg(long, default_value_t = 2)]
+    depth: u32,
+    /// Most tokens per policy call.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_new_tokens: u32,
+    /// Seed of every search (the same in both phases).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Reward model: judge, similarity, bertscore or a folder with reward_config.json.
+    #[arg(long, default_value = "similarity", value_name = "NAME|DIR")]
+    reward_model: String,
+    /// Padded tokens per reward-model batch.
+    #[arg(long, default_value_t = reward::DEFAULT_BATCH_TOKENS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    rm_batch_tokens: u32,
+    /// JSONL queries: one object per line with "prompt" and "reference".
+    #[arg(
+        long,
+        default_value = "data/alpaca_eval/pairs.jsonl",
+        value_name = "FILE"
+    )]
+    input: PathBuf,
+    /// Write the result as JSON to this file too.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse().map_err(|e: SearchError| e.to_string())
+}
+
+/// Failures of the bench that are not the library's.
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    #[error(transparent)]
+    Lib(#[from] tpo_engine::Error),
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Input { path: PathBuf, reason: String },
+    #[error("{phase} phase, search {index} ({query:?}): {source}")]
+    Search {
+        phase: &'static str,
+        index: usize,
+        query: String,
+        source: SearchError,
+    },
+}
+
+impl From<SearchError> for BenchError {
+    fn from(e: SearchError) -> Self {
+        BenchError::Lib(e.into())
+    }
+}
+
+impl From<EngineError> for BenchError {
+    fn from(e: EngineError) -> Self {
+        BenchError::Lib(e.into())
+    }
+}
+
+pub fn run(args: SearchBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
+    match run_inner(args) {
+        Ok(code) => Ok(code),
+        Err(BenchError::Lib(e)) => Err(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// One query of the input.
+#[derive(Debug, Clone, PartialEq)]
+struct Query {
+    prompt: String,
+    reference: Option<String>,
+}
+
+/// The first `count` queries of a JSONL text; `Err` says what is wrong (a bad line, or
+/// fewer rows than asked for).
+fn parse_queries(text: &str, count: usize) -> Result<Vec<Query>, String> {
+    let mut queries = Vec::with_capacity(count);
+    for (index, line) in text.lines().enumerate() {
+        if queries.len() == count {
+            break;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line_no = index + 1;
+        let value: Value = serde_json::from_str(line)
+            .map_err(|e| format!("line {line_no} is not valid JSON: {e}"))?;
+        let prompt = match value.get("prompt") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            _ => return Err(format!("line {line_no} has no non-empty string \"prompt\"")),
+        };
+        let reference = match value.get("reference") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(format!("line {line_no}: \"reference\" must be a string")),
+        };
+        queries.push(Query { prompt, reference });
+    }
+    if queries.len() < count {
+        return Err(format!(
+            "has {} rows; --searches {count} needs at least {count}",
+            queries.len()
+        ));
+    }
+    Ok(queries)
+}
+
+/// Reward-service counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct RewardSnapshot {
+    calls: u64,
+    requests: u64,
+    inputs: u64,
+}
+
+impl RewardSnapshot {
+    fn of(s: &RewardServiceStats) -> Self {
+        Self {
+            calls: s.calls.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            inputs: s.inputs.load(Ordering::Relaxed),
+        }
+    }
+
+    fn since(&self, before: &RewardSnapshot) -> RewardSnapshot {
+        RewardSnapshot {
+            calls: self.calls.saturating_sub(before.calls),
+            requests: self.requests.saturating_sub(before.requests),
+            inputs: self.inputs.saturating_sub(before.inputs),
+        }
+    }
+}
+
+/// What one phase did and where its time went.
+struct Phase {
+    name: &'static str,
+    wall: f64,
+    traces: Vec<Trace>,
+    engine: StatsSnapshot,
+    rm: RewardSnapshot,
+}
+
+impl Phase {
+    fn tokens(&self) -> usize {
+        self.traces.iter().map(|t| t.totals.tokens_generated).sum()
+    }
+
+    fn requests(&self) -> usize {
+        self.traces.iter().map(|t| t.totals.requests).sum()
+    }
+
+    fn rm_inputs(&self) -> usize {
+        self.traces.iter().map(|t| t.totals.rm_inputs).sum()
+    }
+
+    fn decode_seconds(&self) -> f64 {
+        self.engine.nanos as f64 / 1e9
+    }
+
+    /// Wall time the scheduler was not decoding: prefill, waiting on the reward model,
+    /// overhead.
+    fn other_seconds(&self) -> f64 {
+        (self.wall - self.decode_seconds()).max(0.0)
+    }
+
+    fn share(&self, seconds: f64) -> f64 {
+        if self.wall > 0.0 {
+            seconds / self.wall
+        } else {
+            0.0
+        }
+    }
+
+    fn mean_rm_inputs_per_call(&self) -> f64 {
+        if self.rm.calls == 0 {
+            0.0
+        } else {
+            self.rm.inputs as f64 / self.rm.calls as f64
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let searches = self.traces.len();
+        let ort = self.engine.ort_nanos as f64 / 1e9;
+        let sample = self.engine.sample_nanos as f64 / 1e9;
+        json!({
+            "wall_seconds": self.wall,
+            "searches_per_second": searches as f64 / self.wall,
+            "tokens_generated": self.tokens(),
+            "tokens_per_second": self.tokens() as f64 / self.wall,
+            "policy_requests": self.requests(),
+            "rm_inputs": self.rm_inputs(),
+            "engine": {
+                "decode_steps": self.engine.steps,
+                "decode_rows": self.engine.rows,
+                "mean_decode_batch": self.engine.mean_decode_batch(),
+                "prefill_tokens": self.engine.prefill_tokens,
+                "decode_seconds": self.decode_seconds(),
+                "decode_ort_seconds": ort,
+                "decode_sample_seconds": sample,
+                "decode_share_of_wall": self.share(self.decode_seconds()),
+                "decode_ort_share_of_wall": self.share(ort),
+                "decode_sample_share_of_wall": self.share(sample),
+                "not_decoding_seconds": self.other_seconds(),
+                "not_decoding_share_of_wall": self.share(self.other_seconds()),
+                "not_decoding_is": "prefill + reward model + overhead (wall - decode time)",
+            },
+            "reward_model": {
+                "calls": self.rm.calls,
+                "requests": self.rm.requests,
+                "inputs": self.rm.inputs,
+                "mean_inputs_per_call": self.mean_rm_inputs_per_call(),
+            },
+        })
+    }
+}
+
+/// Whether two phases returned the same answers; one entry per query that differs.
+#[derive(Debug, Default, PartialEq)]
+struct Comparison {
+    mismatched: Vec<usize>,
+    rewards_not_bit_identical: usize,
+    max_abs_reward_diff: f64,
+}
+
+/// Each search's `(final_answer, final_reward)`.
+fn outcomes(traces: &[Trace]) -> Vec<(&str, f32)> {
+    traces
+        .iter()
+        .map(|t| (t.final_answer.as_str(), t.final_reward))
+        .collect()
+}
+
+fn compare(a: &[(&str, f32)], b: &[(&str, f32)]) -> Comparison {
+    let mut out = Comparison::default();
+    for (i, (&(answer_a, reward_a), &(answer_b, reward_b))) in a.iter().zip(b).enumerate() {
+        let diff = (f64::from(reward_a) - f64::from(reward_b)).abs();
+        if reward_a.to_bits() != reward_b.to_bits() {
+            out.rewards_not_bit_identical += 1;
+            out.max_abs_reward_diff = out.max_abs_reward_diff.max(diff);
+        }
+        // A NaN on one side only is a mismatch (NaN compares unequal to everything).
+        let same_reward = reward_a.to_bits() == reward_b.to_bits() || diff <= REWARD_TOLERANCE;
+        if answer_a != answer_b || !same_reward {
+            out.mismatched.push(i);
+        }
+    }
+    out
+}
+
+fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
+    let params = SearchParams::new(SearchOptions {
+        strategy: args.strategy,
+        width: args.width as usize,
+        depth: args.depth as usize,
+        max_new_tokens: args.max_new_tokens as usize,
+        seed: args.seed,
+        ..SearchOptions::default()
+    })?;
+    if args.strategy != Strategy::Greedy && args.width > args.model.kv_slots {
+        return Err(SearchError::InvalidParams(format!(
+            "--width {} needs that many KV slots at once; raise --kv-slots (now {})",
+            args.width, args.model.kv_slots
+        ))
+        .into());
+    }
+    let count = args.searches as usize;
+    let text = std::fs::read_to_string(&args.input).map_err(|source| BenchError::Io {
+        what: "reading --input",
+        path: args.input.clone(),
+        source,
+    })?;
+    let queries = parse_queries(&text, count).map_err(|reason| BenchError::Input {
+        path: args.input.clone(),
+        reason,
+    })?;
+
+    let engine = args.model.start_engine()?;
+    let model = reward::load(
+        &args.reward_model,
+        RewardOptions {
+            session: args.model.decoder_options(),
+            batch_tokens: args.rm_batch_tokens as usize,
+        },
+    )
+    .map_err(tpo_engine::Error::from)?;
+    let rewards = RewardService::start(model)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(BenchError::Runtime)?;
+
+    // Warm-up, untimed: the first runs pay for page faults in the arena and ORT's
+    // allocations on both models.
+    let warm = SamplingParams::new(SamplingOptions {
+        max_new_tokens: 8,
+        ..SamplingOptions::default()
+    })
+    .map_err(EngineError::from)?;
+    engine.generate_blocking(GenerateRequest::new(
+        engine.question_prompt(&queries[0].prompt)?,
+        warm,
+    ))?;
+    let warm_scores = runtime.block_on(rewards.score(vec![OwnedRewardInput {
+        prompt: queries[0].prompt.clone(),
+        response: "Warm-up.".into(),
+        reference: queries[0].reference.clone(),
+    }]))?;
+    if let Some(Err(e)) = warm_scores.first() {
+        eprintln!("note: the warm-up input was not scored ({e}); going on");
+    }
+
+    eprintln!(
+        "search bench: {count} {} searches (width {}, depth {}, {} tokens per call, seed {}), \
+         reward model {}, {} KV slots; concurrent phase first, then sequential",
+        args.strategy,
+        args.width,
+        args.depth,
+        args.max_new_tokens,
+        args.seed,
+        args.reward_model,
+        args.model.kv_slots
+    );
+    let concurrent = runtime.block_on(concurrent_phase(&engine, &rewards, &queries, &params))?;
+    eprintln!("  concurrent: {count} searches in {:.1} s", concurrent.wall);
+    let sequential = runtime.block_on(sequential_phase(&engine, &rewards, &queries, &params))?;
+    eprintln!("  sequential: {count} searches in {:.1} s", sequential.wall);
+
+    let comparison = compare(&outcomes(&concurrent.traces), &outcomes(&sequential.traces));
+    let ratio = sequential.wall / concurrent.wall;
+    print_report(&concurrent, &sequential, ratio, &comparison);
+
+    let result = json!({
+        "searches": count,
+        "order": "concurrent then sequential",
+        "strategy": args.strategy.as_str(),
+        "width": args.width,
+        "depth": args.depth,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "reward_model": args.reward_model,
+        "kv_slots": args.model.kv_slots,
+        "threads": args.model.threads,
+        "input": args.input.display().to_string(),
+        "concurrent": concurrent.to_json(),
+        "sequential": sequential.to_json(),
+        "ratio_sequential_over_concurrent_wall": ratio,
+        "mismatches": comparison.mismatched.len(),
+        "mismatched_searches": comparison.mismatched,
+        "rewards_not_bit_identical": comparison.rewards_not_bit_identical,
+        "max_abs_reward_diff": comparison.max_abs_reward_diff,
+        "reward_tolerance": REWARD_TOLERANCE,
+        "tpo_version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("TPO_GIT_COMMIT"),
+    });
+    if let Some(path) = &args.json {
+        write_json(path, &result)?;
+    }
+    if !comparison.mismatched.is_empty() {
+        eprintln!();
+        eprintln!(
+            "!!! MISMATCH: {} of {count} searches returned a different answer or reward \
+             concurrently than sequentially (same seed); this is a bug !!!",
+            comparison.mismatched.len()
+        );
+        for &i in &comparison.mismatched {
+            let (a, b) = (&concurrent.traces[i], &sequential.traces[i]);
+            eprintln!(
+                "  search {i} ({:?}): concurrent reward {} (candidate {}), sequential reward {} \
+                 (candidate {}){}",
+                queries[i].prompt,
+                a.final_reward,
+                a.final_id,
+                b.final_reward,
+                b.final_id,
+                if a.final_answer == b.final_answer {
+                    ", same answer"
+                } else {
+                    ", different answers"
+                }
+            );
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn one_search(
+    engine: &Engine,
+    rewards: &RewardService,
+    query: &Query,
+    params: &SearchParams,
+) -> Result<Trace, SearchError> {
+    let mut quiet = |_: &StepEvent| {};
+    search::run(
+        engine,
+        rewards,
+        &query.prompt,
+        query.reference.as_deref(),
+        params,
+        &mut quiet,
+    )
+    .await
+}
+
+fn search_error(
+    phase: &'static str,
+    index: usize,
+    query: &Query,
+) -> impl FnOnce(SearchError) -> BenchError {
+    let query = query.prompt.clone();
+    move |source| BenchError::Search {
+        phase,
+        index,
+        query,
+        source,
+    }
+}
+
+async fn concurrent_phase(
+    engine: &Engine,
+    rewards: &RewardService,
+    queries: &[Query],
+    params: &SearchParams,
+) -> Result<Phase, BenchError> {
+    let (engine_before, rm_before) = (
+        snapshot(engine.stats()),
+        RewardSnapshot::of(rewards.stats()),
+    );
+    let started = Instant::now();
+    let results = futures::future::join_all(
+        queries
+            .iter()
+            .map(|q| one_search(engine, rewards, q, params)),
+    )
+    .await;
+    let wall = started.elapsed().as_secs_f64();
+    let traces = results
+        .into_iter()
+        .zip(queries)
+        .enumerate()
+        .map(|(i, (r, q))| r.map_err(search_error("concurrent", i, q)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Phase {
+        name: "concurrent",
+        wall,
+        traces,
+        engine: snapshot(engine.stats()).since(&engine_before),
+        rm: RewardSnapshot::of(rewards.stats()).since(&rm_before),
+    })
+}
+
+async fn sequential_phase(
+    engine: &Engine,
+    rewards: &RewardService,
+    queries: &[Query],
+    params: &SearchParams,
+) -> Result<Phase, BenchError> {
+    let (engine_before, rm_before) = (
+        snapshot(engine.stats()),
+        RewardSnapshot::of(rewards.stats()),
+    );
+    let started = Instant::now();
+    let mut traces = Vec::with_capacity(queries.len());
+    for (i, q) in queries.iter().enumerate() {
+        let trace = one_search(engine, rewards, q, params)
+            .await
+            .map_err(search_error("sequential", i, q))?;
+        traces.push(trace);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    Ok(Phase {
+        name: "sequential",
+        wall,
+        traces,
+        engine: snapshot(engine.stats()).since(&engine_before),
+        rm: RewardSnapshot::of(rewards.stats()).since(&rm_before),
+    })
+}
+
+fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: &Comparison) {
+    println!(
+        "| phase | wall s | searches/s | tokens/s | mean decode batch | decode % of wall | \
+         of which ORT | of which sampling | not decoding (prefill + RM + overhead) | \
+         prefill tokens | RM calls | RM inputs/call |"
+    );
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for p in [concurrent, sequential] {
+        println!(
+            "| {} | {:.2} | {:.3} | {:.1} | {:.1} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {} | {} | {:.1} |",
+            p.name,
+            p.wall,
+            p.traces.len() as f64 / p.wall,
+            p.tokens() as f64 / p.wall,
+            p.engine.mean_decode_batch(),
+            100.0 * p.share(p.decode_seconds()),
+            100.0 * p.share(p.engine.ort_nanos as f64 / 1e9),
+            100.0 * p.share(p.engine.sample_nanos as f64 / 1e9),
+            100.0 * p.share(p.other_seconds()),
+            p.engine.prefill_tokens,
+            p.rm.calls,
+            p.mean_rm_inputs_per_call(),
+        );
+    }
+    println!(
+        "ratio (sequential wall / concurrent wall): {ratio:.2}x ({:.2} s vs {:.2} s)",
+        concurrent.wall, sequential.wall
+    );
+    for p in [concurrent, sequential] {
+        println!(
+            "{}: {} tokens generated, {} policy requests, {} RM inputs",
+            p.name,
+            p.tokens(),
+            p.requests(),
+            p.rm_inputs()
+        );
+    }
+    println!(
+        "same answers and rewards in both phases: {} mismatches of {} (rewards not bit-identical: \
+         {}, max |diff| {:.2e})",
+        comparison.mismatched.len(),
+        concurrent.traces.len(),
+        comparison.rewards_not_bit_identical,
+        comparison.max_abs_reward_diff
+    );
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), BenchError> {
+    let io = |source| BenchError::Io {
+        what: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(value).map_err(|e| io(e.into()))?;
+    std::fs::write(path, text + "\n").map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_the_first_n_rows_and_too_few_rows_is_an_error() {
+        let text = "{\"prompt\": \"a\", \"reference\": \"ra\"}\n\n{\"prompt\": \"b\"}\n{\"prompt\": \"c\"}\n";
+        let q = parse_queries(text, 2).unwrap();
+        assert_eq!(
+            q,
+            vec![
+                Query {
+                    prompt: "a".into(),
+                    reference: Some("ra".into())
+                },
+                Query {
+                    prompt: "b".into(),
+                    reference: None
+                },
+            ]
+        );
+        let err = parse_queries(text, 4).unwrap_err();
+        assert!(err.contains("has 3 rows"), "{err}");
+        let err = parse_queries("{\"prompt\": 3}\n", 1).unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        let err = parse_queries("not json\n", 1).unwrap_err();
+        assert!(err.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn compare_flags_different_answers_and_rewards_beyond_rounding() {
+        let a = [
+            ("x", 1.0),
+            ("y", 2.0),
+            ("z", 3.0),
+            ("w", 0.5),
+            ("v", f32::NAN),
+        ];
+        let b = [
+            ("x", 1.0),
+            ("y", 2.00001),
+            ("Z", 3.0),
+            ("w", 0.7),
+            ("v", 1.0),
+        ];
+        let c = compare(&a, &b);
+        assert_eq!(c.mismatched, vec![2, 3, 4]);
+        assert_eq!(c.rewards_not_bit_identical, 3);
+        assert!((c.max_abs_reward_diff - 0.2).abs() < 1e-6, "{c:?}");
+        assert_eq!(compare(&a, &a), Comparison::default());
+    }
+}
