@@ -52,6 +52,7 @@ fn params(strategy: Strategy, width: usize, depth: usize, max_new_tokens: usize)
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap()
         .block_on(future)
@@ -513,6 +514,61 @@ fn a_seeded_darwin_search_gives_the_same_trace_alone_and_among_others() {
     let together = block_on(futures::future::join_all(searches));
     let pinned = together.into_iter().next().unwrap().unwrap();
     assert_eq!(timeless(pinned), timeless(alone));
+}
+
+/// Dropping a search's future (what a server does when its client goes away) cancels its
+/// generation: the engine frees the search's KV slots within a step or two, instead of
+/// decoding its samples to the end.
+#[test]
+fn cancelling_a_search_frees_its_slots_at_once() {
+    let engine = start_engine(4);
+    let rewards = start_similarity();
+    let stats = engine.stats();
+    // Width 4 fills every slot; 400 tokens each would take hundreds of decode steps.
+    let p = params(Strategy::BestOfN, 4, 0, 400);
+    let steps_at_cancel = block_on(async {
+        let mut quiet = |_: &StepEvent| {};
+        let search =
+            search::best_of_n(&engine, &rewards, QUESTION, Some(REFERENCE), &p, &mut quiet);
+        let all_slots_busy = async {
+            // Until the 4 samples decode and a few steps have run (a guard, not a timing).
+            for _ in 0..6000 {
+                if stats.running.load(Ordering::Relaxed) == 4
+                    && stats.decode_steps.load(Ordering::Relaxed) >= 5
+                {
+                    return stats.decode_steps.load(Ordering::Relaxed);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("the search never filled the 4 slots");
+        };
+        tokio::select! {
+            result = search => panic!("the search finished before it was cancelled: {result:?}"),
+            steps = all_slots_busy => steps,
+        }
+        // `search` is dropped here.
+    });
+    let mut freed_after = None;
+    for _ in 0..6000 {
+        if stats.running.load(Ordering::Relaxed) == 0 {
+            freed_after = Some(stats.decode_steps.load(Ordering::Relaxed) - steps_at_cancel);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let freed_after = freed_after.expect("the cancelled search's slots were never freed");
+    assert!(
+        freed_after <= 3,
+        "{freed_after} decode steps ran after the cancel"
+    );
+    // All 4 slots serve a new request.
+    let sampling = tpo_engine::engine::SamplingParams::greedy(4).unwrap();
+    let out = engine
+        .generate_blocking(
+            GenerateRequest::new(engine.question_prompt(QUESTION).unwrap(), sampling).with_n(4),
+        )
+        .unwrap();
+    assert_eq!(out.len(), 4);
 }
 
 #[test]

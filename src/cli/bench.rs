@@ -112,6 +112,7 @@ pub(super) struct StatsSnapshot {
     pub ort_nanos: u64,
     pub sample_nanos: u64,
     pub prefill_tokens: u64,
+    pub prefill_nanos: u64,
 }
 
 impl StatsSnapshot {
@@ -124,6 +125,7 @@ impl StatsSnapshot {
             ort_nanos: self.ort_nanos.saturating_sub(before.ort_nanos),
             sample_nanos: self.sample_nanos.saturating_sub(before.sample_nanos),
             prefill_tokens: self.prefill_tokens.saturating_sub(before.prefill_tokens),
+            prefill_nanos: self.prefill_nanos.saturating_sub(before.prefill_nanos),
         }
     }
 
@@ -145,6 +147,7 @@ pub(super) fn snapshot(s: &EngineStats) -> StatsSnapshot {
         ort_nanos: s.decode_ort_nanos.load(Ordering::Relaxed),
         sample_nanos: s.decode_sample_nanos.load(Ordering::Relaxed),
         prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
+        prefill_nanos: s.prefill_nanos.load(Ordering::Relaxed),
     }
 }
 

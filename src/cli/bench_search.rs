@@ -19,10 +19,10 @@
 //!
 //! Where the time goes, per phase, from the deltas of the engine's and the reward service's
 //! counters: decode time (and the ONNX Runtime and sampling parts of it), the mean rows per
-//! decode step, prompt tokens prefilled, reward-model calls and mean inputs per call. The
-//! counters have no prefill or reward-model clock, so the rest of the wall time is reported
-//! as one honest bucket: "not decoding" = wall − decode time, which holds prefill, the
-//! scheduler waiting on the reward model (it runs on its own thread) and overhead.
+//! decode step, prefill time and tokens, the engine's idle rest (wall − decode − prefill:
+//! waiting for the searches, which are scoring or parsing), and the reward model's busy
+//! time, calls and mean inputs per call. The reward model runs on its own thread, so its
+//! busy time overlaps the engine's.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -182,6 +182,7 @@ struct RewardSnapshot {
     calls: u64,
     requests: u64,
     inputs: u64,
+    busy_nanos: u64,
 }
 
 impl RewardSnapshot {
@@ -190,6 +191,7 @@ impl RewardSnapshot {
             calls: s.calls.load(Ordering::Relaxed),
             requests: s.requests.load(Ordering::Relaxed),
             inputs: s.inputs.load(Ordering::Relaxed),
+            busy_nanos: s.busy_nanos.load(Ordering::Relaxed),
         }
     }
 
@@ -198,6 +200,7 @@ impl RewardSnapshot {
             calls: self.calls.saturating_sub(before.calls),
             requests: self.requests.saturating_sub(before.requests),
             inputs: self.inputs.saturating_sub(before.inputs),
+            busy_nanos: self.busy_nanos.saturating_sub(before.busy_nanos),
         }
     }
 }
@@ -228,10 +231,20 @@ impl Phase {
         self.engine.nanos as f64 / 1e9
     }
 
-    /// Wall time the scheduler was not decoding: prefill, waiting on the reward model,
-    /// overhead.
+    fn prefill_seconds(&self) -> f64 {
+        self.engine.prefill_nanos as f64 / 1e9
+    }
+
+    /// Seconds the reward model spent scoring (on its own thread, so it can overlap the
+    /// engine's work).
+    fn rm_seconds(&self) -> f64 {
+        self.rm.busy_nanos as f64 / 1e9
+    }
+
+    /// Wall time the scheduler was neither decoding nor prefilling: waiting for work (the
+    /// searches are scoring, parsing or idle), channel and scheduling overhead.
     fn other_seconds(&self) -> f64 {
-        (self.wall - self.decode_seconds()).max(0.0)
+        (self.wall - self.decode_seconds() - self.prefill_seconds()).max(0.0)
     }
 
     fn share(&self, seconds: f64) -> f64 {
@@ -272,15 +285,20 @@ impl Phase {
                 "decode_share_of_wall": self.share(self.decode_seconds()),
                 "decode_ort_share_of_wall": self.share(ort),
                 "decode_sample_share_of_wall": self.share(sample),
-                "not_decoding_seconds": self.other_seconds(),
-                "not_decoding_share_of_wall": self.share(self.other_seconds()),
-                "not_decoding_is": "prefill + reward model + overhead (wall - decode time)",
+                "prefill_seconds": self.prefill_seconds(),
+                "prefill_share_of_wall": self.share(self.prefill_seconds()),
+                "engine_idle_seconds": self.other_seconds(),
+                "engine_idle_share_of_wall": self.share(self.other_seconds()),
+                "engine_idle_is": "wall - decode - prefill: the engine waits (searches score, \
+                                   parse or are idle) or schedules",
             },
             "reward_model": {
                 "calls": self.rm.calls,
                 "requests": self.rm.requests,
                 "inputs": self.rm.inputs,
                 "mean_inputs_per_call": self.mean_rm_inputs_per_call(),
+                "busy_seconds": self.rm_seconds(),
+                "busy_share_of_wall": self.share(self.rm_seconds()),
             },
         })
     }
@@ -551,15 +569,15 @@ async fn sequential_phase(
 fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: &Comparison) {
     println!(
         "| phase | wall s | searches/s | tokens/s | mean decode batch | decode % of wall | \
-         of which ORT | of which sampling | not decoding (prefill + RM + overhead) | \
-         prefill tokens | RM calls | RM inputs/call |"
+         of which ORT | of which sampling | prefill % of wall | engine idle % | \
+         prefill tokens | RM busy % of wall | RM calls | RM inputs/call |"
     );
     println!(
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for p in [concurrent, sequential] {
         println!(
-            "| {} | {:.2} | {:.3} | {:.1} | {:.1} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {} | {} | {:.1} |",
+            "| {} | {:.2} | {:.3} | {:.1} | {:.1} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {} | {:.1}% | {} | {:.1} |",
             p.name,
             p.wall,
             p.traces.len() as f64 / p.wall,
@@ -568,8 +586,10 @@ fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: 
             100.0 * p.share(p.decode_seconds()),
             100.0 * p.share(p.engine.ort_nanos as f64 / 1e9),
             100.0 * p.share(p.engine.sample_nanos as f64 / 1e9),
+            100.0 * p.share(p.prefill_seconds()),
             100.0 * p.share(p.other_seconds()),
             p.engine.prefill_tokens,
+            100.0 * p.share(p.rm_seconds()),
             p.rm.calls,
             p.mean_rm_inputs_per_call(),
         );

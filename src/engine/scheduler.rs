@@ -43,6 +43,8 @@ use crate::model::{TokenId, Tokenizer};
 pub struct EngineStats {
     pub decode_steps: AtomicU64,
     pub prefill_tokens: AtomicU64,
+    /// Nanoseconds of prefill (admission, prompt chunks through the model, first samples).
+    pub prefill_nanos: AtomicU64,
     /// Nanoseconds of decode iterations (step + sampling + streaming).
     pub decode_nanos: AtomicU64,
     /// Nanoseconds inside ONNX Runtime `run` during decode steps.
@@ -190,7 +192,12 @@ impl Scheduler {
             }
             self.receive(idle);
             self.drop_cancelled();
+            let prefill_started = Instant::now();
             self.prefill_step();
+            self.stats.prefill_nanos.fetch_add(
+                prefill_started.elapsed().as_nanos() as u64,
+                Ordering::Relaxed,
+            );
             self.flush_finished();
             self.decode_step();
             self.flush_finished();

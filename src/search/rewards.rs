@@ -46,6 +46,8 @@ pub struct RewardServiceStats {
     pub requests: AtomicU64,
     /// Inputs scored.
     pub inputs: AtomicU64,
+    /// Nanoseconds the model spent in `score` calls.
+    pub busy_nanos: AtomicU64,
 }
 
 /// Cloneable handle to the scorer thread of one reward model.
@@ -124,7 +126,11 @@ fn serve(model: Box<dyn RewardModel>, jobs: Receiver<Job>, stats: &RewardService
                 reference: i.reference.as_deref(),
             })
             .collect();
+        let started = std::time::Instant::now();
         let result = model.score(&rows);
+        stats
+            .busy_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stats.calls.fetch_add(1, Ordering::Relaxed);
         stats
             .requests
