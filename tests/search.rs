@@ -701,11 +701,82 @@ fn cli_file_mode_answers_good_lines_reports_bad_ones_and_exits_two() {
 }
 
 #[test]
+fn cli_darwin_prints_each_iteration_and_writes_its_record() {
+    let dir = std::env::temp_dir().join(format!("tpo_search_darwin_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace_path = dir.join("trace.json");
+    let out = common::tpo(&[
+        "search",
+        "--strategy",
+        "darwin",
+        "--reward-model",
+        "similarity",
+        "--reference",
+        REFERENCE,
+        "--mutations",
+        "2",
+        "--keep",
+        "1",
+        "--replace-every",
+        "6",
+        "--iterations",
+        "2",
+        "--max-new-tokens",
+        "12",
+        "--kv-slots",
+        "4",
+        "--max-seq-len",
+        "512",
+        "--trace",
+        trace_path.to_str().unwrap(),
+        QUESTION,
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let trace: Trace =
+        serde_json::from_str(&std::fs::read_to_string(&trace_path).unwrap()).unwrap();
+    assert_eq!(trace.strategy, Strategy::Darwin);
+    let darwin = trace.darwin.as_ref().unwrap();
+    assert_eq!(
+        (darwin.mutations, darwin.keep, darwin.replace_every),
+        (2, 1, 6)
+    );
+    assert_eq!(darwin.iterations.len(), 2);
+    assert!(
+        err.contains("step 1/2") && err.contains("step 2/2"),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        trace.final_answer
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn cli_bad_flags_fail_with_a_message_and_exit_one() {
     for (args, needle) in [
         (vec!["search", "--width", "0", "q"], "width"),
         (vec!["search", "--top-p", "1.5", "q"], "top_p"),
-        (vec!["search", "--strategy", "darwin", "q"], "darwin"),
+        (vec!["search", "--strategy", "beam", "q"], "beam"),
+        (
+            vec!["search", "--strategy", "darwin", "--keep", "6", "q"],
+            "keeps k = 6",
+        ),
+        (vec!["search", "--replace-every", "0", "q"], "replace-every"),
+        (
+            vec![
+                "search",
+                "--strategy",
+                "darwin",
+                "--mutations",
+                "9",
+                "--kv-slots",
+                "4",
+                "q",
+            ],
+            "--mutations 9",
+        ),
         (vec!["search"], "<QUESTION>"),
         (
             vec!["search", "--width", "9", "--kv-slots", "4", "q"],
