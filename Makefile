@@ -50,6 +50,9 @@ demo: setup
 	@echo '$$ tpo score --input data/alpaca_eval/pairs.jsonl --shard 0/100 --output target/demo-scores.jsonl --overwrite'
 	@$(TPO) score --input data/alpaca_eval/pairs.jsonl --shard 0/100 --output target/demo-scores.jsonl --overwrite
 	@head -n 3 target/demo-scores.jsonl
+	@echo
+	@echo '$$ tpo search --max-new-tokens 128 "How do I wrap a present neatly?"   # TPO D2-N5, judge RM'
+	@$(TPO) search --max-new-tokens 128 --trace target/demo-trace.json "How do I wrap a present neatly?"
 
 test: setup
 	$(CARGO) test --release --locked

@@ -46,11 +46,12 @@ enum Command {
     ///       --reference-model ref1/ --reference-model ref2/ --mrpo
     #[command(verbatim_doc_comment)]
     Score(Box<score::ScoreArgs>),
-    /// Answer with a search: TPO, Best-of-N or greedy, scored by a reward model.
+    /// Answer with a search: TPO, Best-of-N, DARWIN or greedy, scored by a reward model.
     ///
     /// Examples:
     ///   tpo search "How do I wrap a present neatly?"
     ///   tpo search --strategy bon --width 8 --trace trace.json "Write a haiku about rain"
+    ///   tpo search --strategy darwin --mutations 5 --replace-every 40 --keep 3 "..."
     ///   tpo search --width 5 --depth 2 --seed 7 --reward-model path/to/rm "..."
     ///   tpo search --file prompts.jsonl --concurrency 8 --output answers.jsonl
     #[command(verbatim_doc_comment)]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The step-4 quality study: greedy, Best-of-N (N = 5 and 19), TPO D2-N5 and DARWIN on the
+# first 50 AlpacaEval instructions, each guided by the embedded judge RM and by the
+# similarity RM against the GPT-4-Turbo answers; then `tpo bench quality` writes the
+# tables and best-reward-vs-step plots into docs/.
+#
+#   bash benches/search_quality.sh [OUT_DIR]      (after `make setup`; hours on 2 CPU cores)
+#
+# Every policy call is capped at $TOKENS new tokens (128 by default: the study's budget on a
+# 2-core CPU). BoN N=5 is read from the N=19 traces: sample i is seeded seed + i, so the first
+# five of N=19 are exactly N=5's samples. A run whose trace already has 50 lines is skipped,
+# so the script resumes where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-target/search-quality}
+TOKENS=${TOKENS:-128}
+TPO=${TPO:-target/release/tpo}
+mkdir -p "$OUT"
+head -n 50 data/alpaca_eval/pairs.jsonl > "$OUT/prompts50.jsonl"
+
+run() { # name, then tpo search flags
+  local name=$1; shift
+  local trace="$OUT/$name.trace.jsonl"
+  if [ -s "$trace" ] && [ "$(wc -l < "$trace")" -eq 50 ]; then return; fi
+  echo "$(date +%T) $name"
+  "$TPO" search --max-new-tokens "$TOKENS" --file "$OUT/prompts50.jsonl" --concurrency 50 \
+    --output "$OUT/$name.jsonl" --trace "$trace" "$@" 2> "$OUT/$name.log"
+}
+
+for rm in judge similarity; do
+  run "greedy-$rm" --strategy greedy --reward-model "$rm"
+  run "bon19-$rm" --strategy bon --width 19 --reward-model "$rm"
+  run "tpo-$rm" --strategy tpo --width 5 --depth 2 --reward-model "$rm"
+  run "darwin-$rm" --strategy darwin --reward-model "$rm"
+done
+
+for rm in judge similarity; do
+  "$TPO" bench quality \
+    --title "Best reward so far, first 50 AlpacaEval instructions ($rm RM, $TOKENS tokens)" \
+    --run "greedy=$OUT/greedy-$rm.trace.jsonl" \
+    --run "BoN N=5=$OUT/bon19-$rm.trace.jsonl@5" \
+    --run "BoN N=19=$OUT/bon19-$rm.trace.jsonl" \
+    --run "TPO D2-N5=$OUT/tpo-$rm.trace.jsonl" \
+    --run "DARWIN M5 m40 k3 x3=$OUT/darwin-$rm.trace.jsonl" \
+    --markdown "docs/search-quality-$rm.md" --json "docs/search-quality-$rm.json" \
+    --plot "docs/search-quality-$rm.png"
+done
