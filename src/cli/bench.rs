@@ -36,6 +36,7 @@ enum BenchKind {
     /// reward service, with the traces of the two phases compared.
     ///
     /// Example: tpo bench search --searches 32 --strategy tpo --width 5 --depth 2
+    /// --max-new-tokens 64 --reward-model similarity
     Search(Box<super::bench_search::SearchBenchArgs>),
     /// Reward, cost and best-reward-per-step report over `tpo search --trace` files
     ///

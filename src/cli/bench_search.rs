@@ -11,6 +11,11 @@
 //! first puts any leftover warm-up cost on the concurrent side, so the ratio is, if
 //! anything, understated.
 //!
+//! The search flags and their defaults are `tpo search`'s (512 tokens per call, the judge
+//! reward model); the measured run names its settings in full:
+//! `tpo bench search --searches 32 --strategy tpo --width 5 --depth 2 --max-new-tokens 64
+//! --reward-model similarity`.
+//!
 //! A seeded search returns the same trace alone or among others, so each query's
 //! `final_answer` and `final_reward` must agree between the phases. The answer must match
 //! exactly; the reward to 1e-4 (the reward model pads each batch differently, which moves a
@@ -24,6 +29,7 @@
 //! time, calls and mean inputs per call. The reward model runs on its own thread, so its
 //! busy time overlaps the engine's.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -32,13 +38,13 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use tpo_engine::engine::{Engine, EngineError, GenerateRequest, SamplingOptions, SamplingParams};
-use tpo_engine::reward::{self, RewardOptions};
 use tpo_engine::search::{
-    self, OwnedRewardInput, RewardService, RewardServiceStats, SearchError, SearchOptions,
-    SearchParams, StepEvent, Strategy, Trace,
+    self, OwnedRewardInput, RewardService, RewardServiceStats, SearchError, SearchParams,
+    StepEvent, Strategy, Trace,
 };
 
 use super::bench::{snapshot, StatsSnapshot};
+use super::search_flags::SearchFlags;
 use super::ModelArgs;
 
 /// Largest |reward difference| between the phases that is float rounding, not a mismatch.
@@ -51,27 +57,8 @@ pub struct SearchBenchArgs {
     /// Searches per phase (the first N rows of --input).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     searches: u32,
-    /// Search strategy: tpo, bon (Best-of-N), darwin (with its default settings) or greedy.
-    #[arg(long, default_value = "tpo", value_parser = parse_strategy)]
-    strategy: Strategy,
-    /// Samples per call (N).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    width: u32,
-    /// TPO steps (D).
-    #[arg(long, default_value_t = 2)]
-    depth: u32,
-    /// Most tokens per policy call.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    max_new_tokens: u32,
-    /// Seed of every search (the same in both phases).
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
-    /// Reward model: judge, similarity, bertscore or a folder with reward_config.json.
-    #[arg(long, default_value = "similarity", value_name = "NAME|DIR")]
-    reward_model: String,
-    /// Padded tokens per reward-model batch.
-    #[arg(long, default_value_t = reward::DEFAULT_BATCH_TOKENS as u32, value_parser = clap::value_parser!(u32).range(1..))]
-    rm_batch_tokens: u32,
+    #[command(flatten)]
+    search: SearchFlags,
     /// JSONL queries: one object per line with "prompt" and "reference".
     #[arg(
         long,
@@ -82,10 +69,6 @@ pub struct SearchBenchArgs {
     /// Write the result as JSON to this file too.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-}
-
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    s.parse().map_err(|e: SearchError| e.to_string())
 }
 
 /// Failures of the bench that are not the library's.
@@ -338,21 +321,9 @@ fn compare(a: &[(&str, f32)], b: &[(&str, f32)]) -> Comparison {
 }
 
 fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
-    let params = SearchParams::new(SearchOptions {
-        strategy: args.strategy,
-        width: args.width as usize,
-        depth: args.depth as usize,
-        max_new_tokens: args.max_new_tokens as usize,
-        seed: args.seed,
-        ..SearchOptions::default()
-    })?;
-    if args.strategy != Strategy::Greedy && args.width > args.model.kv_slots {
-        return Err(SearchError::InvalidParams(format!(
-            "--width {} needs that many KV slots at once; raise --kv-slots (now {})",
-            args.width, args.model.kv_slots
-        ))
-        .into());
-    }
+    let flags = &args.search;
+    let params = flags.params()?;
+    flags.check_kv_slots(args.model.kv_slots)?;
     let count = args.searches as usize;
     let text = std::fs::read_to_string(&args.input).map_err(|source| BenchError::Io {
         what: "reading --input",
@@ -365,15 +336,7 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
     })?;
 
     let engine = args.model.start_engine()?;
-    let model = reward::load(
-        &args.reward_model,
-        RewardOptions {
-            session: args.model.decoder_options(),
-            batch_tokens: args.rm_batch_tokens as usize,
-        },
-    )
-    .map_err(tpo_engine::Error::from)?;
-    let rewards = RewardService::start(model)?;
+    let rewards = flags.start_rewards(&args.model)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(BenchError::Runtime)?;
@@ -401,12 +364,12 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
     eprintln!(
         "search bench: {count} {} searches (width {}, depth {}, {} tokens per call, seed {}), \
          reward model {}, {} KV slots; concurrent phase first, then sequential",
-        args.strategy,
-        args.width,
-        args.depth,
-        args.max_new_tokens,
-        args.seed,
-        args.reward_model,
+        flags.strategy,
+        flags.width,
+        flags.depth,
+        flags.max_new_tokens,
+        flags.seed,
+        flags.reward_model,
         args.model.kv_slots
     );
     let concurrent = runtime.block_on(concurrent_phase(&engine, &rewards, &queries, &params))?;
@@ -418,15 +381,15 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
     let ratio = sequential.wall / concurrent.wall;
     print_report(&concurrent, &sequential, ratio, &comparison);
 
-    let result = json!({
+    let mut result = json!({
         "searches": count,
         "order": "concurrent then sequential",
-        "strategy": args.strategy.as_str(),
-        "width": args.width,
-        "depth": args.depth,
-        "max_new_tokens": args.max_new_tokens,
-        "seed": args.seed,
-        "reward_model": args.reward_model,
+        "strategy": flags.strategy.as_str(),
+        "width": flags.width,
+        "depth": flags.depth,
+        "max_new_tokens": flags.max_new_tokens,
+        "seed": flags.seed,
+        "reward_model": flags.reward_model,
         "kv_slots": args.model.kv_slots,
         "threads": args.model.threads,
         "input": args.input.display().to_string(),
@@ -441,6 +404,12 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
         "tpo_version": env!("CARGO_PKG_VERSION"),
         "commit": env!("TPO_GIT_COMMIT"),
     });
+    if flags.strategy == Strategy::Darwin {
+        result["mutations"] = flags.mutations.into();
+        result["replace_every"] = flags.replace_every.into();
+        result["keep"] = flags.keep.into();
+        result["iterations"] = flags.iterations.into();
+    }
     if let Some(path) = &args.json {
         write_json(path, &result)?;
     }
@@ -505,37 +474,51 @@ fn search_error(
     }
 }
 
-async fn concurrent_phase(
+/// Awaits one phase's searches, timing them and taking the deltas of the engine's and the
+/// reward service's counters over them.
+async fn measure(
+    name: &'static str,
     engine: &Engine,
     rewards: &RewardService,
-    queries: &[Query],
-    params: &SearchParams,
+    searches: impl Future<Output = Result<Vec<Trace>, BenchError>>,
 ) -> Result<Phase, BenchError> {
     let (engine_before, rm_before) = (
         snapshot(engine.stats()),
         RewardSnapshot::of(rewards.stats()),
     );
     let started = Instant::now();
-    let results = futures::future::join_all(
-        queries
-            .iter()
-            .map(|q| one_search(engine, rewards, q, params)),
-    )
-    .await;
+    let traces = searches.await?;
     let wall = started.elapsed().as_secs_f64();
-    let traces = results
-        .into_iter()
-        .zip(queries)
-        .enumerate()
-        .map(|(i, (r, q))| r.map_err(search_error("concurrent", i, q)))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(Phase {
-        name: "concurrent",
+        name,
         wall,
         traces,
         engine: snapshot(engine.stats()).since(&engine_before),
         rm: RewardSnapshot::of(rewards.stats()).since(&rm_before),
     })
+}
+
+async fn concurrent_phase(
+    engine: &Engine,
+    rewards: &RewardService,
+    queries: &[Query],
+    params: &SearchParams,
+) -> Result<Phase, BenchError> {
+    measure("concurrent", engine, rewards, async {
+        let results = futures::future::join_all(
+            queries
+                .iter()
+                .map(|q| one_search(engine, rewards, q, params)),
+        )
+        .await;
+        results
+            .into_iter()
+            .zip(queries)
+            .enumerate()
+            .map(|(i, (r, q))| r.map_err(search_error("concurrent", i, q)))
+            .collect()
+    })
+    .await
 }
 
 async fn sequential_phase(
@@ -544,26 +527,17 @@ async fn sequential_phase(
     queries: &[Query],
     params: &SearchParams,
 ) -> Result<Phase, BenchError> {
-    let (engine_before, rm_before) = (
-        snapshot(engine.stats()),
-        RewardSnapshot::of(rewards.stats()),
-    );
-    let started = Instant::now();
-    let mut traces = Vec::with_capacity(queries.len());
-    for (i, q) in queries.iter().enumerate() {
-        let trace = one_search(engine, rewards, q, params)
-            .await
-            .map_err(search_error("sequential", i, q))?;
-        traces.push(trace);
-    }
-    let wall = started.elapsed().as_secs_f64();
-    Ok(Phase {
-        name: "sequential",
-        wall,
-        traces,
-        engine: snapshot(engine.stats()).since(&engine_before),
-        rm: RewardSnapshot::of(rewards.stats()).since(&rm_before),
+    measure("sequential", engine, rewards, async {
+        let mut traces = Vec::with_capacity(queries.len());
+        for (i, q) in queries.iter().enumerate() {
+            let trace = one_search(engine, rewards, q, params)
+                .await
+                .map_err(search_error("sequential", i, q))?;
+            traces.push(trace);
+        }
+        Ok(traces)
     })
+    .await
 }
 
 fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: &Comparison) {

@@ -9,6 +9,7 @@ mod doctor;
 mod generate;
 mod score;
 mod search;
+mod search_flags;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

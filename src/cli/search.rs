@@ -17,59 +17,18 @@ use std::process::ExitCode;
 use futures::StreamExt;
 
 use tpo_engine::engine::Engine;
-use tpo_engine::reward::{self, RewardOptions};
-use tpo_engine::search::{
-    self, DarwinOptions, RewardService, SearchError, SearchOptions, SearchParams, StepEvent,
-    Strategy, Trace,
-};
+use tpo_engine::search::{self, RewardService, SearchError, SearchParams, StepEvent, Trace};
 
 use super::score::EXIT_ROWS_REJECTED;
+use super::search_flags::SearchFlags;
 use super::ModelArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Search strategy: tpo, bon (Best-of-N), darwin or greedy.
-    #[arg(long, default_value = "tpo", value_parser = parse_strategy)]
-    strategy: Strategy,
-    /// Samples per call (N): initial samples, and rewrites per TPO step.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    width: u32,
-    /// TPO steps (D); 0 makes TPO a Best-of-N.
-    #[arg(long, default_value_t = 2)]
-    depth: u32,
-    /// Most tokens per policy call (answers, critiques, suggestions, rewrites).
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
-    max_new_tokens: u32,
-    /// Seed of the search; the same seed gives the same trace, alone or in a batch.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
-    /// DARWIN: instruction variants per iteration (M); each starts one candidate.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    mutations: u32,
-    /// DARWIN: generated tokens between reward-guided replacements (m).
-    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
-    replace_every: u32,
-    /// DARWIN: candidates kept at each replacement (k); the rest become forks of the best.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    keep: u32,
-    /// DARWIN: mutate-and-generate iterations.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    iterations: u32,
-    /// Sampling temperature of every sampled call.
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f32,
-    /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Reward model: judge (the embedded SmolLM2 judge), similarity or bertscore (need a
-    /// reference answer), or a folder with reward_config.json.
-    #[arg(long, default_value = "judge", value_name = "NAME|DIR")]
-    reward_model: String,
-    /// Padded tokens per reward-model batch.
-    #[arg(long, default_value_t = reward::DEFAULT_BATCH_TOKENS as u32, value_parser = clap::value_parser!(u32).range(1..))]
-    rm_batch_tokens: u32,
+    #[command(flatten)]
+    search: SearchFlags,
     /// Reference answer for similarity rewards (with one question).
     #[arg(long, value_name = "TEXT", conflicts_with = "file")]
     reference: Option<String>,
@@ -89,10 +48,6 @@ pub struct SearchArgs {
     /// The question.
     #[arg(required_unless_present = "file")]
     question: Option<String>,
-}
-
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    s.parse().map_err(|e: SearchError| e.to_string())
 }
 
 /// Failures of the command that are not the library's: files it reads and writes.
@@ -133,35 +88,8 @@ pub fn run(args: SearchArgs) -> Result<ExitCode, tpo_engine::Error> {
 }
 
 fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
-    let params = SearchParams::new(SearchOptions {
-        strategy: args.strategy,
-        width: args.width as usize,
-        depth: args.depth as usize,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        max_new_tokens: args.max_new_tokens as usize,
-        seed: args.seed,
-        darwin: DarwinOptions {
-            mutations: args.mutations as usize,
-            replace_every: args.replace_every as usize,
-            keep: args.keep as usize,
-            iterations: args.iterations as usize,
-        },
-    })?;
-    // The most sequences one request of the search decodes at once: greedy one, DARWIN
-    // its population, the others the width.
-    let (flag, needed) = match args.strategy {
-        Strategy::Greedy => ("--width", 1),
-        Strategy::Darwin => ("--mutations", args.mutations),
-        Strategy::BestOfN | Strategy::Tpo => ("--width", args.width),
-    };
-    if needed > args.model.kv_slots {
-        return Err(SearchError::InvalidParams(format!(
-            "{flag} {needed} needs that many KV slots at once; raise --kv-slots (now {})",
-            args.model.kv_slots
-        ))
-        .into());
-    }
+    let params = args.search.params()?;
+    args.search.check_kv_slots(args.model.kv_slots)?;
     if let Some(file) = &args.file {
         if !file.is_file() {
             return Err(SearchError::InvalidParams(format!(
@@ -172,15 +100,7 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
         }
     }
     let engine = args.model.start_engine()?;
-    let model = reward::load(
-        &args.reward_model,
-        RewardOptions {
-            session: args.model.decoder_options(),
-            batch_tokens: args.rm_batch_tokens as usize,
-        },
-    )
-    .map_err(tpo_engine::Error::from)?;
-    let rewards = RewardService::start(model)?;
+    let rewards = args.search.start_rewards(&args.model)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(CliError::Runtime)?;
