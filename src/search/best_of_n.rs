@@ -4,7 +4,7 @@
 use super::params::{call_seed, CallRole};
 use super::state::SearchState;
 use super::trace::{Origin, Trace, TraceParams};
-use super::{Progress, RewardService, SearchError, SearchParams, StepEvent, Strategy};
+use super::{Progress, RewardService, SearchError, SearchParams, Strategy};
 use crate::engine::Engine;
 
 /// The best of `params.width()` scored samples of `query`.
@@ -38,13 +38,7 @@ pub(crate) async fn sample_and_score(
         .sample_query(sampling, params.width(), Origin::Sample)
         .await?;
     state.require_scored()?;
-    progress(&StepEvent {
-        step: 0,
-        depth,
-        best_reward: state.best_score(),
-        kept: outcome.kept,
-        dropped: outcome.dropped,
-    });
+    progress(&state.initial_event(depth, outcome));
     Ok(())
 }
 

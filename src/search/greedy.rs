@@ -3,7 +3,7 @@
 
 use super::state::SearchState;
 use super::trace::{Origin, Trace, TraceParams};
-use super::{Progress, RewardService, SearchError, SearchParams, StepEvent, Strategy};
+use super::{Progress, RewardService, SearchError, SearchParams, Strategy};
 use crate::engine::Engine;
 
 /// The policy's temperature-0 answer to `query` and its reward.
@@ -20,13 +20,7 @@ pub async fn greedy(
         .sample_query(params.greedy_sampling()?, 1, Origin::Greedy)
         .await?;
     state.require_scored()?;
-    progress(&StepEvent {
-        step: 0,
-        depth: 0,
-        best_reward: state.best_score(),
-        kept: outcome.kept,
-        dropped: outcome.dropped,
-    });
+    progress(&state.initial_event(0, outcome));
     let trace_params = TraceParams {
         width: 1,
         depth: 0,

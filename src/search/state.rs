@@ -10,7 +10,7 @@ use crate::model::TokenId;
 use super::trace::{
     Candidate, CandidateLog, Origin, StepRecord, Totals, Trace, TraceParams, UNSCORED,
 };
-use super::{OwnedRewardInput, RewardService, SearchError, Strategy};
+use super::{OwnedRewardInput, RewardService, SearchError, StepEvent, Strategy};
 
 /// One search in progress.
 pub(crate) struct SearchState<'a> {
@@ -222,6 +222,17 @@ impl<'a> SearchState<'a> {
             candidates.push(self.candidate(offset, sample, 0, origin, &sampling, text));
         }
         self.score_and_add(candidates).await
+    }
+
+    /// The progress report after the initial candidates were scored (step 0 of `depth`).
+    pub fn initial_event(&self, depth: usize, outcome: Outcome) -> StepEvent {
+        StepEvent {
+            step: 0,
+            depth,
+            best_reward: self.best_score(),
+            kept: outcome.kept,
+            dropped: outcome.dropped,
+        }
     }
 
     /// Highest reward in the log (`NaN` while nothing is scored).
