@@ -343,3 +343,52 @@ fn dropping_a_stream_frees_its_slot_within_a_step() {
         "{steps} steps after dropping at {steps_at_drop}"
     );
 }
+
+/// Regression (found by DARWIN's forks): when some samples of an n-sample request finish on
+/// their first token and others do not, the others must keep the slot of their batch
+/// position, or the next request to join the batch finds its slot taken ("slot N is not
+/// free") and fails.
+#[test]
+fn samples_that_finish_on_their_first_token_leave_the_batch_consistent() {
+    let engine = start(8, 256);
+    let prompt = engine.question_prompt("Name a fruit.").unwrap();
+    let params = |seed: u64, stop_token_ids: Vec<u32>, max_new_tokens: usize| {
+        SamplingParams::new(SamplingOptions {
+            temperature: 1.0,
+            max_new_tokens,
+            seed: Some(seed),
+            stop_token_ids,
+            ..SamplingOptions::default()
+        })
+        .unwrap()
+    };
+    // A seed whose first two samples start with different tokens.
+    let (seed, first) = (0..50u64)
+        .find_map(|seed| {
+            let out = engine
+                .generate_blocking(
+                    GenerateRequest::new(prompt.clone(), params(seed, Vec::new(), 1)).with_n(3),
+                )
+                .unwrap();
+            let firsts: Vec<u32> = out.iter().map(|o| o.tokens[0]).collect();
+            (firsts[0] != firsts[1] && firsts[0] != firsts[2]).then_some((seed, firsts[0]))
+        })
+        .expect("no seed among 50 gives different first tokens");
+    // Sample 0 stops on its first token; samples 1 and 2 decode on. A second request joins
+    // while they do.
+    let forked = engine
+        .submit(GenerateRequest::new(prompt.clone(), params(seed, vec![first], 24)).with_n(3))
+        .unwrap();
+    let other = engine
+        .submit(GenerateRequest::new(prompt.clone(), sampled(5, 24)).with_n(2))
+        .unwrap();
+    let forked = futures::executor::block_on(forked.collect()).unwrap();
+    let other = futures::executor::block_on(other.collect()).unwrap();
+    assert!(forked[0].tokens.is_empty());
+    assert!(!forked[1].tokens.is_empty() && !forked[2].tokens.is_empty());
+    // Each sample still equals its request alone (batching changes nothing).
+    for (i, out) in other.iter().enumerate() {
+        let single = alone(&engine, &prompt, &sampled(5 + i as u64, 24));
+        assert_same_sample(out, &single, &format!("other sample {i}"));
+    }
+}

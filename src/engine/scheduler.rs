@@ -438,6 +438,11 @@ impl Scheduler {
                     }
                     slots.push(fork);
                 }
+                // Every sample joins the batch first; those done after their first token
+                // leave afterwards, highest position first, so swap-removal keeps each
+                // remaining sequence in the slot of its position (finishing sample 0 at
+                // once would move sample 1 to position B while it holds slot B + 1).
+                let mut done = Vec::new();
                 for (index, slot) in slots.into_iter().enumerate() {
                     let seq = Sequence {
                         slot,
@@ -454,8 +459,11 @@ impl Scheduler {
                     self.decoding.push(seq);
                     let i = self.decoding.len() - 1;
                     if let Some(reason) = self.accept_next_token(i, last) {
-                        self.finish(i, reason);
+                        done.push((i, reason));
                     }
+                }
+                for &(i, reason) in done.iter().rev() {
+                    self.finish(i, reason);
                 }
             }
         }
