@@ -2,7 +2,9 @@
 # The step-4 quality study: greedy, Best-of-N (N = 5 and 19), TPO D2-N5 and DARWIN on the
 # first 50 AlpacaEval instructions, each guided by the embedded judge RM and by the
 # similarity RM against the GPT-4-Turbo answers; then `tpo bench quality` writes the
-# tables and best-reward-vs-step plots into docs/.
+# tables and best-reward-vs-step plots into docs/, and scores every run's final answers with
+# the OTHER reward model (a held-out check: does optimizing one RM give answers the other
+# also prefers?) into docs/search-quality-heldout.md.
 #
 #   bash benches/search_quality.sh [OUT_DIR]      (after `make setup`; hours on 2 CPU cores)
 #
@@ -45,3 +47,43 @@ for rm in judge similarity; do
     --markdown "docs/search-quality-$rm.md" --json "docs/search-quality-$rm.json" \
     --plot "docs/search-quality-$rm.png"
 done
+
+# Held-out: each run's final answers scored by the other reward model (`tpo score`, single
+# responses with the GPT-4-Turbo reference). BoN N=5 is the best of each N=19 trace's first 5.
+VPY=.venv/bin/python
+{
+  echo "| guided by | run | held-out RM | answers | mean held-out reward |"
+  echo "| --- | --- | --- | ---: | ---: |"
+  for rm in judge similarity; do
+    other=similarity; [ "$rm" = similarity ] && other=judge
+    for run in greedy bon19@5 bon19 tpo darwin; do
+      name=${run%@*}; first=${run#*@}; [ "$first" = "$run" ] && first=0
+      answers="$OUT/$run-$rm.answers.jsonl"
+      "$VPY" - "$OUT/$name-$rm.trace.jsonl" "$first" "$OUT/prompts50.jsonl" "$answers" <<'PY'
+import json, sys
+trace_path, first, prompts_path, out_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+refs = {}
+for line in open(prompts_path):
+    row = json.loads(line)
+    refs[row["prompt"]] = row["reference"]
+with open(out_path, "w") as out:
+    for i, line in enumerate(open(trace_path)):
+        t = json.loads(line)
+        answer = t["final_answer"]
+        if first:
+            scored = [c for c in t["candidates"] if c["id"] < first and c["score"] is not None]
+            answer = max(scored, key=lambda c: (c["score"], -c["id"]))["text"]
+        out.write(json.dumps({"id": i, "prompt": t["query"], "response": answer or " ",
+                              "reference": refs[t["query"]]}) + "\n")
+PY
+      "$TPO" score --reward-model "$other" --input "$answers" \
+        --output "$OUT/$run-$rm.by-$other.jsonl" --overwrite > /dev/null 2>&1
+      "$VPY" - "$OUT/$run-$rm.by-$other.jsonl" "$rm" "$run" "$other" <<'PY'
+import json, sys
+rewards = [json.loads(l)["reward"] for l in open(sys.argv[1])]
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {len(rewards)} | {sum(rewards) / len(rewards):.4f} |")
+PY
+    done
+  done
+} > docs/search-quality-heldout.md
+cat docs/search-quality-heldout.md
