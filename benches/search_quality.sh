@@ -11,19 +11,22 @@
 # Every policy call is capped at $TOKENS new tokens (128 by default: the study's budget on a
 # 2-core CPU). BoN N=5 is read from the N=19 traces: sample i is seeded seed + i, so the first
 # five of N=19 are exactly N=5's samples. A run whose trace already has 50 lines is skipped,
-# so the script resumes where it stopped.
+# so the script resumes where it stopped; REPORT_ONLY=1 skips the searches and only writes the
+# reports from the traces already in OUT_DIR (a shorter trace is reported over its queries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/search-quality}
 TOKENS=${TOKENS:-128}
 TPO=${TPO:-target/release/tpo}
 mkdir -p "$OUT"
-head -n 50 data/alpaca_eval/pairs.jsonl > "$OUT/prompts50.jsonl"
+[ -n "${REPORT_ONLY:-}" ] || head -n 50 data/alpaca_eval/pairs.jsonl > "$OUT/prompts50.jsonl"
 
 run() { # name, then tpo search flags
   local name=$1; shift
   local trace="$OUT/$name.trace.jsonl"
-  if [ -s "$trace" ] && [ "$(wc -l < "$trace")" -eq 50 ]; then return; fi
+  if [ -n "${REPORT_ONLY:-}" ] || { [ -s "$trace" ] && [ "$(wc -l < "$trace")" -eq 50 ]; }; then
+    return
+  fi
   echo "$(date +%T) $name"
   "$TPO" search --max-new-tokens "$TOKENS" --file "$OUT/prompts50.jsonl" --concurrency 50 \
     --output "$OUT/$name.jsonl" --trace "$trace" "$@" 2> "$OUT/$name.log"
