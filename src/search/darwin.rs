@@ -115,11 +115,7 @@ async fn run_iteration(
     let started = Instant::now();
     let tokens_before = state.totals.tokens_generated;
     let first_id = state.log.next_id();
-    let mutations = mutate(state, params, iteration, parent).await?;
-    let prompts = mutations
-        .iter()
-        .map(|m| state.engine.question_prompt(&m.instruction))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (mutations, prompts) = mutate(state, params, iteration, parent).await?;
     let mut members = Vec::with_capacity(mutations.len());
     for (i, mutation) in mutations.iter().enumerate() {
         let id = push_placeholder(state, iteration, Origin::Mutation, Vec::new(), mutation);
@@ -225,13 +221,14 @@ fn mutation_budget(parent_tokens: usize, max_new_tokens: usize) -> usize {
     (2 * parent_tokens + 32).min(max_new_tokens)
 }
 
-/// The M variants of `parent` (a dropped variant falls back to `parent`, with the reason).
+/// The M variants of `parent` (a dropped variant falls back to `parent`, with the reason),
+/// each with the token ids of its chat prompt.
 async fn mutate(
     state: &mut SearchState<'_>,
     params: &SearchParams,
     iteration: usize,
     parent: &str,
-) -> Result<Vec<MutationRecord>, SearchError> {
+) -> Result<(Vec<MutationRecord>, Vec<Vec<TokenId>>), SearchError> {
     let engine = state.engine;
     let parent_tokens = state.encode(parent)?.len();
     let sampling = params.sampling_up_to(
@@ -243,30 +240,45 @@ async fn mutate(
     let samples = state
         .generate(prompt, sampling, params.darwin().mutations)
         .await?;
+    let parent_prompt = engine.question_prompt(parent)?;
     let mut records = Vec::with_capacity(samples.len());
+    let mut prompts = Vec::with_capacity(samples.len());
     for sample in &samples {
         let raw = engine.text_of(sample)?;
-        let mut cleaned = clean_mutation(&raw, sample.finish_reason);
-        if let Ok(instruction) = &cleaned {
-            // The variant's own prompt must leave room for an answer.
-            if engine.question_prompt(instruction)?.len() + 1 > engine.max_seq_len() {
-                cleaned = Err(MutationDrop::PromptTooLong);
+        let cleaned = match clean_mutation(&raw, sample.finish_reason) {
+            Ok(instruction) => {
+                // The variant's own prompt must leave room for an answer.
+                let prompt = engine.question_prompt(&instruction)?;
+                if prompt.len() + 1 > engine.max_seq_len() {
+                    Err(MutationDrop::PromptTooLong)
+                } else {
+                    Ok((instruction, prompt))
+                }
             }
-        }
-        records.push(match cleaned {
-            Ok(instruction) => MutationRecord {
-                instruction,
-                raw,
-                dropped: None,
-            },
-            Err(reason) => MutationRecord {
-                instruction: parent.to_string(),
-                raw,
-                dropped: Some(reason.code().to_string()),
-            },
-        });
+            Err(reason) => Err(reason),
+        };
+        let (record, prompt) = match cleaned {
+            Ok((instruction, prompt)) => (
+                MutationRecord {
+                    instruction,
+                    raw,
+                    dropped: None,
+                },
+                prompt,
+            ),
+            Err(reason) => (
+                MutationRecord {
+                    instruction: parent.to_string(),
+                    raw,
+                    dropped: Some(reason.code().to_string()),
+                },
+                parent_prompt.clone(),
+            ),
+        };
+        records.push(record);
+        prompts.push(prompt);
     }
-    Ok(records)
+    Ok((records, prompts))
 }
 
 /// Adds an unfinished candidate to the log (filled in by [`finalize`]) and returns its id.
