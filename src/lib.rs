@@ -6,16 +6,20 @@
 //! - [`engine`]: decoding (decoder session, KV arena, sampling, generation);
 //! - [`reward`]: reward models (classifier heads, the judge, similarity, DPO/MRPO);
 //! - [`dataset`]: preference datasets in and scored rows out, resumable and sharded;
-//! - [`search`]: greedy, Best-of-N and TPO over an engine and a reward model, with traces.
+//! - [`search`]: greedy, Best-of-N and TPO over an engine and a reward model, with traces;
+//! - [`app`]: opens the policy engine and the reward services from one options struct;
+//! - [`server`]: `tpo serve`, the OpenAI-compatible HTTP API over an [`app::App`].
 //!
 //! The `tpo` binary (`src/main.rs`, `src/cli/`) translates command lines into calls of these.
 
+pub mod app;
 pub mod dataset;
 pub mod engine;
 pub mod model;
 pub mod reward;
 pub mod runtime;
 pub mod search;
+pub mod server;
 
 use std::path::PathBuf;
 

@@ -10,6 +10,7 @@ mod generate;
 mod score;
 mod search;
 mod search_flags;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,14 @@ enum Command {
     ///   tpo search --file prompts.jsonl --concurrency 8 --output answers.jsonl
     #[command(verbatim_doc_comment)]
     Search(Box<search::SearchArgs>),
+    /// Serve the OpenAI-compatible HTTP API (chat, completions, searches, scoring).
+    ///
+    /// Examples:
+    ///   tpo serve --port 8000
+    ///   tpo serve --api-key secret --kv-slots 32 --max-concurrent-requests 64
+    ///   tpo serve --reward-model judge --reward-model similarity --search-width 4
+    #[command(verbatim_doc_comment)]
+    Serve(Box<serve::ServeArgs>),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench(bench::BenchArgs),
 }
@@ -104,6 +113,16 @@ impl ModelArgs {
         }
     }
 
+    /// The engine settings of these flags.
+    fn engine_options(&self) -> tpo_engine::engine::EngineOptions {
+        tpo_engine::engine::EngineOptions {
+            decoder: self.decoder_options(),
+            kv_slots: self.kv_slots as usize,
+            max_seq_len: self.max_seq_len as usize,
+            prefill_budget: self.prefill_budget as usize,
+        }
+    }
+
     /// Opens the model folder and starts an engine on it.
     fn start_engine(&self) -> Result<tpo_engine::engine::Engine, tpo_engine::Error> {
         let model = tpo_engine::model::ModelDir::open(&self.model_dir())?;
@@ -127,5 +146,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
         Command::Bench(args) => bench::run(args),
         Command::Score(args) => score::run(*args),
         Command::Search(args) => search::run(*args),
+        Command::Serve(args) => serve::run(*args),
     }
 }

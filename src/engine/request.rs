@@ -51,6 +51,9 @@ pub struct SampleOutput {
     pub tokens: Vec<TokenId>,
     /// Log-probability of each generated token under the model (temperature 1).
     pub logprobs: Vec<f32>,
+    /// Per generated token, the `top_logprobs` most likely tokens and their log-probs (empty
+    /// when not asked for).
+    pub top_logprobs: Vec<Vec<(TokenId, f32)>>,
     /// Byte offset into the decoded text where a stop string matched, if one did.
     pub stop_at: Option<usize>,
     pub finish_reason: FinishReason,
@@ -81,6 +84,8 @@ pub enum GenerationEvent {
         index: usize,
         token: TokenId,
         logprob: f32,
+        /// The `top_logprobs` most likely tokens of this position (empty when not asked for).
+        top: Vec<(TokenId, f32)>,
     },
     Finished(SampleOutput),
     Failed(EngineError),

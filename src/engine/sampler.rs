@@ -44,6 +44,12 @@ pub struct SamplingOptions {
     pub seed: Option<u64>,
     /// Keep generating through EOS until `max_new_tokens` (for benchmarks).
     pub ignore_eos: bool,
+    /// Subtracted once from the logit of every token already generated (0 = off).
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence from the logit of every token already generated (0 = off).
+    pub frequency_penalty: f32,
+    /// Alternatives (most likely first) reported with each token, 0..=20 (0 = off).
+    pub top_logprobs: usize,
 }
 
 impl Default for SamplingOptions {
@@ -58,6 +64,9 @@ impl Default for SamplingOptions {
             stop_token_ids: Vec::new(),
             seed: None,
             ignore_eos: false,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            top_logprobs: 0,
         }
     }
 }

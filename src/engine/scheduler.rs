@@ -57,6 +57,8 @@ pub struct EngineStats {
     pub running: AtomicU64,
     /// Requests waiting for slots now.
     pub waiting: AtomicU64,
+    /// KV slots held now (decoding, prefilling or forking).
+    pub kv_slots_used: AtomicU64,
 }
 
 /// A request's shared state, referenced by each of its samples.
@@ -210,6 +212,8 @@ impl Scheduler {
             .store(self.decoding.len() as u64, Ordering::Relaxed);
         s.waiting
             .store(self.waiting.len() as u64, Ordering::Relaxed);
+        let used = self.arena.slots() - self.arena.free_slots();
+        s.kv_slots_used.store(used as u64, Ordering::Relaxed);
     }
 
     fn receive(&mut self, block: bool) {
@@ -498,6 +502,7 @@ impl Scheduler {
             index: seq.index,
             token: sampled.token,
             logprob: sampled.logprob,
+            top: Vec::new(),
         });
         if sent.is_err() {
             // Cancelled: `finish` frees the slot; nothing reaches the closed stream.
@@ -525,6 +530,7 @@ impl Scheduler {
             elapsed,
             tokens: seq.tokens,
             logprobs: seq.logprobs,
+            top_logprobs: Vec::new(),
             stop_at: seq.stop_at,
             finish_reason,
         };

@@ -594,6 +594,7 @@ mod tests {
             index: 0,
             tokens: vec![1; tokens],
             logprobs: vec![0.0; tokens],
+            top_logprobs: Vec::new(),
             stop_at: None,
             finish_reason,
             prompt_tokens: 3,

@@ -31,7 +31,9 @@ pub use greedy::greedy;
 pub use params::{
     call_seed, segment_seed, CallRole, DarwinOptions, SearchOptions, SearchParams, Strategy,
 };
-pub use rewards::{OwnedRewardInput, RewardService, RewardServiceStats, MAX_BATCH_INPUTS};
+pub use rewards::{
+    OwnedRewardInput, RewardService, RewardServiceStats, MAX_BATCH_INPUTS, RM_BATCH_SIZE_METRIC,
+};
 pub use tags::{extract_revised_answer, DropReason};
 pub use tpo::tpo;
 pub use trace::{

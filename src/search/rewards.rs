@@ -21,6 +21,10 @@ use super::SearchError;
 /// request still runs whole, in one call).
 pub const MAX_BATCH_INPUTS: usize = 64;
 
+/// Histogram of the inputs per scorer call, recorded through the `metrics` facade (a no-op
+/// unless a recorder is installed, as `tpo serve` does).
+pub const RM_BATCH_SIZE_METRIC: &str = "tpo_rm_batch_size";
+
 /// A [`RewardInput`] that owns its text, so it can cross to the scorer thread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnedRewardInput {
@@ -136,6 +140,7 @@ fn serve(model: Box<dyn RewardModel>, jobs: Receiver<Job>, stats: &RewardService
             .requests
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.inputs.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        metrics::histogram!(RM_BATCH_SIZE_METRIC).record(rows.len() as f64);
         drop(rows);
         match result {
             Ok(scores) if scores.len() == queued => {

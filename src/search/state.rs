@@ -55,11 +55,13 @@ impl<'a> SearchState<'a> {
         sampling: SamplingParams,
         n: usize,
     ) -> Result<Vec<SampleOutput>, SearchError> {
+        let prompt_tokens = prompt.len();
         let samples = self
             .engine
             .generate(GenerateRequest::new(prompt, sampling).with_n(n))
             .await?;
         self.totals.requests += 1;
+        self.totals.prompt_tokens += prompt_tokens;
         self.totals.completions += samples.len();
         self.totals.tokens_generated += samples.iter().map(|s| s.tokens.len()).sum::<usize>();
         Ok(samples)
@@ -72,6 +74,7 @@ impl<'a> SearchState<'a> {
         requests: Vec<(Vec<TokenId>, SamplingParams, usize)>,
     ) -> Result<Vec<Vec<SampleOutput>>, SearchError> {
         let engine = self.engine;
+        self.totals.prompt_tokens += requests.iter().map(|(p, _, _)| p.len()).sum::<usize>();
         let results =
             futures::future::try_join_all(requests.into_iter().map(|(prompt, sampling, n)| {
                 engine.generate(GenerateRequest::new(prompt, sampling).with_n(n))

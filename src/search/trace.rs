@@ -18,7 +18,7 @@
 //!   final_answer: string,
 //!   final_reward: float,
 //!   dropped: { reason: count },     candidates dropped, by reason code
-//!   totals: { requests, completions, tokens_generated, rm_inputs, seconds },
+//!   totals: { requests, prompt_tokens, completions, tokens_generated, rm_inputs, seconds },
 //!   darwin: DarwinRecord            darwin only (absent for the other strategies)
 //! }
 //! Candidate {
@@ -186,6 +186,9 @@ pub struct StepRecord {
 pub struct Totals {
     /// Policy requests (one prefill each).
     pub requests: usize,
+    /// Prompt tokens of those requests (each prefilled once, whatever its `n`).
+    #[serde(default)]
+    pub prompt_tokens: usize,
     /// Sequences generated (a request with n = N counts N).
     pub completions: usize,
     pub tokens_generated: usize,

@@ -1,0 +1,197 @@
+//! `tpo serve`: flags → one [`App`] (policy engine + reward services) → the HTTP server on
+//! a multi-threaded tokio runtime. Exit 0 after a clean drain, 1 when it cannot start.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tpo_engine::app::{App, AppOptions};
+use tpo_engine::reward::{self, RewardOptions};
+use tpo_engine::search::{DarwinOptions, SearchOptions, Strategy};
+use tpo_engine::server::{self, ServeOptions};
+
+use super::ModelArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one, printed at start).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Bearer key `/v1` requests must carry [default: env TPO_API_KEY; none = open].
+    #[arg(long, env = "TPO_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Sequences admitted at once (a sample, or one of a search's parallel candidates).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_requests: u32,
+    /// Requests that may wait for admission; more get 429 at once.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// Seconds a request may wait and run before it fails.
+    #[arg(long, default_value_t = 600.0, value_parser = parse_seconds)]
+    request_timeout: f64,
+    /// Seconds in-flight requests may still run after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    shutdown_grace: f64,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    body_limit: u64,
+    /// Model id in /v1/models [default: the model folder's name].
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Reward models to load (repeat): judge, similarity, bertscore or a folder. The first
+    /// is the default of searches and /v1/score.
+    #[arg(long = "reward-model", value_name = "NAME|DIR", default_values_t = ["judge".to_string(), "similarity".to_string()])]
+    reward_models: Vec<String>,
+    /// Padded tokens per reward-model batch.
+    #[arg(long, default_value_t = reward::DEFAULT_BATCH_TOKENS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    rm_batch_tokens: u32,
+    /// max_tokens of plain requests that give none (capped by the context left).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    default_max_tokens: u32,
+    /// Search defaults: samples per call (N).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    search_width: u32,
+    /// Search defaults: TPO steps (D).
+    #[arg(long, default_value_t = 2)]
+    search_depth: u32,
+    /// Search defaults: most tokens per policy call.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    search_max_new_tokens: u32,
+    /// Search defaults: sampling temperature and top-p.
+    #[arg(long, default_value_t = 0.7)]
+    search_temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    search_top_p: f32,
+    /// Search defaults: seed (a request's `seed` overrides it).
+    #[arg(long, default_value_t = 7)]
+    search_seed: u64,
+    /// Search defaults: DARWIN's M, m, k and iterations.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    search_mutations: u32,
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    search_replace_every: u32,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    search_keep: u32,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    search_iterations: u32,
+    /// Log format on stderr.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} must be between 0 and 86400 seconds"))
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
+    init_logging(&args.log_format);
+    let search_defaults = SearchOptions {
+        strategy: Strategy::Tpo,
+        width: args.search_width as usize,
+        depth: args.search_depth as usize,
+        temperature: args.search_temperature,
+        top_p: args.search_top_p,
+        max_new_tokens: args.search_max_new_tokens as usize,
+        seed: args.search_seed,
+        darwin: DarwinOptions {
+            mutations: args.search_mutations as usize,
+            replace_every: args.search_replace_every as usize,
+            keep: args.search_keep as usize,
+            iterations: args.search_iterations as usize,
+        },
+    };
+    // The defaults must make a valid search on their own.
+    tpo_engine::search::SearchParams::new(search_defaults.clone())?;
+    let policy = args.model.model_dir();
+    let model_id = args.served_model_name.clone().unwrap_or_else(|| {
+        policy
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "policy".into())
+    });
+    let options = AppOptions {
+        policy,
+        engine: args.model.engine_options(),
+        reward_models: args.reward_models.clone(),
+        reward: RewardOptions {
+            session: args.model.decoder_options(),
+            batch_tokens: args.rm_batch_tokens as usize,
+        },
+    };
+    let loading = std::time::Instant::now();
+    let app = App::open(&options)?;
+    tracing::info!(
+        seconds = loading.elapsed().as_secs_f64(),
+        reward_models = ?args.reward_models,
+        "models loaded"
+    );
+    let serve_options = ServeOptions {
+        host: args.host,
+        port: args.port,
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_queue: args.max_queue,
+        request_timeout: Duration::from_secs_f64(args.request_timeout),
+        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
+        body_limit: args.body_limit as usize,
+        model_id,
+        search_defaults,
+        default_reward_model: args
+            .reward_models
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "judge".into()),
+        default_max_tokens: args.default_max_tokens as usize,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let result = runtime.block_on(async move {
+        tokio::spawn(async move {
+            if let Ok(addr) = bound_rx.await {
+                eprintln!("tpo serve: listening on http://{addr}");
+            }
+        });
+        server::serve(app, serve_options, Some(bound_tx)).await
+    });
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The one error type of the HTTP layer and its OpenAI shape:
+//! `{"error": {"message", "type", "param", "code"}}` with the matching status, so the
+//! official clients raise their typed exceptions (400 → `BadRequestError`, 401 →
+//! `AuthenticationError`, 404 → `NotFoundError`, 429 → `RateLimitError`, …).
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::engine::EngineError;
+use crate::search::SearchError;
+
+/// A failed request: what the client is told.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// The request field at fault (`temperature`, `messages[1].content`), when one is.
+    pub param: Option<String>,
+    /// A stable machine-readable code (`model_not_found`, `overloaded`, …).
+    pub code: Option<&'static str>,
+}
+
+/// The body of an error response (OpenAI's shape).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    /// 400: the request is invalid; `param` names the field.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param.into()),
+            ..Self::new(StatusCode::BAD_REQUEST, message)
+        }
+    }
+
+    /// 400 about the body as a whole (not JSON, not an object, …).
+    pub fn bad_body(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API key: send `Authorization: Bearer <key>`",
+            )
+        }
+    }
+
+    pub fn model_not_found(model: &str, available: &[String]) -> Self {
+        Self {
+            param: Some("model".into()),
+            code: Some("model_not_found"),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "the model {model:?} does not exist; this server has: {}",
+                    available.join(", ")
+                ),
+            )
+        }
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("no route for {path}"))
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this path",
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self {
+            code: Some("body_too_large"),
+            ..Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the limit of {limit} bytes"),
+            )
+        }
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be JSON (Content-Type: application/json)",
+        )
+    }
+
+    pub fn overloaded(why: impl Into<String>) -> Self {
+        Self {
+            code: Some("overloaded"),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, why)
+        }
+    }
+
+    pub fn timeout(seconds: f64) -> Self {
+        Self {
+            code: Some("timeout"),
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request did not finish within the server's timeout of {seconds} s"),
+            )
+        }
+    }
+
+    pub fn draining() -> Self {
+        Self {
+            code: Some("shutting_down"),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down and takes no new requests",
+            )
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// The `type` field, by status class as OpenAI spells it.
+    pub fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => "server_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Label of `tpo_rejections_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self.status {
+            StatusCode::TOO_MANY_REQUESTS => "overloaded",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
+            StatusCode::SERVICE_UNAVAILABLE => "draining",
+            StatusCode::NOT_FOUND => "not_found",
+            s if s.is_server_error() => "internal",
+            _ => "invalid",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind(),
+                param: self.param.clone(),
+                code: self.code,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match &e {
+            EngineError::SequenceTooLong { .. } => ApiError::invalid("max_tokens", e.to_string()),
+            EngineError::EmptyPrompt => ApiError::invalid("messages", e.to_string()),
+            EngineError::InvalidSampleCount { .. } => ApiError::invalid("n", e.to_string()),
+            EngineError::Sampling(_) => ApiError::bad_body(e.to_string()),
+            EngineError::Stopped => ApiError::internal(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::InvalidParams(m) => ApiError::invalid("tpo", m),
+            SearchError::Engine(e) => e.into(),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! `tpo serve`: the OpenAI-compatible HTTP API over one engine and its reward services
+//! (tokio + axum).
+//!
+//! Rooms: `body` (bytes → validated JSON fields), `schema` (the wire types and their
+//! OpenAPI schemas), `validate` (requests → jobs, every range checked before admission),
+//! `admission` (permits and the bounded queue: 429 instead of growth), `generate` (plain
+//! chat and completions, whole or streamed), `search` (TPO / Best-of-N / DARWIN through
+//! the chat endpoint), `text` (incremental detokenization for streams), `stream` (SSE
+//! framing), `metrics` (Prometheus), `openapi` (the document), `error` (the one error
+//! type and its OpenAI shape).
+//!
+//! A request goes: auth and drain check (middleware) → body read under the size limit →
+//! fields checked → validated into a job → admitted (permits for its peak number of
+//! sequences) → run. Nothing is sent before admission, so overload and bad input are real
+//! HTTP statuses, never a 200 followed by an error event.
+
+mod admission;
+mod body;
+mod error;
+mod generate;
+pub mod metrics;
+mod openapi;
+mod schema;
+mod search;
+mod stream;
+mod text;
+mod validate;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use subtle::ConstantTimeEq;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::app::App;
+use crate::search::{OwnedRewardInput, SearchOptions};
+
+pub use error::ApiError;
+
+use admission::Admission;
+use generate::Shape;
+use schema::{Health, ModelCard, ModelList, ScoreResponse, ScoreResult};
+use validate::{Job, Limits};
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub host: String,
+    pub port: u16,
+    /// Bearer key every `/v1` request must carry; `None` leaves the API open.
+    pub api_key: Option<String>,
+    /// Sequences (a sample, or one of a search's parallel candidates) admitted at once.
+    pub max_concurrent_requests: u32,
+    /// Requests that may wait for admission; beyond it a request gets 429.
+    pub max_queue: usize,
+    /// Longest a request may wait and run.
+    pub request_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long in-flight requests may still run.
+    pub shutdown_grace: Duration,
+    pub body_limit: usize,
+    /// The policy's id in `/v1/models` (search ids add `:tpo`, `:bon`, `:darwin`).
+    pub model_id: String,
+    /// Settings of searches that a request leaves unset.
+    pub search_defaults: SearchOptions,
+    /// Reward model of searches that name none.
+    pub default_reward_model: String,
+    /// `max_tokens` of plain requests that give none (capped by the context left).
+    pub default_max_tokens: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+    #[error("invalid server settings: {0}")]
+    InvalidOptions(String),
+}
+
+/// What every handler shares.
+pub struct ServerState {
+    pub app: App,
+    pub options: ServeOptions,
+    admission: Admission,
+    draining: AtomicBool,
+    started: u64,
+}
+
+impl ServerState {
+    fn limits(&self) -> Limits<'_> {
+        Limits {
+            engine: &self.app.engine,
+            model_id: &self.options.model_id,
+            reward_models: self.app.rewards.keys().cloned().collect(),
+            search_defaults: &self.options.search_defaults,
+            default_reward_model: &self.options.default_reward_model,
+            default_max_tokens: self.options.default_max_tokens,
+        }
+    }
+
+    fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let s = self.app.engine.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        metrics::Snapshot {
+            queued_requests: self.admission.queued(),
+            engine_waiting: load(&s.waiting),
+            requests_running: self.admission.active(),
+            running_sequences: load(&s.running),
+            kv_slots_used: load(&s.kv_slots_used),
+            kv_slots: self.app.engine.kv_slots() as u64,
+            decode_steps: load(&s.decode_steps),
+            prefill_tokens: load(&s.prefill_tokens),
+        }
+    }
+}
+
+/// Binds, then serves until SIGTERM/SIGINT (or `shutdown` resolves), draining in-flight
+/// requests for up to the grace period. `bound` learns the address once listening.
+pub async fn serve(
+    app: App,
+    options: ServeOptions,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), ServerError> {
+    if options.max_concurrent_requests == 0 {
+        return Err(ServerError::InvalidOptions(
+            "--max-concurrent-requests must be at least 1".into(),
+        ));
+    }
+    metrics::install();
+    let addr = format!("{}:{}", options.host, options.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let grace = options.shutdown_grace;
+    let state = Arc::new(ServerState {
+        admission: Admission::new(options.max_concurrent_requests, options.max_queue),
+        app,
+        options,
+        draining: AtomicBool::new(false),
+        started: stream::unix_now(),
+    });
+    let router = router(Arc::clone(&state));
+    tracing::info!(%local, model = %state.options.model_id, "tpo serve listening");
+    if let Some(tx) = bound {
+        let _ = tx.send(local);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (hard_tx, hard_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_state = Arc::clone(&state);
+    let drainer = tokio::spawn(async move {
+        shutdown_signal().await;
+        drain_state.draining.store(true, Ordering::SeqCst);
+        tracing::info!(
+            in_flight = drain_state.admission.active(),
+            grace_s = grace.as_secs_f64(),
+            "shutdown signal: draining"
+        );
+        let deadline = Instant::now() + grace;
+        while (drain_state.admission.active() > 0 || drain_state.admission.queued() > 0)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop_tx.send(());
+        // Connections still open after the drain (slow readers, requests past the grace)
+        // get one more second before the process exits.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = hard_tx.send(());
+    });
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let result = tokio::select! {
+        r = server => r.map_err(ServerError::Serve),
+        _ = hard_rx => Ok(()),
+    };
+    drainer.abort();
+    tracing::info!("tpo serve stopped");
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Every route, with auth on `/v1` and the request-id and tracing layers on all.
+pub fn router(state: Arc<ServerState>) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/score", post(score))
+        .route("/v1/models", get(models))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), gate));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Refuses `/v1` requests while draining and without the API key.
+async fn gate(State(state): State<Arc<ServerState>>, request: Request, next: Next) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        let e = ApiError::draining();
+        metrics::rejected(e.reason());
+        return e.into_response();
+    }
+    if let Some(key) = &state.options.api_key {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time in the key's content (its length is not secret).
+        let ok: bool = given.as_bytes().ct_eq(key.as_bytes()).into();
+        if !ok {
+            let e = ApiError::unauthorized();
+            metrics::rejected(e.reason());
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn not_found(request: Request) -> Response {
+    let e = ApiError::not_found(request.uri().path());
+    metrics::rejected(e.reason());
+    e.into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let e = ApiError::method_not_allowed();
+    metrics::rejected("invalid");
+    e.into_response()
+}
+
+/// A refused request: counted, logged, answered.
+fn refuse(endpoint: &'static str, started: Instant, e: ApiError) -> Response {
+    metrics::rejected(e.reason());
+    metrics::request_done(endpoint, e.status.as_u16(), started.elapsed().as_secs_f64());
+    if e.status.is_server_error() {
+        tracing::error!(status = %e.status, message = %e.message, "request failed");
+    } else {
+        tracing::info!(status = %e.status, message = %e.message, param = ?e.param, "request refused");
+    }
+    e.into_response()
+}
+
+fn sse<S>(stream: S) -> Response
+where
+    S: Stream<Item = Result<axum::response::sse::Event, Infallible>> + Send + 'static,
+{
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    response
+}
+
+/// Runs `work` under the request timeout.
+async fn timed<T>(
+    state: &ServerState,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let limit = state.options.request_timeout;
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::timeout(limit.as_secs_f64())))
+}
+
+/// Cuts a stream off at the request timeout (with an error event and `[DONE]`).
+fn with_deadline<S>(
+    limit: Duration,
+    inner: S,
+) -> impl Stream<Item = Result<axum::response::sse::Event, Infallible>> + Send
+where
+    S: Stream<Item = Result<axum::response::sse::Event, Infallible>> + Send + 'static,
+{
+    async_stream::stream! {
+        let deadline = tokio::time::Instant::now() + limit;
+        let inner = inner;
+        futures::pin_mut!(inner);
+        loop {
+            match tokio::time::timeout_at(deadline, inner.next()).await {
+                Ok(Some(item)) => yield item,
+                Ok(None) => break,
+                Err(_) => {
+                    yield Ok(stream::error_event(&ApiError::timeout(limit.as_secs_f64())));
+                    yield Ok(stream::done_event());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/chat/completions", request_body = schema::ChatCompletionRequest,
+    responses((status = 200, description = "A chat completion (or an SSE stream of chunks with stream: true)", body = schema::ChatCompletion),
+        (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
+        (status = 404, body = error::ErrorBody), (status = 413, body = error::ErrorBody),
+        (status = 415, body = error::ErrorBody), (status = 429, body = error::ErrorBody),
+        (status = 503, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn chat_completions(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let endpoint = "chat";
+    let job = async {
+        let bytes = body::read_json_body(&headers, body, state.options.body_limit).await?;
+        let req: schema::ChatCompletionRequest = body::parse(&bytes, &schema::CHAT_FIELDS)?;
+        if let Some(user) = &req.user {
+            tracing::info!(user = %user, "request user");
+        }
+        let job = validate::chat_job(&req, &state.limits())?;
+        Ok::<_, ApiError>((req.model, job))
+    }
+    .await;
+    let (model, job) = match job {
+        Ok(j) => j,
+        Err(e) => return refuse(endpoint, started, e),
+    };
+    let cost = match &job {
+        Job::Generate(g) => g.n,
+        Job::Search(s) => match s.params.strategy() {
+            crate::search::Strategy::Darwin => s.params.darwin().mutations,
+            crate::search::Strategy::Greedy => 1,
+            _ => s.params.width(),
+        },
+    };
+    let ticket = match state
+        .admission
+        .admit(cost, state.options.request_timeout)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return refuse(endpoint, started, e),
+    };
+    let limit = state.options.request_timeout;
+    match job {
+        Job::Generate(g) if g.stream => {
+            match generate::stream(Arc::clone(&state), g, Shape::Chat, model, ticket, started) {
+                Ok(s) => sse(with_deadline(limit, s)),
+                Err(e) => refuse(endpoint, started, e),
+            }
+        }
+        Job::Search(s) if s.stream => sse(with_deadline(
+            limit,
+            search::stream(Arc::clone(&state), *s, model, ticket, started),
+        )),
+        Job::Generate(g) => {
+            let result = timed(&state, generate::complete(&state, g, Shape::Chat, &model)).await;
+            drop(ticket);
+            respond(endpoint, started, result)
+        }
+        Job::Search(s) => {
+            let result = timed(&state, search::complete(&state, *s, &model)).await;
+            drop(ticket);
+            respond(endpoint, started, result)
+        }
+    }
+}
+
+fn respond(
+    endpoint: &'static str,
+    started: Instant,
+    result: Result<serde_json::Value, ApiError>,
+) -> Response {
+    match result {
+        Ok(body) => {
+            metrics::request_done(endpoint, 200, started.elapsed().as_secs_f64());
+            Json(body).into_response()
+        }
+        Err(e) => refuse(endpoint, started, e),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/completions", request_body = schema::CompletionRequest,
+    responses((status = 200, description = "A text completion (or an SSE stream with stream: true)", body = schema::Completion),
+        (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
+        (status = 404, body = error::ErrorBody), (status = 429, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn completions(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let endpoint = "completions";
+    let job = async {
+        let bytes = body::read_json_body(&headers, body, state.options.body_limit).await?;
+        let req: schema::CompletionRequest = body::parse(&bytes, &schema::COMPLETION_FIELDS)?;
+        if let Some(user) = &req.user {
+            tracing::info!(user = %user, "request user");
+        }
+        let job = validate::completion_job(&req, &state.limits())?;
+        Ok::<_, ApiError>((req.model, job))
+    }
+    .await;
+    let (model, job) = match job {
+        Ok(j) => j,
+        Err(e) => return refuse(endpoint, started, e),
+    };
+    let ticket = match state
+        .admission
+        .admit(job.n, state.options.request_timeout)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return refuse(endpoint, started, e),
+    };
+    if job.stream {
+        let limit = state.options.request_timeout;
+        return match generate::stream(
+            Arc::clone(&state),
+            job,
+            Shape::Completion,
+            model,
+            ticket,
+            started,
+        ) {
+            Ok(s) => sse(with_deadline(limit, s)),
+            Err(e) => refuse(endpoint, started, e),
+        };
+    }
+    let result = timed(
+        &state,
+        generate::complete(&state, job, Shape::Completion, &model),
+    )
+    .await;
+    drop(ticket);
+    respond(endpoint, started, result)
+}
+
+/// Most items one `/v1/score` request may carry.
+pub const MAX_SCORE_ITEMS: usize = 256;
+
+#[utoipa::path(post, path = "/v1/score", request_body = schema::ScoreRequest,
+    responses((status = 200, description = "One reward per item, in order", body = ScoreResponse),
+        (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
+        (status = 429, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn score(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let endpoint = "score";
+    let work = async {
+        let bytes = body::read_json_body(&headers, body, state.options.body_limit).await?;
+        let req: schema::ScoreRequest = body::parse(&bytes, &schema::SCORE_FIELDS)?;
+        if req.items.is_empty() || req.items.len() > MAX_SCORE_ITEMS {
+            return Err(ApiError::invalid(
+                "items",
+                format!(
+                    "items must hold 1 to {MAX_SCORE_ITEMS} entries, got {}",
+                    req.items.len()
+                ),
+            ));
+        }
+        let name =
+            match &req.reward_model {
+                Some(n) => n.clone(),
+                None => state.app.rewards.keys().next().cloned().ok_or_else(|| {
+                    ApiError::invalid("reward_model", "no reward model is loaded")
+                })?,
+            };
+        let Some(rewards) = state.app.reward(&name).cloned() else {
+            return Err(ApiError::invalid(
+                "reward_model",
+                format!(
+                    "reward model {name:?} is not loaded; this server has: {}",
+                    state
+                        .app
+                        .rewards
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let _ticket = state
+            .admission
+            .admit(1, state.options.request_timeout)
+            .await?;
+        let inputs = req
+            .items
+            .into_iter()
+            .map(|i| OwnedRewardInput {
+                prompt: i.prompt,
+                response: i.response,
+                reference: i.reference,
+            })
+            .collect();
+        let scores = timed(&state, async {
+            rewards.score(inputs).await.map_err(ApiError::from)
+        })
+        .await?;
+        Ok(ScoreResponse {
+            object: "list",
+            reward_model: name,
+            data: scores
+                .into_iter()
+                .enumerate()
+                .map(|(index, s)| match s {
+                    Ok(score) if score.is_finite() => ScoreResult {
+                        index,
+                        score: Some(score),
+                        error: None,
+                    },
+                    Ok(score) => ScoreResult {
+                        index,
+                        score: None,
+                        error: Some(format!("the reward model returned {score}")),
+                    },
+                    Err(e) => ScoreResult {
+                        index,
+                        score: None,
+                        error: Some(e.to_string()),
+                    },
+                })
+                .collect(),
+        })
+    };
+    match work.await {
+        Ok(body) => {
+            metrics::request_done(endpoint, 200, started.elapsed().as_secs_f64());
+            Json(body).into_response()
+        }
+        Err(e) => refuse(endpoint, started, e),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/models",
+    responses((status = 200, description = "The model ids this server answers to", body = ModelList),
+        (status = 401, body = error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn models(State(state): State<Arc<ServerState>>) -> Json<ModelList> {
+    let reward_models: Vec<String> = state.app.rewards.keys().cloned().collect();
+    let id = &state.options.model_id;
+    let mut data = vec![ModelCard {
+        id: id.clone(),
+        object: "model",
+        created: state.started,
+        owned_by: "tpo-engine",
+        strategy: None,
+        reward_models: reward_models.clone(),
+    }];
+    for (suffix, strategy) in validate::SEARCH_SUFFIXES {
+        data.push(ModelCard {
+            id: format!("{id}:{suffix}"),
+            object: "model",
+            created: state.started,
+            owned_by: "tpo-engine",
+            strategy: Some(search::strategy_label(*strategy)),
+            reward_models: reward_models.clone(),
+        });
+    }
+    Json(ModelList {
+        object: "list",
+        data,
+    })
+}
+
+#[utoipa::path(get, path = "/health",
+    responses((status = 200, description = "Every model is loaded", body = Health),
+        (status = 503, description = "Draining", body = Health)))]
+async fn health(State(state): State<Arc<ServerState>>) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "draining" }),
+        )
+            .into_response()
+    } else {
+        Json(Health { status: "ok" }).into_response()
+    }
+}
+
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+async fn metrics_text(State(state): State<Arc<ServerState>>) -> Response {
+    let text = metrics::render(&state.metrics_snapshot());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

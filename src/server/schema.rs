@@ -1,0 +1,354 @@
+//! The wire types of the API (OpenAI's chat and legacy completions, our `tpo` extension,
+//! `/v1/score`, `/v1/models`), with their OpenAPI schemas. Requests are decoded here and
+//! validated in `validate`; responses are built by the handlers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::body::Fields;
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// A model id from `GET /v1/models`; a `:tpo`, `:bon` or `:darwin` suffix runs that
+    /// search with the server's defaults.
+    pub model: String,
+    pub messages: Vec<ChatMessageIn>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    /// Deprecated by OpenAI in favour of `max_completion_tokens`; both are accepted.
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub n: Option<u32>,
+    pub seed: Option<i64>,
+    pub stop: Option<Stop>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    /// Logged with the request, otherwise unused.
+    pub user: Option<String>,
+    /// Our extension: run a search instead of one generation.
+    pub tpo: Option<TpoOptions>,
+}
+
+pub const CHAT_FIELDS: Fields = Fields {
+    implemented: &[
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "user",
+        "tpo",
+    ],
+    unsupported: UNSUPPORTED,
+};
+
+/// OpenAI fields this server refuses by name rather than ignore.
+const UNSUPPORTED: &[&str] = &[
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "response_format",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "service_tier",
+    "store",
+    "metadata",
+    "reasoning_effort",
+    "web_search_options",
+    "best_of",
+    "echo",
+    "suffix",
+];
+
+/// One message in.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessageIn {
+    /// system, developer (treated as system), user or assistant.
+    pub role: String,
+    /// A string, or an array of `{"type": "text", "text": "..."}` parts.
+    #[schema(value_type = Object)]
+    pub content: Option<Value>,
+    /// Accepted and unused (the chat template has no names).
+    #[allow(dead_code)]
+    pub name: Option<String>,
+}
+
+/// `stop`: one string or a list of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    pub include_usage: Option<bool>,
+}
+
+/// The `tpo` extension object: which search, and its settings (unset ones take the
+/// server's `--search-*` defaults).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TpoOptions {
+    /// none, tpo, bon or darwin (greedy is accepted as well).
+    pub strategy: Option<String>,
+    pub width: Option<u32>,
+    pub depth: Option<u32>,
+    pub mutations: Option<u32>,
+    pub replace_every: Option<u32>,
+    pub keep: Option<u32>,
+    pub iterations: Option<u32>,
+    /// A reward model this server loaded (`GET /v1/models` lists them under `reward_models`).
+    pub reward_model: Option<String>,
+    /// Reference answer, for similarity reward models.
+    pub reference: Option<String>,
+    /// Include the search's whole trace in the response.
+    pub return_trace: Option<bool>,
+}
+
+/// `POST /v1/completions` (the legacy API).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CompletionRequest {
+    pub model: String,
+    /// One prompt string.
+    #[schema(value_type = String)]
+    pub prompt: Value,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub n: Option<u32>,
+    pub seed: Option<i64>,
+    pub stop: Option<Stop>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub user: Option<String>,
+}
+
+pub const COMPLETION_FIELDS: Fields = Fields {
+    implemented: &[
+        "model",
+        "prompt",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "n",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "presence_penalty",
+        "frequency_penalty",
+        "user",
+    ],
+    unsupported: &[
+        "logprobs",
+        "logit_bias",
+        "best_of",
+        "echo",
+        "suffix",
+        "tools",
+        "response_format",
+    ],
+};
+
+/// `POST /v1/score`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ScoreRequest {
+    /// A loaded reward model's name (default: the server's first).
+    pub reward_model: Option<String>,
+    pub items: Vec<ScoreItem>,
+}
+
+pub const SCORE_FIELDS: Fields = Fields {
+    implemented: &["reward_model", "items"],
+    unsupported: &[],
+};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreItem {
+    pub prompt: String,
+    pub response: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreResponse {
+    pub object: &'static str,
+    pub reward_model: String,
+    pub data: Vec<ScoreResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreResult {
+    pub index: usize,
+    /// The reward, or null when this item could not be scored (see `error`).
+    pub score: Option<f32>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+    /// Present for searches: what the search did and cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpo: Option<SearchSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: ChatMessageOut,
+    pub logprobs: Option<ChoiceLogprobs>,
+    pub finish_reason: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatMessageOut {
+    pub role: &'static str,
+    pub content: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChoiceLogprobs {
+    pub content: Vec<TokenLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+/// What a search did, on the response (and the last streamed chunk).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SearchSummary {
+    pub strategy: &'static str,
+    /// Steps run (TPO steps, DARWIN iterations; 0 for Best-of-N).
+    pub steps: usize,
+    /// Policy requests (each one prefill, possibly many samples).
+    pub policy_calls: usize,
+    /// Sequences the policy generated.
+    pub completions: usize,
+    /// Answers sent to the reward model.
+    pub reward_scorings: usize,
+    pub reward_model: String,
+    pub best_reward: f32,
+    /// Candidates dropped before or instead of scoring.
+    pub dropped: usize,
+    pub seconds: f64,
+    /// The whole trace, with `return_trace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub trace: Option<Value>,
+}
+
+/// A streamed search step (`choices: []` plus this object).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SearchProgress {
+    pub step: usize,
+    pub depth: usize,
+    pub best_reward: f32,
+    pub kept: usize,
+    pub dropped: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Completion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<Value>,
+    pub finish_reason: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+    /// For search ids: the strategy the suffix selects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<&'static str>,
+    /// Reward models a search or `/v1/score` can use on this server.
+    pub reward_models: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// ok, loading or draining.
+    pub status: &'static str,
+}

@@ -1,0 +1,206 @@
+//! Searches through the chat endpoint: the `tpo` extension or a `:tpo`/`:bon`/`:darwin`
+//! model id runs `search::run` on the shared engine and reward service. Answered whole
+//! (with a `tpo` summary and, on request, the trace) or streamed: one progress chunk per
+//! step (`choices: []` plus a `tpo` object, which the official client accepts), then the
+//! answer, then usage, then `[DONE]`. Dropping the response drops the search future, which
+//! cancels its engine requests.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::response::sse::Event;
+use futures::Stream;
+use serde_json::json;
+
+use crate::search::{self, RewardService, StepEvent, Strategy, Trace};
+
+use super::admission::Ticket;
+use super::error::ApiError;
+use super::metrics;
+use super::schema::{
+    ChatChoice, ChatCompletion, ChatMessageOut, SearchProgress, SearchSummary, Usage,
+};
+use super::stream::{chunk_id, data_event, done_event, error_event, unix_now};
+use super::validate::SearchJob;
+use super::ServerState;
+
+pub fn strategy_label(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Tpo => "tpo",
+        Strategy::BestOfN => "bon",
+        Strategy::Darwin => "darwin",
+        Strategy::Greedy => "greedy",
+    }
+}
+
+fn rewards<'a>(state: &'a ServerState, job: &SearchJob) -> Result<&'a RewardService, ApiError> {
+    state.app.reward(&job.reward_model).ok_or_else(|| {
+        ApiError::invalid(
+            "tpo.reward_model",
+            format!("reward model {:?} is not loaded", job.reward_model),
+        )
+    })
+}
+
+fn summary(job: &SearchJob, trace: &Trace) -> SearchSummary {
+    let steps = match &trace.darwin {
+        Some(d) => d.iterations.len(),
+        None => trace.steps.len(),
+    };
+    SearchSummary {
+        strategy: strategy_label(job.params.strategy()),
+        steps,
+        policy_calls: trace.totals.requests,
+        completions: trace.totals.completions,
+        reward_scorings: trace.totals.rm_inputs,
+        reward_model: job.reward_model.clone(),
+        best_reward: trace.final_reward,
+        dropped: trace.dropped.values().sum(),
+        seconds: trace.totals.seconds,
+        trace: job
+            .return_trace
+            .then(|| serde_json::to_value(trace).ok())
+            .flatten(),
+    }
+}
+
+fn usage(trace: &Trace) -> Usage {
+    Usage::new(trace.totals.prompt_tokens, trace.totals.tokens_generated)
+}
+
+fn record(job: &SearchJob, trace: &Trace) {
+    let s = summary(job, trace);
+    metrics::search_done(s.strategy, s.steps);
+    metrics::tokens(trace.totals.prompt_tokens, trace.totals.tokens_generated);
+}
+
+fn progress(event: &StepEvent) -> SearchProgress {
+    SearchProgress {
+        step: event.step,
+        depth: event.depth,
+        best_reward: event.best_reward,
+        kept: event.kept,
+        dropped: event.dropped,
+    }
+}
+
+/// Runs the search to the end.
+pub async fn complete(
+    state: &ServerState,
+    job: SearchJob,
+    model: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let rewards = rewards(state, &job)?;
+    let trace = search::run(
+        &state.app.engine,
+        rewards,
+        &job.query,
+        job.reference.as_deref(),
+        &job.params,
+        &mut |_| {},
+    )
+    .await?;
+    record(&job, &trace);
+    let body = ChatCompletion {
+        id: chunk_id("chatcmpl"),
+        object: "chat.completion",
+        created: unix_now(),
+        model: model.to_string(),
+        choices: vec![ChatChoice {
+            index: 0,
+            message: ChatMessageOut {
+                role: "assistant",
+                content: trace.final_answer.clone(),
+            },
+            logprobs: None,
+            finish_reason: "stop",
+        }],
+        usage: usage(&trace),
+        tpo: Some(summary(&job, &trace)),
+    };
+    serde_json::to_value(body).map_err(|e| ApiError::internal(format!("encoding: {e}")))
+}
+
+/// Streams the search's progress, then its answer.
+pub fn stream(
+    state: Arc<ServerState>,
+    job: SearchJob,
+    model: String,
+    ticket: Ticket,
+    started: Instant,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    async_stream::stream! {
+        let _ticket = ticket;
+        let id = chunk_id("chatcmpl");
+        let created = unix_now();
+        let base = |extra: serde_json::Value| {
+            let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": []});
+            if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
+                obj.extend(more);
+            }
+            v
+        };
+        let rewards = match rewards(&state, &job) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                yield Ok(error_event(&e));
+                yield Ok(done_event());
+                return;
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepEvent>();
+        let mut on_step = move |e: &StepEvent| {
+            let _ = tx.send(e.clone());
+        };
+        let run = search::run(
+            &state.app.engine,
+            &rewards,
+            &job.query,
+            job.reference.as_deref(),
+            &job.params,
+            &mut on_step,
+        );
+        tokio::pin!(run);
+        let result = loop {
+            let next = tokio::select! {
+                Some(event) = rx.recv() => Err(event),
+                result = &mut run => Ok(result),
+            };
+            match next {
+                Err(event) => yield Ok(data_event(&base(json!({"tpo": progress(&event)})))),
+                Ok(result) => break result,
+            }
+        };
+        while let Ok(event) = rx.try_recv() {
+            yield Ok(data_event(&base(json!({"tpo": progress(&event)}))));
+        }
+        match result {
+            Ok(trace) => {
+                record(&job, &trace);
+                let delta = |d: serde_json::Value, finish: Option<&str>| {
+                    base(json!({"choices": [{"index": 0, "delta": d, "logprobs": null,
+                        "finish_reason": finish}]}))
+                };
+                yield Ok(data_event(&delta(json!({"role": "assistant", "content": ""}), None)));
+                yield Ok(data_event(&delta(json!({"content": trace.final_answer}), None)));
+                let mut last = delta(json!({}), Some("stop"));
+                if let Some(obj) = last.as_object_mut() {
+                    obj.insert("tpo".into(), json!(summary(&job, &trace)));
+                }
+                yield Ok(data_event(&last));
+                if job.include_usage {
+                    yield Ok(data_event(&base(json!({"usage": usage(&trace)}))));
+                }
+                metrics::request_done("chat", 200, started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                metrics::request_done("chat", e.status.as_u16(), started.elapsed().as_secs_f64());
+                yield Ok(error_event(&e));
+            }
+        }
+        yield Ok(done_event());
+    }
+}
