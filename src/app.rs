@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use crate::engine::{Engine, EngineOptions};
 use crate::model::ModelDir;
-use crate::reward::{self, RewardOptions};
-use crate::search::RewardService;
+use crate::reward::{self, RewardOptions, RewardService};
 
 /// What to open.
 #[derive(Debug, Clone)]

@@ -1,14 +1,16 @@
 //! The continuous-batching engine on the real model: batching changes nothing a request
 //! gets back, forks equal separate seeded requests, the arena's limits make requests wait
-//! (never fail), bad requests fail alone, and cancellation frees slots.
+//! (never fail), bad requests fail alone (bad parameters, NaN logits, failing model steps),
+//! a full engine refuses with `Overloaded`, stop strings cut where a full decode would, and
+//! cancellation frees slots.
 
 mod common;
 
 use std::sync::atomic::Ordering;
 
 use tpo_engine::engine::{
-    Engine, EngineError, EngineOptions, GenerateRequest, GenerationEvent, SampleOutput,
-    SamplingOptions, SamplingParams,
+    Engine, EngineError, EngineOptions, GenerateRequest, GenerationEvent, InjectedFault,
+    LogitsError, SampleOutput, SamplingOptions, SamplingParams,
 };
 use tpo_engine::model::ModelDir;
 
@@ -391,4 +393,192 @@ fn samples_that_finish_on_their_first_token_leave_the_batch_consistent() {
         let single = alone(&engine, &prompt, &sampled(5 + i as u64, 24));
         assert_same_sample(out, &single, &format!("other sample {i}"));
     }
+}
+
+fn with_fault(seed: u64, max_new_tokens: usize, fault: InjectedFault) -> SamplingParams {
+    SamplingParams::new(SamplingOptions {
+        inject_fault: Some(fault),
+        ..sampled(seed, max_new_tokens).options().clone()
+    })
+    .unwrap()
+}
+
+/// Runs `bad` among three good seeded requests; the good ones must equal their runs alone,
+/// the bad one must fail with the error `check` accepts, and the engine must serve on.
+fn one_broken_request_among_good_ones(bad: SamplingParams, check: impl Fn(&EngineError) -> bool) {
+    let engine = start(8, 256);
+    let prompts = prompts(&engine);
+    let good: Vec<(Vec<u32>, SamplingParams)> = (0..3)
+        .map(|i| (prompts[i + 1].clone(), sampled(40 + i as u64, 24)))
+        .collect();
+    let singles: Vec<SampleOutput> = good.iter().map(|(p, s)| alone(&engine, p, s)).collect();
+    let streams: Vec<_> = good
+        .iter()
+        .map(|(p, s)| {
+            engine
+                .submit(GenerateRequest::new(p.clone(), s.clone()))
+                .unwrap()
+        })
+        .collect();
+    let broken = engine
+        .submit(GenerateRequest::new(prompts[0].clone(), bad).with_n(2))
+        .unwrap();
+    let err = futures::executor::block_on(broken.collect()).unwrap_err();
+    assert!(check(&err), "unexpected error: {err}");
+    for (i, (stream, single)) in streams.into_iter().zip(&singles).enumerate() {
+        let out = futures::executor::block_on(stream.collect())
+            .unwrap()
+            .remove(0);
+        assert_same_sample(&out, single, &format!("good request {i}"));
+    }
+    // The engine goes on: every slot is free again and a new request runs.
+    let out = alone(&engine, &prompts[2], &SamplingParams::greedy(8).unwrap());
+    assert!(!out.tokens.is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while engine.stats().kv_slots_used.load(Ordering::Relaxed) != 0 {
+        assert!(std::time::Instant::now() < deadline, "slots were not freed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_request_whose_logits_turn_nan_fails_alone_and_the_others_finish_unchanged() {
+    // Before the fix, a NaN row spun the top-p loop forever and every request hung.
+    one_broken_request_among_good_ones(with_fault(7, 24, InjectedFault::NanLogitsAfter(3)), |e| {
+        matches!(e, EngineError::Logits(LogitsError::NotANumber { .. }))
+    });
+}
+
+#[test]
+fn a_failing_model_step_is_retried_then_only_the_row_that_fails_alone_fails() {
+    // Before the fix, one failed decode step failed every decoding sequence.
+    one_broken_request_among_good_ones(
+        with_fault(7, 24, InjectedFault::StepErrorAfter(2)),
+        |e| matches!(e, EngineError::Internal(m) if m.contains("injected step failure")),
+    );
+}
+
+#[test]
+fn requests_beyond_the_in_flight_limit_are_refused_as_overloaded() {
+    let model = ModelDir::open(&common::policy_dir()).unwrap();
+    let engine = Engine::start(
+        &model,
+        EngineOptions {
+            kv_slots: 2,
+            max_seq_len: 128,
+            max_pending: 2,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let prompt = engine.question_prompt("Name a fruit.").unwrap();
+    let request = || GenerateRequest::new(prompt.clone(), SamplingParams::greedy(4).unwrap());
+    let first = engine.submit(request()).unwrap();
+    let second = engine.submit(request()).unwrap();
+    let err = engine.submit(request()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            EngineError::Overloaded {
+                pending: 2,
+                limit: 2
+            }
+        ),
+        "{err}"
+    );
+    let err = engine
+        .logprobs_blocking(prompt.clone(), vec![prompt[0]])
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Overloaded { .. }), "{err}");
+    // Finishing (or dropping) a request makes room again.
+    futures::executor::block_on(first.collect()).unwrap();
+    drop(second);
+    assert_eq!(engine.pending(), 0);
+    futures::executor::block_on(engine.submit(request()).unwrap().collect()).unwrap();
+}
+
+#[test]
+fn stop_strings_cut_the_answer_at_their_first_match_as_a_full_decode_would() {
+    let engine = start(4, 512);
+    for question in [
+        QUESTIONS[6],
+        "Write two sentences in Chinese about tea, with an emoji.",
+    ] {
+        let prompt = engine.question_prompt(question).unwrap();
+        let full = alone(&engine, &prompt, &SamplingParams::greedy(60).unwrap());
+        let text = engine.text_of(&full).unwrap();
+        // A stop string from the middle of the answer (three characters at ~half way).
+        let chars: Vec<char> = text.chars().collect();
+        assert!(chars.len() > 20, "answer too short: {text:?}");
+        let mid = chars.len() / 2;
+        let stop: String = chars[mid..mid + 3].iter().collect();
+        let expected = &text[..text.find(&stop).unwrap()];
+        let params = SamplingParams::new(SamplingOptions {
+            max_new_tokens: 60,
+            stop: vec![stop.clone(), "\u{1}never".into()],
+            ..SamplingOptions::default()
+        })
+        .unwrap();
+        let cut = alone(&engine, &prompt, &params);
+        assert_eq!(cut.finish_reason, tpo_engine::engine::FinishReason::Stop);
+        assert_eq!(engine.text_of(&cut).unwrap(), expected, "stop {stop:?}");
+        assert!(full.tokens.starts_with(&cut.tokens));
+    }
+}
+
+#[test]
+fn top_logprobs_and_penalties_reach_the_outputs() {
+    let engine = start(4, 512);
+    // Greedy SmolLM2 repeats "yes" here, which a frequency penalty must break.
+    let prompt = engine
+        .question_prompt("Write the word yes twenty times, separated by spaces.")
+        .unwrap();
+    let plain = alone(&engine, &prompt, &SamplingParams::greedy(48).unwrap());
+    let with_top = SamplingParams::new(SamplingOptions {
+        max_new_tokens: 48,
+        top_logprobs: 5,
+        ..SamplingOptions::default()
+    })
+    .unwrap();
+    let topped = alone(&engine, &prompt, &with_top);
+    assert_eq!(topped.tokens, plain.tokens);
+    assert_eq!(topped.top_logprobs.len(), topped.tokens.len());
+    for ((token, lp), top) in topped
+        .tokens
+        .iter()
+        .zip(&topped.logprobs)
+        .zip(&topped.top_logprobs)
+    {
+        assert_eq!(top.len(), 5);
+        // Greedy picks the most likely token: it heads its own list, with its log-prob.
+        assert_eq!(top[0].0, *token);
+        assert!((top[0].1 - lp).abs() < 1e-5);
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+    assert!(plain.top_logprobs.is_empty());
+
+    // A frequency penalty changes the greedy answer, and where it first differs, the
+    // unpenalized choice is a token already generated (only those are penalized).
+    let penalized = SamplingParams::new(SamplingOptions {
+        max_new_tokens: 48,
+        frequency_penalty: 2.0,
+        ..SamplingOptions::default()
+    })
+    .unwrap();
+    let out = alone(&engine, &prompt, &penalized);
+    let k = plain
+        .tokens
+        .iter()
+        .zip(&out.tokens)
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| {
+            panic!(
+                "a 2.0 frequency penalty did not change {:?}",
+                engine.text_of(&plain).unwrap()
+            )
+        });
+    assert!(
+        plain.tokens[..k].contains(&plain.tokens[k]),
+        "the first changed token was never generated before"
+    );
 }

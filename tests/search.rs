@@ -12,10 +12,9 @@ use std::sync::atomic::Ordering;
 
 use tpo_engine::engine::{Engine, EngineOptions, GenerateRequest};
 use tpo_engine::model::ModelDir;
-use tpo_engine::reward::{self, RewardOptions};
+use tpo_engine::reward::{self, OwnedRewardInput, RewardOptions, RewardService};
 use tpo_engine::search::{
-    self, DarwinOptions, OwnedRewardInput, RewardService, SearchOptions, SearchParams, StepEvent,
-    Strategy, Trace,
+    self, DarwinOptions, SearchOptions, SearchParams, StepEvent, Strategy, Trace,
 };
 
 const QUESTION: &str = "How do I wrap a present neatly?";

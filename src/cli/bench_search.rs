@@ -38,10 +38,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use tpo_engine::engine::{Engine, EngineError, GenerateRequest, SamplingOptions, SamplingParams};
-use tpo_engine::search::{
-    self, OwnedRewardInput, RewardService, RewardServiceStats, SearchError, SearchParams,
-    StepEvent, Strategy, Trace,
-};
+use tpo_engine::reward::{OwnedRewardInput, RewardService, RewardServiceStats};
+use tpo_engine::search::{self, SearchError, SearchParams, StepEvent, Strategy, Trace};
 
 use super::bench::{snapshot, StatsSnapshot};
 use super::search_flags::SearchFlags;
@@ -352,11 +350,13 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
         engine.question_prompt(&queries[0].prompt)?,
         warm,
     ))?;
-    let warm_scores = runtime.block_on(rewards.score(vec![OwnedRewardInput {
-        prompt: queries[0].prompt.clone(),
-        response: "Warm-up.".into(),
-        reference: queries[0].reference.clone(),
-    }]))?;
+    let warm_scores = runtime
+        .block_on(rewards.score(vec![OwnedRewardInput {
+            prompt: queries[0].prompt.clone(),
+            response: "Warm-up.".into(),
+            reference: queries[0].reference.clone(),
+        }]))
+        .map_err(SearchError::from)?;
     if let Some(Err(e)) = warm_scores.first() {
         eprintln!("note: the warm-up input was not scored ({e}); going on");
     }

@@ -120,6 +120,7 @@ impl ModelArgs {
             kv_slots: self.kv_slots as usize,
             max_seq_len: self.max_seq_len as usize,
             prefill_budget: self.prefill_budget as usize,
+            ..tpo_engine::engine::EngineOptions::default()
         }
     }
 
@@ -128,12 +129,7 @@ impl ModelArgs {
         let model = tpo_engine::model::ModelDir::open(&self.model_dir())?;
         Ok(tpo_engine::engine::Engine::start(
             &model,
-            tpo_engine::engine::EngineOptions {
-                decoder: self.decoder_options(),
-                kv_slots: self.kv_slots as usize,
-                max_seq_len: self.max_seq_len as usize,
-                prefill_budget: self.prefill_budget as usize,
-            },
+            self.engine_options(),
         )?)
     }
 }

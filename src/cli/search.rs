@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use futures::StreamExt;
 
 use tpo_engine::engine::Engine;
-use tpo_engine::search::{self, RewardService, SearchError, SearchParams, StepEvent, Trace};
+use tpo_engine::reward::RewardService;
+use tpo_engine::search::{self, SearchError, SearchParams, StepEvent, Trace};
 
 use super::score::EXIT_ROWS_REJECTED;
 use super::search_flags::SearchFlags;

@@ -2,10 +2,8 @@
 //! sampling, and the reward model. One place turns them into `SearchParams`, checks them
 //! against the engine's KV slots and starts the reward service.
 
-use tpo_engine::reward::{self, RewardOptions};
-use tpo_engine::search::{
-    DarwinOptions, RewardService, SearchError, SearchOptions, SearchParams, Strategy,
-};
+use tpo_engine::reward::{self, RewardOptions, RewardService};
+use tpo_engine::search::{DarwinOptions, SearchError, SearchOptions, SearchParams, Strategy};
 
 use super::ModelArgs;
 

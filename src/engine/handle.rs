@@ -2,14 +2,15 @@
 //! the scheduler thread over a crossbeam channel, and hands back streams and futures.
 //! Many callers, one owner: the session and the KV arena live only on the scheduler thread.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 
 use super::decoder::{Decoder, DecoderOptions};
 use super::kv::KvArena;
 use super::request::{
-    Command, ContinuationLogprobs, GenerateRequest, GenerationStream, SampleOutput,
+    Command, ContinuationLogprobs, GenerateRequest, GenerationStream, PendingGuard, SampleOutput,
 };
 use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
 use super::EngineError;
@@ -25,6 +26,9 @@ pub struct EngineOptions {
     pub max_seq_len: usize,
     /// Prompt tokens prefilled per scheduler iteration before each decode step.
     pub prefill_budget: usize,
+    /// Requests in flight (queued, prefilling or decoding) before `submit` answers
+    /// [`EngineError::Overloaded`]; bounds the command channel and the waiting queue.
+    pub max_pending: usize,
 }
 
 impl Default for EngineOptions {
@@ -34,6 +38,7 @@ impl Default for EngineOptions {
             kv_slots: 64,
             max_seq_len: 2048,
             prefill_budget: 512,
+            max_pending: 4096,
         }
     }
 }
@@ -52,14 +57,17 @@ struct Shared {
     max_seq_len: usize,
     kv_slots: usize,
     vocab_size: usize,
+    /// Requests in flight now, and the limit.
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
 }
 
 impl Engine {
     /// Loads the model and starts its scheduler thread.
     pub fn start(model: &ModelDir, options: EngineOptions) -> Result<Self, EngineError> {
-        if options.kv_slots == 0 || options.prefill_budget == 0 {
+        if options.kv_slots == 0 || options.prefill_budget == 0 || options.max_pending == 0 {
             return Err(EngineError::InvalidConfig(
-                "kv_slots and prefill_budget must be at least 1".into(),
+                "kv_slots, prefill_budget and max_pending must be at least 1".into(),
             ));
         }
         let tokenizer = Arc::new(model.tokenizer()?);
@@ -68,7 +76,8 @@ impl Engine {
         let max_seq_len = options.max_seq_len.min(decoder.config().context_length);
         let vocab_size = decoder.config().vocab_size;
         let shape = decoder.kv_shape(max_seq_len);
-        let (tx, rx) = crossbeam_channel::unbounded();
+        // Never more commands than requests in flight (checked before each send).
+        let (tx, rx) = crossbeam_channel::bounded(options.max_pending);
         let stats = Arc::new(EngineStats::default());
         let limits = SchedulerLimits {
             prefill_budget: options.prefill_budget,
@@ -105,6 +114,8 @@ impl Engine {
                 max_seq_len,
                 kv_slots,
                 vocab_size,
+                pending: Arc::new(AtomicUsize::new(0)),
+                max_pending: options.max_pending,
             }),
         })
     }
@@ -146,6 +157,33 @@ impl Engine {
         Ok(text)
     }
 
+    /// Counts one more request in flight, or refuses it when the limit is reached.
+    fn admit(&self) -> Result<PendingGuard, EngineError> {
+        let limit = self.shared.max_pending;
+        self.shared
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|pending| EngineError::Overloaded { pending, limit })?;
+        Ok(PendingGuard(Arc::clone(&self.shared.pending)))
+    }
+
+    /// Requests in flight now (queued, prefilling or decoding).
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::Acquire)
+    }
+
+    fn send(&self, command: Command) -> Result<(), EngineError> {
+        self.commands.try_send(command).map_err(|e| match e {
+            TrySendError::Full(_) => EngineError::Overloaded {
+                pending: self.pending(),
+                limit: self.shared.max_pending,
+            },
+            TrySendError::Disconnected(_) => EngineError::Stopped,
+        })
+    }
+
     fn check_tokens(&self, tokens: &[TokenId], total_len: usize) -> Result<(), EngineError> {
         if let Some(&bad) = tokens
             .iter()
@@ -180,14 +218,20 @@ impl Engine {
         // The prompt and at least one generated token must fit a slot.
         self.check_tokens(&request.prompt, request.prompt.len() + 1)?;
         let n = request.n;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.commands
-            .send(Command::Generate {
-                request,
-                events: tx,
-            })
-            .map_err(|_| EngineError::Stopped)?;
-        Ok(GenerationStream { rx, n })
+        let pending = self.admit()?;
+        // Room for every event the request can produce (each sample's tokens, bounded by
+        // its slot, and its result, plus one failure), so the scheduler never blocks.
+        let per_sample = request.params.max_new_tokens().min(self.shared.max_seq_len) + 1;
+        let (tx, rx) = tokio::sync::mpsc::channel(n * per_sample + 1);
+        self.send(Command::Generate {
+            request,
+            events: tx,
+        })?;
+        Ok(GenerationStream {
+            rx,
+            n,
+            _pending: pending,
+        })
     }
 
     /// Generates and waits for every sample.
@@ -222,14 +266,13 @@ impl Engine {
         let mut all = prompt.clone();
         all.extend_from_slice(&continuation);
         self.check_tokens(&all, all.len())?;
+        let _pending = self.admit()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.commands
-            .send(Command::Logprobs {
-                prompt,
-                continuation,
-                reply,
-            })
-            .map_err(|_| EngineError::Stopped)?;
+        self.send(Command::Logprobs {
+            prompt,
+            continuation,
+            reply,
+        })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 

@@ -24,8 +24,8 @@ pub use request::{
     SampleOutput,
 };
 pub use sampler::{
-    argmax, log_softmax_at, Sampled, Sampler, SamplingError, SamplingOptions, SamplingParams,
-    SequenceRng,
+    argmax, log_softmax_at, InjectedFault, LogitsError, Sampled, Sampler, SamplingError,
+    SamplingOptions, SamplingParams, SequenceRng, MAX_TOP_LOGPROBS,
 };
 pub use scheduler::EngineStats;
 
@@ -55,6 +55,10 @@ pub enum EngineError {
         "n = {n} samples cannot run: it must be between 1 and the number of KV slots ({slots})"
     )]
     InvalidSampleCount { n: usize, slots: usize },
+    #[error("the model produced logits that cannot be sampled: {0}")]
+    Logits(#[from] LogitsError),
+    #[error("the engine is overloaded: {pending} requests in flight (limit {limit}); retry later")]
+    Overloaded { pending: usize, limit: usize },
     #[error("the engine has stopped")]
     Stopped,
     #[error("internal engine error: {0}")]

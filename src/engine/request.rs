@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{Receiver, Sender};
 
 use super::sampler::SamplingParams;
 use super::EngineError;
@@ -94,8 +94,19 @@ pub enum GenerationEvent {
 /// The receiving end of a generation. Dropping it cancels the request: the scheduler frees
 /// its slots at its next step.
 pub struct GenerationStream {
-    pub(crate) rx: UnboundedReceiver<GenerationEvent>,
+    pub(crate) rx: Receiver<GenerationEvent>,
     pub(crate) n: usize,
+    /// Counts the request as in flight until the stream is dropped.
+    pub(crate) _pending: PendingGuard,
+}
+
+/// One request counted against the engine's in-flight limit; dropping it uncounts it.
+pub(crate) struct PendingGuard(pub(crate) std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl GenerationStream {
@@ -129,7 +140,7 @@ impl GenerationStream {
 pub(crate) enum Command {
     Generate {
         request: GenerateRequest,
-        events: UnboundedSender<GenerationEvent>,
+        events: Sender<GenerationEvent>,
     },
     Logprobs {
         prompt: Vec<TokenId>,

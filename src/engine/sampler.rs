@@ -6,6 +6,12 @@
 //! the best (a prefix of the sorted order), sorts only those, and widens the window only
 //! when their probability mass is still below `top_p`. Exponentials use a vectorizable
 //! polynomial (`fast_exp`, relative error below 2e-7·(1+|x|)).
+//!
+//! Every row is checked first: a NaN or `+inf` logit, or a row that is all `-inf`, is a
+//! [`LogitsError`] for that one sequence (the loops below terminate only on rows that pass).
+//! Presence and frequency penalties (OpenAI's definition, over the generated tokens) shift a
+//! copy of the row; the reported log-probs are always the model's own (temperature 1, no
+//! penalties, no truncation), as vLLM reports them by default.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,6 +31,36 @@ pub enum SamplingError {
     MaxNewTokens,
     #[error("stop strings must not be empty")]
     EmptyStop,
+    #[error("{name} must be finite and in [-2, 2], got {value}")]
+    Penalty { name: &'static str, value: f32 },
+    #[error("top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {0}")]
+    TopLogprobs(usize),
+}
+
+/// Most alternatives a token may report (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A row of logits that cannot be sampled: the model produced non-finite values.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LogitsError {
+    #[error("the model produced a NaN logit (token {token})")]
+    NotANumber { token: TokenId },
+    #[error("the model produced an infinite logit (token {token})")]
+    Infinite { token: TokenId },
+    #[error("every logit of the row is -inf")]
+    AllNegativeInfinity,
+}
+
+/// Failures injected on purpose, to test that one broken request fails alone. Never set by
+/// the CLI or the server (their options come from `..Default::default()`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// Once this many tokens are generated, the sequence's logits rows are all NaN.
+    NanLogitsAfter(usize),
+    /// Once this many tokens are generated, every model step holding the sequence's row
+    /// fails (as a failing ONNX Runtime run would).
+    StepErrorAfter(usize),
 }
 
 /// What a caller asks for; turned into [`SamplingParams`] by validation.
@@ -50,6 +86,9 @@ pub struct SamplingOptions {
     pub frequency_penalty: f32,
     /// Alternatives (most likely first) reported with each token, 0..=20 (0 = off).
     pub top_logprobs: usize,
+    /// Test hook; `None` in every real request.
+    #[doc(hidden)]
+    pub inject_fault: Option<InjectedFault>,
 }
 
 impl Default for SamplingOptions {
@@ -67,6 +106,7 @@ impl Default for SamplingOptions {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             top_logprobs: 0,
+            inject_fault: None,
         }
     }
 }
@@ -95,6 +135,17 @@ impl SamplingParams {
         }
         if o.stop.iter().any(String::is_empty) {
             return Err(SamplingError::EmptyStop);
+        }
+        for (name, value) in [
+            ("presence_penalty", o.presence_penalty),
+            ("frequency_penalty", o.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&value) {
+                return Err(SamplingError::Penalty { name, value });
+            }
+        }
+        if o.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(SamplingError::TopLogprobs(o.top_logprobs));
         }
         let seed = o.seed.unwrap_or_else(rand::random);
         Ok(Self { options, seed })
@@ -136,6 +187,10 @@ impl SamplingParams {
     pub fn ignore_eos(&self) -> bool {
         self.options.ignore_eos
     }
+
+    fn has_penalties(&self) -> bool {
+        self.options.presence_penalty != 0.0 || self.options.frequency_penalty != 0.0
+    }
 }
 
 /// A sequence's own random stream: one uniform per sampled token.
@@ -150,102 +205,205 @@ impl SequenceRng {
 
 /// A sampled token and its log-probability under the model (temperature 1, no truncation),
 /// which is what teacher-forced scoring of the same text computes.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sampled {
     pub token: TokenId,
     pub logprob: f32,
+    /// The `top_logprobs` most likely tokens under the model, most likely first (ties by
+    /// lower id); empty when not asked for.
+    pub top: Vec<(TokenId, f32)>,
 }
 
 /// Reusable scratch space for sampling rows of logits.
 #[derive(Default)]
 pub struct Sampler {
     candidates: Vec<u32>,
+    /// The penalized copy of a row.
+    shifted: Vec<f32>,
+    /// Generated tokens, sorted, to count occurrences for penalties.
+    counts: Vec<TokenId>,
 }
 
 impl Sampler {
-    /// Picks the next token of one row of `logits` with uniform `u` in [0, 1).
-    pub fn sample(&mut self, logits: &[f32], params: &SamplingParams, u: f32) -> Sampled {
-        if params.is_greedy() {
-            let token = argmax(logits);
-            return Sampled {
-                token,
-                logprob: log_softmax_at(logits, token),
-            };
-        }
+    /// Picks the next token of one row of `logits` with uniform `u` in [0, 1); `generated`
+    /// are the sequence's tokens so far (for presence and frequency penalties).
+    pub fn sample(
+        &mut self,
+        logits: &[f32],
+        params: &SamplingParams,
+        u: f32,
+        generated: &[TokenId],
+    ) -> Result<Sampled, LogitsError> {
+        let raw_max = checked_max(logits)?;
         let o = params.options();
-        let max = max_of(logits);
-        let inv_t = 1.0 / o.temperature;
-        let weight = |i: u32| fast_exp((logits[i as usize] - max) * inv_t);
-        let total = sum_exp(logits, max, inv_t);
-        let limit = if o.top_k == 0 {
-            logits.len()
-        } else {
-            o.top_k.min(logits.len())
-        };
-
-        // Candidates: every token within `delta` logits of the best, sorted. They are a
-        // prefix of the full sorted order, so once they hold `top_p` of the mass (or
-        // `top_k` tokens) the nucleus is exactly what a full sort would give.
-        let mut delta = 3.0 * o.temperature;
-        let kept = loop {
-            let floor = max - delta;
-            self.candidates.clear();
-            self.candidates.extend(
-                logits
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &l)| l >= floor)
-                    .map(|(i, _)| i as u32),
-            );
-            self.candidates.sort_unstable_by(|a, b| {
-                logits[*b as usize]
-                    .total_cmp(&logits[*a as usize])
-                    .then(a.cmp(b))
-            });
-            let mut mass = 0.0f32;
-            let mut kept = None;
-            for (n, &i) in self.candidates.iter().take(limit).enumerate() {
-                mass += weight(i) / total;
-                if mass >= o.top_p || n + 1 == limit {
-                    kept = Some(n + 1);
-                    break;
+        let penalized = params.has_penalties() && !generated.is_empty();
+        if penalized {
+            self.shifted.clear();
+            self.shifted.extend_from_slice(logits);
+            self.counts.clear();
+            self.counts.extend_from_slice(generated);
+            self.counts.sort_unstable();
+            for run in self.counts.chunk_by(|a, b| a == b) {
+                if let Some(l) = self.shifted.get_mut(run[0] as usize) {
+                    *l -= o.presence_penalty + o.frequency_penalty * run.len() as f32;
                 }
             }
-            match kept {
-                Some(k) => break k,
-                None if self.candidates.len() == logits.len() => break self.candidates.len(),
-                None => delta *= 2.0,
-            }
-        };
-        let mut kept = kept.max(1);
-        if o.min_p > 0.0 {
-            let floor = o.min_p; // the best candidate has weight 1 (max subtracted)
-            kept = self.candidates[..kept]
-                .iter()
-                .take_while(|&&i| weight(i) >= floor)
-                .count()
-                .max(1);
         }
-        let chosen = &self.candidates[..kept];
-        let kept_mass: f32 = chosen.iter().map(|&i| weight(i)).sum();
-        let target = u * kept_mass;
-        let mut acc = 0.0f32;
-        let mut token = chosen[kept - 1];
-        for &i in chosen {
-            acc += weight(i);
-            if acc > target {
-                token = i;
+        let row: &[f32] = if penalized { &self.shifted } else { logits };
+        let (token, sampling_total) = if params.is_greedy() {
+            (argmax(row), None)
+        } else {
+            let max = if penalized { max_of(row) } else { raw_max };
+            let (token, total) = nucleus_draw(&mut self.candidates, row, max, o, u);
+            // At temperature 1 without penalties the sampling normalizer is the model's.
+            let reusable = !penalized && o.temperature == 1.0;
+            (token, reusable.then_some(total))
+        };
+        let log_total = sampling_total
+            .unwrap_or_else(|| sum_exp(logits, raw_max, 1.0))
+            .ln();
+        let logprob = logits[token as usize] - raw_max - log_total;
+        let top = if o.top_logprobs > 0 {
+            top_logprobs(logits, o.top_logprobs, raw_max + log_total)
+        } else {
+            Vec::new()
+        };
+        Ok(Sampled {
+            token,
+            logprob,
+            top,
+        })
+    }
+}
+
+/// The largest logit of `row`, or why the row cannot be sampled. One vectorizable pass (a
+/// NaN never compares greater, so it is tracked on the side).
+fn checked_max(row: &[f32]) -> Result<f32, LogitsError> {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut nan = [false; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for ((a, n), &l) in acc.iter_mut().zip(nan.iter_mut()).zip(chunk) {
+            *n |= l.is_nan();
+            if l > *a {
+                *a = l;
+            }
+        }
+    }
+    let any_nan = nan.iter().any(|&n| n) || tail.iter().any(|l| l.is_nan());
+    let max = acc
+        .iter()
+        .chain(tail)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let position = |bad: fn(f32) -> bool| row.iter().position(|&l| bad(l)).unwrap_or(0) as TokenId;
+    if any_nan {
+        return Err(LogitsError::NotANumber {
+            token: position(f32::is_nan),
+        });
+    }
+    if max == f32::INFINITY {
+        return Err(LogitsError::Infinite {
+            token: position(|l| l == f32::INFINITY),
+        });
+    }
+    if max == f32::NEG_INFINITY {
+        return Err(LogitsError::AllNegativeInfinity);
+    }
+    Ok(max)
+}
+
+/// Draws from the top-k / top-p / min-p nucleus of `row` (finite or `-inf` entries, finite
+/// `max`) at `temperature > 0`; returns the token and `sum exp((row - max) / t)`.
+fn nucleus_draw(
+    candidates: &mut Vec<u32>,
+    row: &[f32],
+    max: f32,
+    o: &SamplingOptions,
+    u: f32,
+) -> (TokenId, f32) {
+    let inv_t = 1.0 / o.temperature;
+    let weight = |i: u32| fast_exp((row[i as usize] - max) * inv_t);
+    let total = sum_exp(row, max, inv_t);
+    let limit = if o.top_k == 0 {
+        row.len()
+    } else {
+        o.top_k.min(row.len())
+    };
+
+    // Candidates: every token within `delta` logits of the best, sorted. They are a
+    // prefix of the full sorted order, so once they hold `top_p` of the mass (or
+    // `top_k` tokens) the nucleus is exactly what a full sort would give. The window
+    // doubles until it does; at the latest when `delta` is infinite it holds every token
+    // (all entries are >= -inf), which ends the loop.
+    let mut delta = 3.0 * o.temperature;
+    let kept = loop {
+        let floor = max - delta;
+        candidates.clear();
+        candidates.extend(
+            row.iter()
+                .enumerate()
+                .filter(|(_, &l)| l >= floor)
+                .map(|(i, _)| i as u32),
+        );
+        candidates
+            .sort_unstable_by(|a, b| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b)));
+        let mut mass = 0.0f32;
+        let mut kept = None;
+        for (n, &i) in candidates.iter().take(limit).enumerate() {
+            mass += weight(i) / total;
+            if mass >= o.top_p || n + 1 == limit {
+                kept = Some(n + 1);
                 break;
             }
         }
-        // At temperature 1 the sampling normalizer is the log-prob's normalizer too.
-        let logprob = if inv_t == 1.0 {
-            logits[token as usize] - max - total.ln()
-        } else {
-            log_softmax_with_max(logits, max, token)
-        };
-        Sampled { token, logprob }
+        match kept {
+            Some(k) => break k,
+            None if candidates.len() == row.len() => break candidates.len(),
+            None => delta *= 2.0,
+        }
+    };
+    let mut kept = kept.max(1);
+    if o.min_p > 0.0 {
+        let floor = o.min_p; // the best candidate has weight 1 (max subtracted)
+        kept = candidates[..kept]
+            .iter()
+            .take_while(|&&i| weight(i) >= floor)
+            .count()
+            .max(1);
     }
+    let chosen = &candidates[..kept];
+    let kept_mass: f32 = chosen.iter().map(|&i| weight(i)).sum();
+    let target = u * kept_mass;
+    let mut acc = 0.0f32;
+    let mut token = chosen[kept - 1];
+    for &i in chosen {
+        acc += weight(i);
+        if acc > target {
+            token = i;
+            break;
+        }
+    }
+    (token, total)
+}
+
+/// The `k` largest entries of `row` as log-probs (`row - log_normalizer`), most likely
+/// first, ties by lower id. One pass keeping a small sorted list.
+fn top_logprobs(row: &[f32], k: usize, log_normalizer: f32) -> Vec<(TokenId, f32)> {
+    let k = k.min(row.len());
+    let mut best: Vec<(TokenId, f32)> = Vec::with_capacity(k + 1);
+    for (i, &l) in row.iter().enumerate() {
+        if best.len() == k && best.last().is_some_and(|&(_, worst)| l <= worst) {
+            continue;
+        }
+        let at = best.partition_point(|&(_, b)| b >= l);
+        best.insert(at, (i as TokenId, l));
+        best.truncate(k);
+    }
+    best.into_iter()
+        .map(|(t, l)| (t, l - log_normalizer))
+        .collect()
 }
 
 /// Largest value of `row`, with eight lanes so the loop vectorizes (`maxps`).
@@ -418,7 +576,9 @@ mod tests {
     #[test]
     fn greedy_takes_the_argmax_and_reports_its_log_softmax() {
         let logits = [0.0, 3.0, 1.0];
-        let s = Sampler::default().sample(&logits, &SamplingParams::greedy(1).unwrap(), 0.99);
+        let s = Sampler::default()
+            .sample(&logits, &SamplingParams::greedy(1).unwrap(), 0.99, &[])
+            .unwrap();
         assert_eq!(s.token, 1);
         let z: f32 = logits.iter().map(|l: &f32| l.exp()).sum();
         assert!((s.logprob - (3.0 - z.ln())).abs() < 1e-6);
@@ -440,7 +600,7 @@ mod tests {
             let mut seen = std::collections::HashSet::new();
             for k in 0..400 {
                 let u = (k as f32 + 0.5) / 400.0;
-                let s = sampler.sample(&logits, &p, u);
+                let s = sampler.sample(&logits, &p, u, &[]).unwrap();
                 assert!(
                     nucleus.contains(&s.token),
                     "token {} outside nucleus (spread {spread})",
@@ -469,8 +629,8 @@ mod tests {
         let logits = pseudo_logits(1000, 8.0);
         let p = params(0.7, 0.95, 0);
         let mut sampler = Sampler::default();
-        let a = sampler.sample(&logits, &p, 0.3);
-        let b = sampler.sample(&logits, &p, 0.3);
+        let a = sampler.sample(&logits, &p, 0.3, &[]).unwrap();
+        let b = sampler.sample(&logits, &p, 0.3, &[]).unwrap();
         assert_eq!(a, b);
     }
 
@@ -499,5 +659,169 @@ mod tests {
             r.next_uniform(),
             "sample i of seed s is seed s + i"
         );
+    }
+
+    fn with(options: SamplingOptions) -> SamplingParams {
+        SamplingParams::new(SamplingOptions {
+            seed: Some(1),
+            ..options
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn non_finite_rows_are_errors_not_hangs() {
+        // Each of these used to spin forever in the top-p loop (or sample garbage).
+        let sampled = SamplingOptions {
+            temperature: 0.7,
+            top_p: 0.9,
+            ..SamplingOptions::default()
+        };
+        let cases: Vec<(Vec<f32>, LogitsError)> = vec![
+            (vec![f32::NAN; 64], LogitsError::NotANumber { token: 0 }),
+            (
+                {
+                    let mut r = pseudo_logits(64, 4.0);
+                    r[17] = f32::NAN;
+                    r
+                },
+                LogitsError::NotANumber { token: 17 },
+            ),
+            (
+                {
+                    let mut r = pseudo_logits(64, 4.0);
+                    r[5] = f32::INFINITY;
+                    r[9] = f32::INFINITY;
+                    r
+                },
+                LogitsError::Infinite { token: 5 },
+            ),
+            (
+                vec![f32::NEG_INFINITY; 64],
+                LogitsError::AllNegativeInfinity,
+            ),
+        ];
+        for top_k in [0, 1, 5] {
+            for greedy in [false, true] {
+                let options = if greedy {
+                    SamplingOptions::default()
+                } else {
+                    SamplingOptions {
+                        top_k,
+                        ..sampled.clone()
+                    }
+                };
+                let p = with(options);
+                for (row, expected) in &cases {
+                    let got = Sampler::default().sample(row, &p, 0.5, &[]);
+                    assert_eq!(got, Err(expected.clone()), "top_k {top_k}, greedy {greedy}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_that_is_all_minus_infinity_but_one_samples_that_one() {
+        let mut row = vec![f32::NEG_INFINITY; 4096];
+        row[1234] = -3.0;
+        for top_p in [0.5, 1.0] {
+            let p = with(SamplingOptions {
+                temperature: 1.3,
+                top_p,
+                ..SamplingOptions::default()
+            });
+            for u in [0.0, 0.5, 0.999] {
+                let s = Sampler::default().sample(&row, &p, u, &[]).unwrap();
+                assert_eq!(s.token, 1234);
+                assert!(s.logprob.abs() < 1e-5, "logprob {}", s.logprob);
+            }
+        }
+    }
+
+    #[test]
+    fn penalties_shift_the_sampled_distribution_but_not_the_reported_logprob() {
+        // Token 0 is far ahead; a frequency penalty over three earlier 0s takes it back.
+        let row = [5.0f32, 4.0, 0.0, 0.0];
+        let greedy_penalized = with(SamplingOptions {
+            frequency_penalty: 1.0,
+            ..SamplingOptions::default()
+        });
+        let history = [0, 0, 0];
+        let s = Sampler::default()
+            .sample(&row, &greedy_penalized, 0.5, &history)
+            .unwrap();
+        assert_eq!(s.token, 1, "5 - 3 * 1.0 = 2 < 4");
+        assert!((s.logprob - log_softmax_at(&row, 1)).abs() < 1e-6);
+        // Presence counts once, however often the token came.
+        let presence = with(SamplingOptions {
+            presence_penalty: 0.5,
+            ..SamplingOptions::default()
+        });
+        let s = Sampler::default()
+            .sample(&row, &presence, 0.5, &history)
+            .unwrap();
+        assert_eq!(s.token, 0, "5 - 0.5 > 4");
+        let s = Sampler::default()
+            .sample(&row, &presence, 0.5, &[])
+            .unwrap();
+        assert_eq!(s.token, 0);
+        // A negative penalty favours repeats.
+        let favour = with(SamplingOptions {
+            presence_penalty: -2.0,
+            ..SamplingOptions::default()
+        });
+        let s = Sampler::default().sample(&row, &favour, 0.5, &[3]).unwrap();
+        assert_eq!(s.token, 0, "0 + 2 < 5");
+        let s = Sampler::default()
+            .sample(&[1.0, 0.0, 0.0, 0.5], &favour, 0.5, &[3])
+            .unwrap();
+        assert_eq!(s.token, 3, "0.5 + 2 > 1");
+    }
+
+    #[test]
+    fn penalties_out_of_range_are_refused() {
+        for (presence, frequency) in [(2.5, 0.0), (0.0, -2.1), (f32::NAN, 0.0)] {
+            let err = SamplingParams::new(SamplingOptions {
+                presence_penalty: presence,
+                frequency_penalty: frequency,
+                ..SamplingOptions::default()
+            })
+            .unwrap_err();
+            assert!(matches!(err, SamplingError::Penalty { .. }), "{err:?}");
+        }
+        let err = SamplingParams::new(SamplingOptions {
+            top_logprobs: 21,
+            ..SamplingOptions::default()
+        })
+        .unwrap_err();
+        assert_eq!(err, SamplingError::TopLogprobs(21));
+    }
+
+    #[test]
+    fn top_logprobs_are_the_full_sort_top_k_of_the_log_softmax() {
+        let mut logits = pseudo_logits(49_152, 12.0);
+        logits[100] = logits[7]; // a tie: the lower id comes first
+        for k in [1, 3, 20] {
+            let p = with(SamplingOptions {
+                temperature: 0.8,
+                top_p: 0.9,
+                top_logprobs: k,
+                ..SamplingOptions::default()
+            });
+            let s = Sampler::default().sample(&logits, &p, 0.25, &[]).unwrap();
+            let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+            idx.sort_by(|a, b| {
+                logits[*b as usize]
+                    .total_cmp(&logits[*a as usize])
+                    .then(a.cmp(b))
+            });
+            let expected: Vec<u32> = idx[..k].to_vec();
+            let got: Vec<u32> = s.top.iter().map(|&(t, _)| t).collect();
+            assert_eq!(got, expected);
+            for &(t, lp) in &s.top {
+                assert!((lp - log_softmax_at(&logits, t)).abs() < 1e-4);
+            }
+            assert!(s.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        }
     }
 }

@@ -19,24 +19,35 @@
 //! prefix `0..B` of the arena, bound with no copy). When a sequence finishes, the last one
 //! moves into its slot (its KV rows are copied); a prompt that finishes prefill joins at
 //! slot `B`; its `n - 1` forks copy the prompt's KV rows into the next slots.
+//!
+//! Failure isolation: a row of logits that cannot be sampled (NaN, `+inf`, all `-inf`)
+//! fails its own request only. A model step that fails is retried once; if it fails again,
+//! each row runs alone, so only the rows that fail by themselves fail their requests and
+//! every other sequence goes on. A failed request's other samples leave the batch at the
+//! next iteration, as a cancelled one's do.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
 
 use super::decoder::{Decoder, LogitsWanted, RowInput};
 use super::kv::{KvArena, Slot, SlotId};
 use super::request::{
     Command, ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, SampleOutput,
 };
-use super::sampler::{log_softmax_at, Sampled, Sampler, SamplingParams, SequenceRng};
+use super::sampler::{
+    log_softmax_at, InjectedFault, Sampled, Sampler, SamplingParams, SequenceRng,
+};
 use super::EngineError;
-use crate::model::{TokenId, Tokenizer};
+use crate::model::{find_stop, IncrementalText, TokenId, Tokenizer};
 
 /// Counters the scheduler publishes (read by benchmarks and `/metrics`).
 #[derive(Debug, Default)]
@@ -64,15 +75,69 @@ pub struct EngineStats {
 /// A request's shared state, referenced by each of its samples.
 struct Group {
     params: SamplingParams,
-    events: UnboundedSender<GenerationEvent>,
+    /// Bounded by construction: room for every event the request can produce.
+    events: Sender<GenerationEvent>,
     submitted: Instant,
     prompt_len: usize,
+    /// Set once the request has failed (its stream got the error).
+    failed: Cell<bool>,
 }
 
 impl Group {
+    /// The caller is gone or the request failed: its sequences should leave.
     fn cancelled(&self) -> bool {
-        self.events.is_closed()
+        self.failed.get() || self.events.is_closed()
     }
+
+    /// Sends `event`; false when the caller is gone.
+    fn send(&self, event: GenerationEvent) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Closed(_)) => false,
+            // The channel holds every event a request can produce, so this means a bug;
+            // the request fails rather than the scheduler blocking or growing memory.
+            Err(TrySendError::Full(_)) => {
+                self.failed.set(true);
+                false
+            }
+        }
+    }
+
+    /// Fails the request (once): its stream gets `error`, its sequences leave.
+    fn fail(&self, error: EngineError) {
+        if !self.failed.replace(true) {
+            let _ = self.events.try_send(GenerationEvent::Failed(error));
+        }
+    }
+}
+
+/// Logits of one decode step: the whole batch, or (after a failed batch) each row alone.
+enum StepLogits {
+    Batch(Vec<f32>),
+    Rows(Vec<Result<Vec<f32>, String>>),
+}
+
+impl StepLogits {
+    fn row(&self, i: usize, vocab: usize) -> Result<&[f32], &str> {
+        match self {
+            StepLogits::Batch(all) => all
+                .get(i * vocab..(i + 1) * vocab)
+                .ok_or("the step returned fewer rows than the batch"),
+            StepLogits::Rows(rows) => match rows.get(i) {
+                Some(Ok(row)) => Ok(row),
+                Some(Err(message)) => Err(message),
+                None => Err("the step returned fewer rows than the batch"),
+            },
+        }
+    }
+}
+
+/// What happened to a sequence after a token.
+enum Outcome {
+    Continue,
+    Finished(FinishReason),
+    /// The request failed (or was already failed / cancelled): leave without a result.
+    Dropped,
 }
 
 /// A sample being decoded.
@@ -87,9 +152,28 @@ struct Sequence {
     next_input: TokenId,
     tokens: Vec<TokenId>,
     logprobs: Vec<f32>,
+    top_logprobs: Vec<Vec<(TokenId, f32)>>,
+    /// The answer's text so far, kept only when the request has stop strings.
+    text: IncrementalText,
     first_token_at: Option<std::time::Duration>,
     /// Byte offset in the decoded answer where a stop string matched.
     stop_at: Option<usize>,
+}
+
+impl Sequence {
+    fn fault(&self) -> Option<InjectedFault> {
+        self.group.params.options().inject_fault
+    }
+
+    /// Test hook: this sequence's row makes model steps fail.
+    fn fails_steps(&self) -> bool {
+        matches!(self.fault(), Some(InjectedFault::StepErrorAfter(k)) if self.tokens.len() >= k)
+    }
+
+    /// Test hook: this sequence's logits are replaced by NaN.
+    fn poisons_logits(&self) -> bool {
+        matches!(self.fault(), Some(InjectedFault::NanLogitsAfter(k)) if self.tokens.len() >= k)
+    }
 }
 
 enum Job {
@@ -154,6 +238,8 @@ pub(crate) struct Scheduler {
     decoding: Vec<Sequence>,
     /// Results waiting for `flush_finished`.
     finished: Vec<(Rc<Group>, SampleOutput)>,
+    /// A row of NaN, for the logits-poisoning test hook.
+    poisoned_row: Vec<f32>,
     disconnected: bool,
 }
 
@@ -180,6 +266,7 @@ impl Scheduler {
             prefill: None,
             decoding: Vec::new(),
             finished: Vec::new(),
+            poisoned_row: Vec::new(),
             disconnected: false,
         }
     }
@@ -244,6 +331,7 @@ impl Scheduler {
                     events,
                     submitted: Instant::now(),
                     prompt_len: prompt.len(),
+                    failed: Cell::new(false),
                 });
                 self.waiting.push_back(Waiting {
                     job: Job::Generate { group, n },
@@ -297,12 +385,7 @@ impl Scheduler {
                 .copy_prefix(moved.slot.id(), removed.slot.id(), moved.len)
             {
                 // Cannot happen (lengths are checked on admission); fail loudly in the stream.
-                let _ = moved
-                    .group
-                    .events
-                    .send(GenerationEvent::Failed(EngineError::Internal(
-                        e.to_string(),
-                    )));
+                moved.group.fail(EngineError::Internal(e.to_string()));
             }
             std::mem::swap(&mut moved.slot, &mut removed.slot);
         }
@@ -328,9 +411,14 @@ impl Scheduler {
                 past_len: p.done,
                 tokens: &p.tokens[p.done..end],
             }];
+            // A failed run is retried once (a transient failure must not fail the request).
             let result = self
                 .decoder
-                .step(&mut self.arena, p.slot.id(), &rows, wanted);
+                .step(&mut self.arena, p.slot.id(), &rows, wanted)
+                .or_else(|_| {
+                    self.decoder
+                        .step(&mut self.arena, p.slot.id(), &rows, wanted)
+                });
             let chunk = end - p.done;
             budget -= chunk;
             self.stats
@@ -416,16 +504,16 @@ impl Scheduler {
                     match self.arena.take(target) {
                         Some(t) => {
                             if let Err(e) = self.arena.copy_prefix(slot.id(), t.id(), prompt_len) {
-                                fail_group(&group, e);
+                                group.fail(e);
                                 return;
                             }
                             slot = t;
                         }
                         None => {
-                            fail_group(
-                                &group,
-                                EngineError::Internal(format!("slot {} is not free", target.0)),
-                            );
+                            group.fail(EngineError::Internal(format!(
+                                "slot {} is not free",
+                                target.0
+                            )));
                             return;
                         }
                     }
@@ -433,11 +521,11 @@ impl Scheduler {
                 let mut slots = vec![slot];
                 for _ in 1..n {
                     let Some(fork) = self.arena.allocate() else {
-                        fail_group(&group, EngineError::Internal("no slot for a fork".into()));
+                        group.fail(EngineError::Internal("no slot for a fork".into()));
                         return;
                     };
                     if let Err(e) = self.arena.copy_prefix(slots[0].id(), fork.id(), prompt_len) {
-                        fail_group(&group, e);
+                        group.fail(e);
                         return;
                     }
                     slots.push(fork);
@@ -457,66 +545,108 @@ impl Scheduler {
                         next_input: 0,
                         tokens: Vec::new(),
                         logprobs: Vec::new(),
+                        top_logprobs: Vec::new(),
+                        text: IncrementalText::new(),
                         first_token_at: None,
                         stop_at: None,
                     };
                     self.decoding.push(seq);
                     let i = self.decoding.len() - 1;
-                    if let Some(reason) = self.accept_next_token(i, last) {
-                        done.push((i, reason));
+                    let u = self.decoding[i].rng.next_uniform();
+                    match self.sample_row(i, last, u) {
+                        Outcome::Continue => {}
+                        outcome => done.push((i, outcome)),
                     }
                 }
-                for &(i, reason) in done.iter().rev() {
-                    self.finish(i, reason);
+                for (i, outcome) in done.into_iter().rev() {
+                    self.settle(i, outcome);
                 }
             }
         }
     }
 
-    /// Samples row `logits` for decoding sequence `i`; `Some` when the sequence is finished.
-    fn accept_next_token(&mut self, i: usize, logits: &[f32]) -> Option<FinishReason> {
-        let seq = &mut self.decoding[i];
-        let sampled = self
-            .sampler
-            .sample(logits, &seq.group.params, seq.rng.next_uniform());
-        self.accept_sampled(i, sampled)
+    /// Samples row `logits` for decoding sequence `i` with uniform `u` and takes the token.
+    fn sample_row(&mut self, i: usize, logits: &[f32], u: f32) -> Outcome {
+        let seq = &self.decoding[i];
+        if seq.group.cancelled() {
+            return Outcome::Dropped;
+        }
+        let row = if seq.poisons_logits() {
+            self.poisoned_row.clear();
+            self.poisoned_row.resize(logits.len(), f32::NAN);
+            &self.poisoned_row[..]
+        } else {
+            logits
+        };
+        match self.sampler.sample(row, &seq.group.params, u, &seq.tokens) {
+            Ok(sampled) => self.accept_sampled(i, sampled),
+            Err(e) => {
+                seq.group.fail(EngineError::Logits(e));
+                Outcome::Dropped
+            }
+        }
     }
 
-    /// Appends `sampled` to decoding sequence `i`; `Some` when the sequence is finished.
-    fn accept_sampled(&mut self, i: usize, sampled: Sampled) -> Option<FinishReason> {
+    /// Appends `sampled` to decoding sequence `i`.
+    fn accept_sampled(&mut self, i: usize, sampled: Sampled) -> Outcome {
         let max_len = self.arena.shape().max_len;
         let seq = &mut self.decoding[i];
         let params = &seq.group.params;
         let o = params.options();
         let is_eos = !params.ignore_eos() && self.eos.contains(&sampled.token);
         if is_eos || o.stop_token_ids.contains(&sampled.token) {
-            return Some(FinishReason::Stop);
+            return Outcome::Finished(FinishReason::Stop);
         }
         seq.tokens.push(sampled.token);
         seq.logprobs.push(sampled.logprob);
+        if o.top_logprobs > 0 {
+            seq.top_logprobs.push(sampled.top.clone());
+        }
         seq.next_input = sampled.token;
         if seq.first_token_at.is_none() {
             seq.first_token_at = Some(seq.group.submitted.elapsed());
         }
-        let sent = seq.group.events.send(GenerationEvent::Token {
+        let sent = seq.group.send(GenerationEvent::Token {
             index: seq.index,
             token: sampled.token,
             logprob: sampled.logprob,
-            top: Vec::new(),
+            top: sampled.top,
         });
-        if sent.is_err() {
-            // Cancelled: `finish` frees the slot; nothing reaches the closed stream.
-            return Some(FinishReason::Stop);
+        if !sent {
+            // Cancelled: the slot is freed now; nothing reaches the closed stream.
+            return Outcome::Dropped;
         }
         if !o.stop.is_empty() {
-            let text = self.tokenizer.decode(&seq.tokens).unwrap_or_default();
-            seq.stop_at = o.stop.iter().filter_map(|s| text.find(s.as_str())).min();
-            if seq.stop_at.is_some() {
-                return Some(FinishReason::Stop);
+            // Only the new text (and the longest stop's reach before it) is searched.
+            match seq.text.push(&self.tokenizer, &seq.tokens) {
+                Ok(new_from) => {
+                    seq.stop_at = find_stop(seq.text.text(), new_from, &o.stop);
+                    if seq.stop_at.is_some() {
+                        return Outcome::Finished(FinishReason::Stop);
+                    }
+                }
+                Err(e) => {
+                    seq.group.fail(EngineError::Model(e));
+                    return Outcome::Dropped;
+                }
             }
         }
-        (seq.tokens.len() >= params.max_new_tokens() || seq.len >= max_len)
-            .then_some(FinishReason::Length)
+        if seq.tokens.len() >= params.max_new_tokens() || seq.len >= max_len {
+            Outcome::Finished(FinishReason::Length)
+        } else {
+            Outcome::Continue
+        }
+    }
+
+    /// Ends sequence `i` as `outcome` says (call highest index first).
+    fn settle(&mut self, i: usize, outcome: Outcome) {
+        match outcome {
+            Outcome::Continue => {}
+            Outcome::Finished(reason) => self.finish(i, reason),
+            Outcome::Dropped => {
+                self.remove_decoding(i);
+            }
+        }
     }
 
     /// Queues sequence `i`'s result (sent by `flush_finished`) and frees its slot.
@@ -530,7 +660,7 @@ impl Scheduler {
             elapsed,
             tokens: seq.tokens,
             logprobs: seq.logprobs,
-            top_logprobs: Vec::new(),
+            top_logprobs: seq.top_logprobs,
             stop_at: seq.stop_at,
             finish_reason,
         };
@@ -542,7 +672,52 @@ impl Scheduler {
     fn flush_finished(&mut self) {
         self.publish_gauges();
         for (group, output) in self.finished.drain(..) {
-            let _ = group.events.send(GenerationEvent::Finished(output));
+            group.send(GenerationEvent::Finished(output));
+        }
+    }
+
+    /// One model step over decoding sequences `range` (contiguous slots), or its error.
+    fn model_step(&mut self, range: Range<usize>) -> Result<Vec<f32>, EngineError> {
+        let batch = &self.decoding[range.clone()];
+        if let Some(seq) = batch.iter().find(|s| s.fails_steps()) {
+            return Err(EngineError::Internal(format!(
+                "injected step failure (test hook of sample {})",
+                seq.index
+            )));
+        }
+        let inputs: Vec<[TokenId; 1]> = batch.iter().map(|s| [s.next_input]).collect();
+        let rows: Vec<RowInput<'_>> = batch
+            .iter()
+            .zip(&inputs)
+            .map(|(s, t)| RowInput {
+                past_len: s.len,
+                tokens: t,
+            })
+            .collect();
+        self.decoder.step(
+            &mut self.arena,
+            SlotId(range.start),
+            &rows,
+            LogitsWanted::Last,
+        )
+    }
+
+    /// Logits of every decoding row: the batch step, retried once; then each row alone, so
+    /// a failure is pinned on the rows that fail by themselves (re-running a step rewrites
+    /// the same KV positions with the same values, so retries are safe).
+    fn decode_logits(&mut self) -> StepLogits {
+        let b = self.decoding.len();
+        let batch = self.model_step(0..b).or_else(|_| self.model_step(0..b));
+        match batch {
+            Ok(logits) => StepLogits::Batch(logits),
+            Err(e) => {
+                tracing::warn!(error = %e, rows = b, "decode step failed twice; running its rows one by one");
+                StepLogits::Rows(
+                    (0..b)
+                        .map(|i| self.model_step(i..i + 1).map_err(|e| e.to_string()))
+                        .collect(),
+                )
+            }
         }
     }
 
@@ -551,60 +726,38 @@ impl Scheduler {
             return;
         }
         let started = Instant::now();
-        let inputs: Vec<[TokenId; 1]> = self.decoding.iter().map(|s| [s.next_input]).collect();
-        let rows: Vec<RowInput<'_>> = self
-            .decoding
-            .iter()
-            .zip(&inputs)
-            .map(|(s, t)| RowInput {
-                past_len: s.len,
-                tokens: t,
-            })
-            .collect();
-        let result = self
-            .decoder
-            .step(&mut self.arena, SlotId(0), &rows, LogitsWanted::Last);
-        let ort_time = self.decoder.last_run_time();
-        let logits = match result {
-            Ok(l) => l,
-            Err(e) => {
-                let message = e.to_string();
-                // Every sequence fails; their slots return as they drop, no rows to move.
-                for seq in self.decoding.drain(..) {
-                    fail_group(&seq.group, EngineError::Internal(message.clone()));
-                }
-                return;
-            }
-        };
-        let v = self.decoder.config().vocab_size;
         let b = self.decoding.len();
+        let logits = self.decode_logits();
+        let ort_time = self.decoder.last_run_time();
+        let v = self.decoder.config().vocab_size;
         // Sampling on this thread: a parallel split measured no faster on 2 cores, where
         // ONNX Runtime's spinning workers compete for the same cores between runs.
-        let jobs: Vec<(&SamplingParams, f32)> = self
-            .decoding
-            .iter_mut()
-            .map(|s| {
-                let u = s.rng.next_uniform();
-                (&s.group.params, u)
-            })
-            .collect();
         let sampling_started = Instant::now();
-        let sampled: Vec<Sampled> = jobs
-            .iter()
-            .zip(logits.chunks(v))
-            .map(|(&(params, u), row)| self.sampler.sample(row, params, u))
-            .collect();
-        let sampling_time = sampling_started.elapsed();
-        let mut finished = Vec::new();
-        for (i, s) in sampled.into_iter().enumerate() {
-            self.decoding[i].len += 1;
-            if let Some(reason) = self.accept_sampled(i, s) {
-                finished.push((i, reason));
+        let mut ended = Vec::new();
+        for i in 0..b {
+            // Every row draws its uniform, used or not, so its stream never depends on
+            // what else happened in the step.
+            let u = self.decoding[i].rng.next_uniform();
+            let outcome = match logits.row(i, v) {
+                Ok(row) => {
+                    self.decoding[i].len += 1;
+                    self.sample_row(i, row, u)
+                }
+                Err(message) => {
+                    self.decoding[i].group.fail(EngineError::Internal(format!(
+                        "model step failed: {message}"
+                    )));
+                    Outcome::Dropped
+                }
+            };
+            if !matches!(outcome, Outcome::Continue) {
+                ended.push((i, outcome));
             }
         }
-        // Highest index first so swap-removal never moves a sequence still to be finished.
-        for &(i, reason) in finished.iter().rev() {
-            self.finish(i, reason);
+        let sampling_time = sampling_started.elapsed();
+        // Highest index first so swap-removal never moves a sequence still to be ended.
+        for (i, outcome) in ended.into_iter().rev() {
+            self.settle(i, outcome);
         }
         let s = &self.stats;
         s.decode_steps.fetch_add(1, Ordering::Relaxed);
@@ -618,13 +771,9 @@ impl Scheduler {
     }
 }
 
-fn fail_group(group: &Group, error: EngineError) {
-    let _ = group.events.send(GenerationEvent::Failed(error));
-}
-
 fn fail_job(job: Job, error: EngineError) {
     match job {
-        Job::Generate { group, .. } => fail_group(&group, error),
+        Job::Generate { group, .. } => group.fail(error),
         Job::Logprobs { reply, .. } => {
             let _ = reply.send(Err(error));
         }

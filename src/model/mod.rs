@@ -4,9 +4,11 @@
 //! anything (the `engine` owns sessions).
 
 mod config;
+mod detok;
 mod tokenizer;
 
 pub use config::DecoderConfig;
+pub use detok::{find_stop, IncrementalText};
 pub use tokenizer::{ChatMessage, ChatTemplate, TokenId, Tokenizer};
 
 use std::path::{Path, PathBuf};

@@ -155,6 +155,7 @@ impl ClassifierRm {
                 }
                 let hidden = Hidden::new(batch.data, b, t, h)
                     .ok_or_else(|| graph_err("output size does not match its shape".into()))?;
+                hidden.check_masks(&masks).map_err(graph_err)?;
                 pool::last_token(&hidden, &masks)
                     .into_iter()
                     .map(|x| {
@@ -175,6 +176,7 @@ impl ClassifierRm {
             (&[bb, t, labels], None) if bb == b && self.label < labels => {
                 let hidden = Hidden::new(batch.data, b, t, labels)
                     .ok_or_else(|| graph_err("output size does not match its shape".into()))?;
+                hidden.check_masks(&masks).map_err(graph_err)?;
                 masks
                     .iter()
                     .enumerate()

@@ -15,12 +15,17 @@ pub mod config;
 pub mod implicit;
 pub mod pool;
 pub mod sequence;
+mod service;
 pub mod similarity;
 
 use std::path::{Path, PathBuf};
 
 pub use config::{RewardConfig, RewardKind, SimilarityMetric};
 pub use sequence::DEFAULT_BATCH_TOKENS;
+pub use service::{
+    OwnedRewardInput, RewardService, RewardServiceStats, ServiceError, MAX_BATCH_INPUTS,
+    MAX_QUEUED_REQUESTS, RM_BATCH_SIZE_METRIC,
+};
 
 use crate::model::ModelError;
 use crate::runtime::{RuntimeError, SessionOptions};

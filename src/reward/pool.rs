@@ -25,7 +25,28 @@ impl<'a> Hidden<'a> {
         })
     }
 
-    /// The hidden vector of `row` at position `pos`.
+    /// Checks that `masks` has one mask per row, each as long as the output's sequence: a
+    /// graph whose output is shorter (or longer) than its input gets this error instead of
+    /// an out-of-range read in pooling.
+    pub fn check_masks(&self, masks: &[&[i64]]) -> Result<(), String> {
+        if masks.len() != self.batch {
+            return Err(format!(
+                "the output has {} rows but the batch has {}",
+                self.batch,
+                masks.len()
+            ));
+        }
+        match masks.iter().find(|m| m.len() != self.seq) {
+            Some(m) => Err(format!(
+                "the output has {} positions per row but the input has {}",
+                self.seq,
+                m.len()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The hidden vector of `row` at position `pos` (in range after [`Self::check_masks`]).
     pub fn at(&self, row: usize, pos: usize) -> &'a [f32] {
         let start = (row * self.seq + pos) * self.hidden;
         &self.data[start..start + self.hidden]
@@ -176,6 +197,20 @@ mod tests {
     #[test]
     fn hidden_rejects_a_buffer_of_the_wrong_size() {
         assert!(Hidden::new(&[0.0; 5], 2, 3, 1).is_none());
+    }
+
+    #[test]
+    fn masks_longer_or_shorter_than_the_output_are_an_error() {
+        let data = buffer();
+        let h = Hidden::new(&data, 2, 3, 2).unwrap();
+        assert!(h.check_masks(&[&[1, 1, 0], &[0, 1, 1]]).is_ok());
+        let longer: &[i64] = &[1, 1, 1, 1];
+        let err = h.check_masks(&[&[1, 1, 0], longer]).unwrap_err();
+        assert!(
+            err.contains("3 positions per row but the input has 4"),
+            "{err}"
+        );
+        assert!(h.check_masks(&[&[1, 1]]).unwrap_err().contains("2 rows"));
     }
 
     #[test]

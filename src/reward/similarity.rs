@@ -47,6 +47,18 @@ impl SimilarityRm {
 
     /// The batch's output as `[B, T, H]` token embeddings.
     fn hidden_of<'a>(&self, batch: &BatchOutput<'a>) -> Result<Hidden<'a>, RewardError> {
+        let hidden = self.shaped(batch)?;
+        let masks: Vec<&[i64]> = batch.masks.iter().map(Vec::as_slice).collect();
+        hidden
+            .check_masks(&masks)
+            .map_err(|reason| RewardError::Graph {
+                path: self.name.clone().into(),
+                reason,
+            })?;
+        Ok(hidden)
+    }
+
+    fn shaped<'a>(&self, batch: &BatchOutput<'a>) -> Result<Hidden<'a>, RewardError> {
         let b = batch.rows.len();
         match batch.shape {
             &[bb, t, h] if bb == b && self.hidden_size.is_none_or(|want| want == h) => {

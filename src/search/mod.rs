@@ -3,36 +3,30 @@
 //! [`RewardService`]: it awaits generations and scores and owns no thread, so many searches
 //! interleave in the engine's continuous batch and the scorer's batches.
 //!
-//! Rooms: `params` (validated search settings and per-call seeds), `rewards` (the batching
-//! async front of one reward model), `prompts` (our TPO role prompts), `tags` (pulling the
+//! Rooms: `params` (validated search settings and per-call seeds), `prompts` (our TPO role
+//! prompts), `tags` (pulling the
 //! rewritten answer out of an update), `state` (what every strategy does: policy calls,
 //! samples → scored candidates, the cache), `trace` (the JSON record of a search), and one
 //! room per strategy: `greedy`, `best_of_n`, `tpo`, `darwin`.
 //!
 //! Not here: flags, files and printing (the CLI), sampling and batching (the engine),
-//! reward arithmetic (the reward layer).
+//! reward arithmetic and the batching reward service (the reward layer).
 
 mod best_of_n;
 pub mod darwin;
 mod greedy;
 mod params;
 pub mod prompts;
-mod rewards;
 mod state;
 pub mod tags;
 mod tpo;
 pub mod trace;
-
-use std::sync::Arc;
 
 pub use best_of_n::best_of_n;
 pub use darwin::darwin;
 pub use greedy::greedy;
 pub use params::{
     call_seed, segment_seed, CallRole, DarwinOptions, SearchOptions, SearchParams, Strategy,
-};
-pub use rewards::{
-    OwnedRewardInput, RewardService, RewardServiceStats, MAX_BATCH_INPUTS, RM_BATCH_SIZE_METRIC,
 };
 pub use tags::{extract_revised_answer, DropReason};
 pub use tpo::tpo;
@@ -42,7 +36,7 @@ pub use trace::{
 };
 
 use crate::engine::{Engine, EngineError};
-use crate::reward::RewardError;
+use crate::reward::{RewardService, ServiceError};
 
 /// Errors of a search.
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +45,8 @@ pub enum SearchError {
     InvalidParams(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The reward model failed a whole call; every search whose inputs were in that call
-    /// gets the same error, hence the `Arc`.
-    #[error("reward model failed: {0}")]
-    Reward(Arc<RewardError>),
-    #[error("the reward scorer has stopped")]
-    RewardStopped,
-    #[error("the reward model returned {got} scores for {expected} inputs")]
-    RewardCount { expected: usize, got: usize },
+    #[error(transparent)]
+    Reward(#[from] ServiceError),
     #[error("no candidate could be scored ({0}); the search has nothing to return")]
     NothingScored(String),
 }

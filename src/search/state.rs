@@ -10,7 +10,8 @@ use crate::model::TokenId;
 use super::trace::{
     Candidate, CandidateLog, Origin, StepRecord, Totals, Trace, TraceParams, UNSCORED,
 };
-use super::{OwnedRewardInput, RewardService, SearchError, StepEvent, Strategy};
+use super::{SearchError, StepEvent, Strategy};
+use crate::reward::{OwnedRewardInput, RewardService, ServiceError};
 
 /// One search in progress.
 pub(crate) struct SearchState<'a> {
@@ -106,10 +107,10 @@ impl<'a> SearchState<'a> {
         self.totals.rm_inputs += inputs.len();
         let scores = self.rewards.score(inputs).await?;
         if scores.len() != expected {
-            return Err(SearchError::RewardCount {
+            return Err(SearchError::Reward(ServiceError::Count {
                 expected,
                 got: scores.len(),
-            });
+            }));
         }
         Ok(scores
             .into_iter()

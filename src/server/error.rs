@@ -9,6 +9,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::engine::EngineError;
+use crate::reward::ServiceError;
 use crate::search::SearchError;
 
 /// A failed request: what the client is told.
@@ -200,8 +201,18 @@ impl From<EngineError> for ApiError {
             EngineError::EmptyPrompt => ApiError::invalid("messages", e.to_string()),
             EngineError::InvalidSampleCount { .. } => ApiError::invalid("n", e.to_string()),
             EngineError::Sampling(_) => ApiError::bad_body(e.to_string()),
+            EngineError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
             EngineError::Stopped => ApiError::internal(e.to_string()),
             _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
+            other => ApiError::internal(other.to_string()),
         }
     }
 }
@@ -211,6 +222,7 @@ impl From<SearchError> for ApiError {
         match e {
             SearchError::InvalidParams(m) => ApiError::invalid("tpo", m),
             SearchError::Engine(e) => e.into(),
+            SearchError::Reward(e) => e.into(),
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -22,7 +22,7 @@ pub const INTER_TOKEN: &str = "tpo_inter_token_latency_seconds";
 pub const REQUEST_DURATION: &str = "tpo_request_duration_seconds";
 pub const SEARCHES: &str = "tpo_searches_total";
 pub const SEARCH_STEPS: &str = "tpo_search_steps_total";
-pub const RM_BATCH_SIZE: &str = crate::search::RM_BATCH_SIZE_METRIC;
+pub const RM_BATCH_SIZE: &str = crate::reward::RM_BATCH_SIZE_METRIC;
 pub const ENGINE_DECODE_STEPS: &str = "tpo_engine_decode_steps_total";
 pub const ENGINE_PREFILL_TOKENS: &str = "tpo_engine_prefill_tokens_total";
 

@@ -46,7 +46,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
-use crate::search::{OwnedRewardInput, SearchOptions};
+use crate::reward::OwnedRewardInput;
+use crate::search::SearchOptions;
 
 pub use error::ApiError;
 

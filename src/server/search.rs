@@ -13,7 +13,8 @@ use axum::response::sse::Event;
 use futures::Stream;
 use serde_json::json;
 
-use crate::search::{self, RewardService, StepEvent, Strategy, Trace};
+use crate::reward::RewardService;
+use crate::search::{self, StepEvent, Strategy, Trace};
 
 use super::admission::Ticket;
 use super::error::ApiError;

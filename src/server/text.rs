@@ -1,18 +1,14 @@
 //! Streaming text out of token ids: each new token's text as soon as it is whole UTF-8
-//! (the prefix/read-offset method of TGI: decode a short window twice and emit the
-//! difference, so the work per token is constant), holding back the tail that a stop
+//! (`model::IncrementalText`, constant work per token), holding back the tail that a stop
 //! string could still claim, so streamed text is always a prefix of the final answer.
 
-use crate::model::{TokenId, Tokenizer};
+use crate::model::{IncrementalText, TokenId, Tokenizer};
 
 /// One sample's text as its tokens arrive.
 pub struct TextStream {
     tokens: Vec<TokenId>,
-    prefix_offset: usize,
-    read_offset: usize,
-    /// Text decoded so far.
-    text: String,
-    /// Bytes of `text` already sent.
+    text: IncrementalText,
+    /// Bytes of the text already sent.
     sent: usize,
     /// Longest stop string minus one byte: that much of the tail is held back.
     hold: usize,
@@ -22,9 +18,7 @@ impl TextStream {
     pub fn new(stop: &[String]) -> Self {
         Self {
             tokens: Vec::new(),
-            prefix_offset: 0,
-            read_offset: 0,
-            text: String::new(),
+            text: IncrementalText::new(),
             sent: 0,
             hold: stop
                 .iter()
@@ -38,27 +32,18 @@ impl TextStream {
     /// Adds a token; returns the text that may be sent now (possibly empty).
     pub fn push(&mut self, tokenizer: &Tokenizer, token: TokenId) -> String {
         self.tokens.push(token);
-        let before = tokenizer
-            .decode(&self.tokens[self.prefix_offset..self.read_offset])
-            .unwrap_or_default();
-        let after = tokenizer
-            .decode(&self.tokens[self.prefix_offset..])
-            .unwrap_or_default();
-        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
-            if let Some(new) = after.get(before.len()..) {
-                self.text.push_str(new);
-                self.prefix_offset = self.read_offset;
-                self.read_offset = self.tokens.len();
-            }
-        }
-        let mut limit = self.text.len().saturating_sub(self.hold);
-        while limit > self.sent && !self.text.is_char_boundary(limit) {
+        // A token the tokenizer cannot decode adds no text; the final answer (decoded by
+        // the engine) still reaches the client through `finish`.
+        let _ = self.text.push(tokenizer, &self.tokens);
+        let text = self.text.text();
+        let mut limit = text.len().saturating_sub(self.hold);
+        while limit > self.sent && !text.is_char_boundary(limit) {
             limit -= 1;
         }
         if limit <= self.sent {
             return String::new();
         }
-        let out = self.text[self.sent..limit].to_string();
+        let out = text[self.sent..limit].to_string();
         self.sent = limit;
         out
     }

@@ -6,6 +6,9 @@
 //! it takes every request already queued (up to [`MAX_BATCH_INPUTS`] inputs) and scores them
 //! in ONE `score` call, so concurrent searches share the model's padded batches instead of
 //! queueing one call each. Dropping the last handle closes the channel and ends the thread.
+//!
+//! The queue is bounded ([`MAX_QUEUED_REQUESTS`]): a full queue answers
+//! [`ServiceError::Overloaded`] at once instead of growing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,13 +16,29 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use crate::reward::{RewardError, RewardInput, RewardModel, RowError};
-
-use super::SearchError;
+use super::{RewardError, RewardInput, RewardModel, RowError};
 
 /// Inputs one scorer call gathers from queued requests before it runs (a single larger
 /// request still runs whole, in one call).
 pub const MAX_BATCH_INPUTS: usize = 64;
+
+/// Requests waiting for the scorer before `score` answers [`ServiceError::Overloaded`].
+pub const MAX_QUEUED_REQUESTS: usize = 4096;
+
+/// Why a [`RewardService`] request got no scores.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// The model failed a whole call; every request in that call gets the same error,
+    /// hence the `Arc`.
+    #[error("reward model failed: {0}")]
+    Model(Arc<RewardError>),
+    #[error("the reward scorer has stopped")]
+    Stopped,
+    #[error("the reward model returned {got} scores for {expected} inputs")]
+    Count { expected: usize, got: usize },
+    #[error("the reward scorer is overloaded ({limit} requests queued); retry later")]
+    Overloaded { limit: usize },
+}
 
 /// Histogram of the inputs per scorer call, recorded through the `metrics` facade (a no-op
 /// unless a recorder is installed, as `tpo serve` does).
@@ -34,7 +53,7 @@ pub struct OwnedRewardInput {
 }
 
 type Scores = Vec<Result<f32, RowError>>;
-type Reply = Result<Scores, SearchError>;
+type Reply = Result<Scores, ServiceError>;
 
 struct Job {
     inputs: Vec<OwnedRewardInput>,
@@ -64,18 +83,16 @@ pub struct RewardService {
 
 impl RewardService {
     /// Moves `model` onto its own scorer thread.
-    pub fn start(model: Box<dyn RewardModel>) -> Result<Self, SearchError> {
+    pub fn start(model: Box<dyn RewardModel>) -> Result<Self, RewardError> {
         let name: Arc<str> = Arc::from(model.name());
         let stats = Arc::new(RewardServiceStats::default());
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(MAX_QUEUED_REQUESTS);
         let thread_stats = Arc::clone(&stats);
         std::thread::Builder::new()
             .name("tpo-rewards".into())
             .spawn(move || serve(model, rx, &thread_stats))
             .map_err(|e| {
-                SearchError::Reward(Arc::new(RewardError::Internal(format!(
-                    "spawning the reward scorer thread: {e}"
-                ))))
+                RewardError::Internal(format!("spawning the reward scorer thread: {e}"))
             })?;
         Ok(Self {
             jobs: tx,
@@ -94,15 +111,20 @@ impl RewardService {
     }
 
     /// One result per input, in order; a row the model cannot score gets its own error.
-    pub async fn score(&self, inputs: Vec<OwnedRewardInput>) -> Result<Scores, SearchError> {
+    pub async fn score(&self, inputs: Vec<OwnedRewardInput>) -> Result<Scores, ServiceError> {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { inputs, reply })
-            .map_err(|_| SearchError::RewardStopped)?;
-        rx.await.map_err(|_| SearchError::RewardStopped)?
+            .try_send(Job { inputs, reply })
+            .map_err(|e| match e {
+                crossbeam_channel::TrySendError::Full(_) => ServiceError::Overloaded {
+                    limit: MAX_QUEUED_REQUESTS,
+                },
+                crossbeam_channel::TrySendError::Disconnected(_) => ServiceError::Stopped,
+            })?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
     }
 }
 
@@ -153,7 +175,7 @@ fn serve(model: Box<dyn RewardModel>, jobs: Receiver<Job>, stats: &RewardService
             }
             Ok(scores) => {
                 for job in batch {
-                    let _ = job.reply.send(Err(SearchError::RewardCount {
+                    let _ = job.reply.send(Err(ServiceError::Count {
                         expected: queued,
                         got: scores.len(),
                     }));
@@ -162,7 +184,7 @@ fn serve(model: Box<dyn RewardModel>, jobs: Receiver<Job>, stats: &RewardService
             Err(e) => {
                 let e = Arc::new(e);
                 for job in batch {
-                    let _ = job.reply.send(Err(SearchError::Reward(Arc::clone(&e))));
+                    let _ = job.reply.send(Err(ServiceError::Model(Arc::clone(&e))));
                 }
             }
         }
