@@ -10,7 +10,7 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: setup venv model reward-models data build demo test lint clean-models
+.PHONY: setup venv model reward-models data build demo test server-tests schemathesis lint clean-models
 
 setup: venv model reward-models data build
 
@@ -54,8 +54,24 @@ demo: setup
 	@echo '$$ tpo search --max-new-tokens 128 "How do I wrap a present neatly?"   # TPO D2-N5, judge RM'
 	@$(TPO) search --max-new-tokens 128 --trace target/demo-trace.json "How do I wrap a present neatly?"
 
-test: setup
+# The HTTP server's Python suite (tests/server): official openai client, bad input,
+# overload, disconnects, drain, metrics. Its packages go into the same venv.
+SERVER_TESTS := tests/server
+
+$(VENV)/.server-tests-installed: $(VENV)/.installed $(SERVER_TESTS)/requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r $(SERVER_TESTS)/requirements.txt
+	touch $@
+
+test: setup $(VENV)/.server-tests-installed
 	$(CARGO) test --release --locked
+	$(VPY) -m pytest -q $(SERVER_TESTS)
+
+server-tests: build $(VENV)/.server-tests-installed
+	$(VPY) -m pytest -q $(SERVER_TESTS)
+
+# Schemathesis against the server's /openapi.json (a few minutes).
+schemathesis: build $(VENV)/.server-tests-installed
+	ST=$(VENV)/bin/st $(SERVER_TESTS)/schemathesis.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -14,6 +14,10 @@ use super::schema::{ChatCompletionRequest, ChatMessageIn, CompletionRequest, Sto
 pub const MAX_STOP_STRINGS: usize = 4;
 /// Most `top_logprobs` (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// Most TPO steps (`tpo.depth`) or DARWIN iterations (`tpo.iterations`) one request may
+/// ask for: each is a full round of generation and scoring, so an unbounded count would
+/// hold the server's permits until the request timeout.
+pub const MAX_SEARCH_STEPS: usize = 64;
 
 /// What validation needs to know about the server.
 pub struct Limits<'a> {
@@ -475,6 +479,19 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
                 limits.engine.max_seq_len() - 1
             ),
         ));
+    }
+    let steps = match strategy {
+        Strategy::Tpo => Some(("tpo.depth", options.depth)),
+        Strategy::Darwin => Some(("tpo.iterations", options.darwin.iterations)),
+        Strategy::BestOfN | Strategy::Greedy => None,
+    };
+    if let Some((field, steps)) = steps {
+        if steps > MAX_SEARCH_STEPS {
+            return Err(ApiError::invalid(
+                field,
+                format!("{field} must be at most {MAX_SEARCH_STEPS}, got {steps}"),
+            ));
+        }
     }
     let slots = limits.engine.kv_slots();
     let (field, fan_out) = match strategy {
