@@ -53,7 +53,25 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
                             .map_err(tpo_engine::Error::from)
                     });
                 match loaded {
-                    Ok(_) => println!("session          loads on {}", args.model.device),
+                    Ok(decoder) => {
+                        println!("session          loads on {}", args.model.device);
+                        let options = args.model.engine_options();
+                        let max_len = options.max_seq_len.min(decoder.config().context_length);
+                        let shape = decoder.kv_shape(max_len);
+                        let available = tpo_engine::engine::available_memory_bytes()
+                            .map_or_else(|| "unknown".into(), tpo_engine::engine::gib);
+                        match tpo_engine::engine::check_arena_fits(shape, options.kv_slots) {
+                            Ok(bytes) => println!(
+                                "kv arena         {} slots x {max_len} tokens = {} ({available} available)",
+                                options.kv_slots,
+                                tpo_engine::engine::gib(bytes)
+                            ),
+                            Err(e) => {
+                                println!("kv arena         NOT USABLE: {e}");
+                                usable = false;
+                            }
+                        }
+                    }
                     Err(e) => {
                         println!("session          NOT USABLE: {e}");
                         usable = false;

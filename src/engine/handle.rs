@@ -76,6 +76,7 @@ impl Engine {
         let max_seq_len = options.max_seq_len.min(decoder.config().context_length);
         let vocab_size = decoder.config().vocab_size;
         let shape = decoder.kv_shape(max_seq_len);
+        super::kv::check_arena_fits(shape, options.kv_slots)?;
         // Never more commands than requests in flight (checked before each send).
         let (tx, rx) = crossbeam_channel::bounded(options.max_pending);
         let stats = Arc::new(EngineStats::default());

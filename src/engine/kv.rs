@@ -40,8 +40,45 @@ impl KvShape {
     }
 
     /// Bytes the whole arena takes for `slots` slots (keys and values, every layer).
+    /// Saturates at `usize::MAX` (which no machine has).
     pub fn arena_bytes(&self, slots: usize) -> usize {
-        2 * self.layers * slots * self.slot_elems() * std::mem::size_of::<f32>()
+        self.layers
+            .saturating_mul(slots)
+            .saturating_mul(self.kv_heads)
+            .saturating_mul(self.max_len)
+            .saturating_mul(self.head_dim)
+            .saturating_mul(2 * std::mem::size_of::<f32>())
+    }
+}
+
+/// Bytes of memory the system can still give (Linux `MemAvailable`), if known.
+pub fn available_memory_bytes() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Checks that an arena of `slots` slots of `shape` fits the memory available (the arena's
+/// pages are committed as sequences write them, so an arena that does not fit fails late,
+/// under load, unless refused here). Returns the arena's size in bytes.
+pub fn check_arena_fits(shape: KvShape, slots: usize) -> Result<usize, EngineError> {
+    let bytes = shape.arena_bytes(slots);
+    let available = available_memory_bytes();
+    match available {
+        _ if bytes == usize::MAX => Err(EngineError::KvTooLarge {
+            slots,
+            max_len: shape.max_len,
+            bytes,
+            available,
+        }),
+        Some(available) if bytes > available => Err(EngineError::KvTooLarge {
+            slots,
+            max_len: shape.max_len,
+            bytes,
+            available: Some(available),
+        }),
+        _ => Ok(bytes),
     }
 }
 
@@ -196,6 +233,29 @@ mod tests {
             max_len: 4,
             head_dim: 3,
         }
+    }
+
+    #[test]
+    fn an_arena_larger_than_memory_is_refused_with_its_size() {
+        assert_eq!(
+            check_arena_fits(shape(), 2).unwrap(),
+            2 * 2 * 2 * 2 * 4 * 3 * 4
+        );
+        let smollm = KvShape {
+            layers: 30,
+            kv_heads: 3,
+            max_len: 2048,
+            head_dim: 64,
+        };
+        // 45 KiB per token: 64 slots of 2048 tokens are 5.6 GiB.
+        assert_eq!(smollm.arena_bytes(1) / 2048, 46_080);
+        let err = check_arena_fits(smollm, 1 << 40).unwrap_err();
+        assert!(
+            matches!(err, EngineError::KvTooLarge { slots, .. } if slots == 1 << 40),
+            "{err}"
+        );
+        assert!(err.to_string().contains("lower --kv-slots"), "{err}");
+        assert_eq!(smollm.arena_bytes(usize::MAX), usize::MAX);
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod scheduler;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
 pub use handle::{Engine, EngineOptions};
-pub use kv::{KvArena, KvShape, Slot, SlotId};
+pub use kv::{available_memory_bytes, check_arena_fits, KvArena, KvShape, Slot, SlotId};
 pub use request::{
     ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, GenerationStream,
     SampleOutput,
@@ -31,6 +31,11 @@ pub use scheduler::EngineStats;
 
 use crate::model::{ModelError, TokenId};
 use crate::runtime::RuntimeError;
+
+/// `bytes` in GiB, for messages.
+pub fn gib(bytes: usize) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
 
 /// Errors of the engine layer.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,13 @@ pub enum EngineError {
     Logits(#[from] LogitsError),
     #[error("the engine is overloaded: {pending} requests in flight (limit {limit}); retry later")]
     Overloaded { pending: usize, limit: usize },
+    #[error("a KV arena of {slots} slots x {max_len} tokens needs {} but {} (lower --kv-slots or --max-seq-len)", gib(*bytes), available.map_or_else(|| "the available memory is unknown".to_string(), |a| format!("only {} is available", gib(a))))]
+    KvTooLarge {
+        slots: usize,
+        max_len: usize,
+        bytes: usize,
+        available: Option<usize>,
+    },
     #[error("the engine has stopped")]
     Stopped,
     #[error("internal engine error: {0}")]
