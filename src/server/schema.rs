@@ -8,26 +8,44 @@ use utoipa::ToSchema;
 
 use super::body::Fields;
 
-/// `POST /v1/chat/completions`.
+/// `POST /v1/chat/completions`. Unknown fields are refused (`body::parse` names them
+/// first); `deny_unknown_fields` says so in the OpenAPI document.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
     /// A model id from `GET /v1/models`; a `:tpo`, `:bon` or `:darwin` suffix runs that
     /// search with the server's defaults.
+    #[schema(example = "smollm2-135m-instruct")]
     pub model: String,
+    #[schema(min_items = 1, example = json!([{"role": "user", "content": "Hi"}]))]
     pub messages: Vec<ChatMessageIn>,
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f32>,
+    /// Greater than 0.
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f32>,
-    /// Deprecated by OpenAI in favour of `max_completion_tokens`; both are accepted.
+    /// Deprecated by OpenAI in favour of `max_completion_tokens`; both are accepted (not
+    /// together).
+    #[schema(minimum = 1, example = 8)]
     pub max_tokens: Option<u32>,
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
+    /// At most the server's KV slots.
+    #[schema(minimum = 1)]
     pub n: Option<u32>,
+    #[schema(minimum = 0)]
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
     pub stream: Option<bool>,
+    /// Only with `stream: true`.
     pub stream_options: Option<StreamOptions>,
     pub logprobs: Option<bool>,
+    /// Only with `logprobs: true`.
+    #[schema(maximum = 20)]
     pub top_logprobs: Option<u32>,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub presence_penalty: Option<f32>,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub frequency_penalty: Option<f32>,
     /// Logged with the request, otherwise unused.
     pub user: Option<String>,
@@ -85,6 +103,7 @@ const UNSUPPORTED: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct ChatMessageIn {
     /// system, developer (treated as system), user or assistant.
+    #[schema(pattern = "^(system|developer|user|assistant)$")]
     pub role: String,
     /// A string, or an array of `{"type": "text", "text": "..."}` parts.
     #[schema(value_type = Object)]
@@ -115,11 +134,20 @@ pub struct StreamOptions {
 pub struct TpoOptions {
     /// none, tpo, bon or darwin (greedy is accepted as well).
     pub strategy: Option<String>,
+    /// Samples per policy call; at most the server's KV slots.
+    #[schema(minimum = 1)]
     pub width: Option<u32>,
+    #[schema(maximum = 64)]
     pub depth: Option<u32>,
+    /// DARWIN's M; at most the server's KV slots.
+    #[schema(minimum = 1)]
     pub mutations: Option<u32>,
+    #[schema(minimum = 1)]
     pub replace_every: Option<u32>,
+    /// At most `mutations`.
+    #[schema(minimum = 1)]
     pub keep: Option<u32>,
+    #[schema(minimum = 1, maximum = 64)]
     pub iterations: Option<u32>,
     /// A reward model this server loaded (`GET /v1/models` lists them under `reward_models`).
     pub reward_model: Option<String>,
@@ -131,20 +159,29 @@ pub struct TpoOptions {
 
 /// `POST /v1/completions` (the legacy API).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
+    #[schema(example = "smollm2-135m-instruct")]
     pub model: String,
     /// One prompt string.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, example = "Hello")]
     pub prompt: Value,
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f32>,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f32>,
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
+    #[schema(minimum = 1)]
     pub n: Option<u32>,
+    #[schema(minimum = 0)]
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub presence_penalty: Option<f32>,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub frequency_penalty: Option<f32>,
     pub user: Option<String>,
 }
@@ -178,9 +215,12 @@ pub const COMPLETION_FIELDS: Fields = Fields {
 
 /// `POST /v1/score`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ScoreRequest {
     /// A loaded reward model's name (default: the server's first).
     pub reward_model: Option<String>,
+    /// 1 to `MAX_SCORE_ITEMS` (256) items.
+    #[schema(min_items = 1, max_items = 256)]
     pub items: Vec<ScoreItem>,
 }
 

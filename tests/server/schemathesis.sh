@@ -2,13 +2,19 @@
 # Schemathesis against the server's own /openapi.json: starts a small `tpo serve`, runs
 # `st run` with the bearer key and a bounded number of examples per operation, stops it.
 #   tests/server/schemathesis.sh [extra st args...]
-# Env: TPO (binary), ST_EXAMPLES (examples per operation, default 30), ST_MAX_TIME.
+# Env: TPO (binary), ST_EXAMPLES (examples per operation, default 50), ST_MAX_TIME.
+#
+# Every check runs except positive_data_acceptance ("a schema-valid request must not get
+# 4xx"): some rules depend on the running server or on several fields at once and cannot
+# be written in the document (the reward models and model ids loaded, stream_options only
+# with stream, n and tpo.width at most the KV slots, max_tokens within the context left),
+# and JSON Schema's "integer" admits 8.0, which serde refuses for u32 fields.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 TPO="${TPO:-target/release/tpo}"
 ST="${ST:-.venv/bin/st}"
-EXAMPLES="${ST_EXAMPLES:-30}"
+EXAMPLES="${ST_EXAMPLES:-50}"
 LOGDIR=target/server-tests
 mkdir -p "$LOGDIR"
 LOG="$LOGDIR/schemathesis-server.log"
@@ -31,10 +37,12 @@ status=0
 "$ST" run "$URL/openapi.json" \
     -H "Authorization: Bearer test-key" \
     --checks all \
+    --exclude-checks positive_data_acceptance \
     --max-examples "$EXAMPLES" \
     --seed 1 \
     --workers 2 \
     --request-timeout 60 \
+    --max-response-time 60 \
     --generation-database none \
     --report junit --report-dir "$LOGDIR/schemathesis" \
     ${ST_MAX_TIME:+--max-time "$ST_MAX_TIME"} \
