@@ -32,16 +32,16 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use tpo_engine::engine::{Engine, EngineError, GenerateRequest, SamplingOptions, SamplingParams};
-use tpo_engine::reward::{OwnedRewardInput, RewardService, RewardServiceStats};
+use tpo_engine::engine::{
+    Engine, EngineError, GenerateRequest, SamplingOptions, SamplingParams, StatsSnapshot,
+};
+use tpo_engine::reward::{OwnedRewardInput, RewardService, RewardSnapshot};
 use tpo_engine::search::{self, SearchError, SearchParams, StepEvent, Strategy, Trace};
 
-use super::bench::{snapshot, StatsSnapshot};
 use super::search_flags::SearchFlags;
 use super::ModelArgs;
 
@@ -155,35 +155,6 @@ fn parse_queries(text: &str, count: usize) -> Result<Vec<Query>, String> {
         ));
     }
     Ok(queries)
-}
-
-/// Reward-service counters at one moment.
-#[derive(Debug, Clone, Copy, Default)]
-struct RewardSnapshot {
-    calls: u64,
-    requests: u64,
-    inputs: u64,
-    busy_nanos: u64,
-}
-
-impl RewardSnapshot {
-    fn of(s: &RewardServiceStats) -> Self {
-        Self {
-            calls: s.calls.load(Ordering::Relaxed),
-            requests: s.requests.load(Ordering::Relaxed),
-            inputs: s.inputs.load(Ordering::Relaxed),
-            busy_nanos: s.busy_nanos.load(Ordering::Relaxed),
-        }
-    }
-
-    fn since(&self, before: &RewardSnapshot) -> RewardSnapshot {
-        RewardSnapshot {
-            calls: self.calls.saturating_sub(before.calls),
-            requests: self.requests.saturating_sub(before.requests),
-            inputs: self.inputs.saturating_sub(before.inputs),
-            busy_nanos: self.busy_nanos.saturating_sub(before.busy_nanos),
-        }
-    }
 }
 
 /// What one phase did and where its time went.
@@ -482,10 +453,7 @@ async fn measure(
     rewards: &RewardService,
     searches: impl Future<Output = Result<Vec<Trace>, BenchError>>,
 ) -> Result<Phase, BenchError> {
-    let (engine_before, rm_before) = (
-        snapshot(engine.stats()),
-        RewardSnapshot::of(rewards.stats()),
-    );
+    let (engine_before, rm_before) = (engine.stats().snapshot(), rewards.stats().snapshot());
     let started = Instant::now();
     let traces = searches.await?;
     let wall = started.elapsed().as_secs_f64();
@@ -493,8 +461,8 @@ async fn measure(
         name,
         wall,
         traces,
-        engine: snapshot(engine.stats()).since(&engine_before),
-        rm: RewardSnapshot::of(rewards.stats()).since(&rm_before),
+        engine: engine.stats().snapshot().since(&engine_before),
+        rm: rewards.stats().snapshot().since(&rm_before),
     })
 }
 

@@ -27,7 +27,7 @@ pub use sampler::{
     argmax, log_softmax_at, InjectedFault, LogitsError, Sampled, Sampler, SamplingError,
     SamplingOptions, SamplingParams, SequenceRng, MAX_TOP_LOGPROBS,
 };
-pub use scheduler::EngineStats;
+pub use scheduler::{EngineStats, StatsSnapshot};
 
 use crate::model::{ModelError, TokenId};
 use crate::runtime::RuntimeError;

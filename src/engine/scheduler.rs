@@ -72,6 +72,58 @@ pub struct EngineStats {
     pub kv_slots_used: AtomicU64,
 }
 
+/// The cumulative counters of [`EngineStats`] at one moment; benches subtract two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub steps: u64,
+    pub rows: u64,
+    pub nanos: u64,
+    pub ort_nanos: u64,
+    pub sample_nanos: u64,
+    pub prefill_tokens: u64,
+    pub prefill_nanos: u64,
+}
+
+impl StatsSnapshot {
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            steps: self.steps.saturating_sub(before.steps),
+            rows: self.rows.saturating_sub(before.rows),
+            nanos: self.nanos.saturating_sub(before.nanos),
+            ort_nanos: self.ort_nanos.saturating_sub(before.ort_nanos),
+            sample_nanos: self.sample_nanos.saturating_sub(before.sample_nanos),
+            prefill_tokens: self.prefill_tokens.saturating_sub(before.prefill_tokens),
+            prefill_nanos: self.prefill_nanos.saturating_sub(before.prefill_nanos),
+        }
+    }
+
+    /// Mean sequences per decode step (0 when there was none).
+    pub fn mean_decode_batch(&self) -> f64 {
+        if self.steps == 0 {
+            0.0
+        } else {
+            self.rows as f64 / self.steps as f64
+        }
+    }
+}
+
+impl EngineStats {
+    /// The cumulative counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = self;
+        StatsSnapshot {
+            steps: s.decode_steps.load(Ordering::Relaxed),
+            rows: s.decode_rows.load(Ordering::Relaxed),
+            nanos: s.decode_nanos.load(Ordering::Relaxed),
+            ort_nanos: s.decode_ort_nanos.load(Ordering::Relaxed),
+            sample_nanos: s.decode_sample_nanos.load(Ordering::Relaxed),
+            prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
+            prefill_nanos: s.prefill_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A request's shared state, referenced by each of its samples.
 struct Group {
     params: SamplingParams,

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 pub use config::{RewardConfig, RewardKind, SimilarityMetric};
 pub use sequence::DEFAULT_BATCH_TOKENS;
 pub use service::{
-    OwnedRewardInput, RewardService, RewardServiceStats, ServiceError, MAX_BATCH_INPUTS,
-    MAX_QUEUED_REQUESTS, RM_BATCH_SIZE_METRIC,
+    OwnedRewardInput, RewardService, RewardServiceStats, RewardSnapshot, ServiceError,
+    MAX_BATCH_INPUTS, MAX_QUEUED_REQUESTS, RM_BATCH_SIZE_METRIC,
 };
 
 use crate::model::ModelError;

@@ -73,6 +73,40 @@ pub struct RewardServiceStats {
     pub busy_nanos: AtomicU64,
 }
 
+/// Reward-service counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RewardSnapshot {
+    pub calls: u64,
+    pub requests: u64,
+    pub inputs: u64,
+    pub busy_nanos: u64,
+}
+
+impl RewardServiceStats {
+    /// The cumulative counters now.
+    pub fn snapshot(&self) -> RewardSnapshot {
+        let s = self;
+        RewardSnapshot {
+            calls: s.calls.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            inputs: s.inputs.load(Ordering::Relaxed),
+            busy_nanos: s.busy_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RewardSnapshot {
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &RewardSnapshot) -> RewardSnapshot {
+        RewardSnapshot {
+            calls: self.calls.saturating_sub(before.calls),
+            requests: self.requests.saturating_sub(before.requests),
+            inputs: self.inputs.saturating_sub(before.inputs),
+            busy_nanos: self.busy_nanos.saturating_sub(before.busy_nanos),
+        }
+    }
+}
+
 /// Cloneable handle to the scorer thread of one reward model.
 #[derive(Clone)]
 pub struct RewardService {
