@@ -10,7 +10,7 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: setup venv model reward-models data build demo test server-tests schemathesis lint clean-models
+.PHONY: setup venv model reward-models data build demo test server-tests schemathesis lint clean-models deploy-check
 
 setup: venv model reward-models data build
 
@@ -62,9 +62,14 @@ $(VENV)/.server-tests-installed: $(VENV)/.installed $(SERVER_TESTS)/requirements
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r $(SERVER_TESTS)/requirements.txt
 	touch $@
 
-test: setup $(VENV)/.server-tests-installed
+test: setup $(VENV)/.server-tests-installed deploy-check
 	$(CARGO) test --release --locked
 	$(VPY) -m pytest -q $(SERVER_TESTS)
+
+# Static checks of deploy/: kubernetes-validate --strict (Kubernetes 1.33.0) on every
+# manifest, hadolint on the Dockerfile. Installs deploy/requirements.txt into the venv.
+deploy-check: venv
+	deploy/check.sh
 
 server-tests: build $(VENV)/.server-tests-installed
 	$(VPY) -m pytest -q $(SERVER_TESTS)
