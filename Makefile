@@ -84,3 +84,17 @@ lint:
 
 clean-models:
 	rm -rf models/*/
+
+# cargo-fuzz over request parsing and validation (fuzz/, src/server/fuzzing.rs) for
+# FUZZ_SECONDS; needs `cargo install cargo-fuzz --locked`, a nightly toolchain and the
+# policy folder (`make setup`). New inputs go to fuzz/target/corpus/request (ignored), the
+# committed seeds in fuzz/corpus/request are only read; a crash lands in
+# fuzz/artifacts/request/ (move it to fuzz/regressions/ with its fix).
+FUZZ_SECONDS ?= 300
+FUZZ_ARGS ?=
+
+.PHONY: fuzz
+fuzz:
+	mkdir -p fuzz/target/corpus/request
+	$(CARGO) +nightly fuzz run --sanitizer none request fuzz/target/corpus/request fuzz/corpus/request -- \
+		-dict=fuzz/request.dict -max_len=8192 -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)

@@ -26,6 +26,9 @@ mod stream;
 mod text;
 mod validate;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,6 +96,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("invalid server settings: {0}")]
     InvalidOptions(String),
+    #[error("loading the models: {0}")]
+    Load(String),
 }
 
 /// What every handler shares.
@@ -132,10 +137,11 @@ impl ServerState {
     }
 }
 
-/// Binds, then serves until SIGTERM/SIGINT (or `shutdown` resolves), draining in-flight
-/// requests for up to the grace period. `bound` learns the address once listening.
-pub async fn serve(
-    app: App,
+/// Binds, answers 503 ("loading") while `open` loads the models on a blocking thread, then
+/// serves until SIGTERM/SIGINT, draining in-flight requests for up to the grace period.
+/// `bound` learns the address once listening (before the models are loaded).
+pub async fn serve<E: std::fmt::Display + Send + 'static>(
+    open: impl FnOnce() -> Result<App, E> + Send + 'static,
     options: ServeOptions,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ServerError> {
@@ -153,6 +159,43 @@ pub async fn serve(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    if let Some(tx) = bound {
+        let _ = tx.send(local);
+    }
+    // One socket, two handles: the loading answerer serves the first until the models are
+    // in, then the real router takes the second (connections wait in the backlog between).
+    let std_listener = listener.into_std().map_err(ServerError::Serve)?;
+    let serving_listener = std_listener.try_clone().map_err(ServerError::Serve)?;
+    let loading_listener =
+        tokio::net::TcpListener::from_std(std_listener).map_err(ServerError::Serve)?;
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+    let loading_server = tokio::spawn(async move {
+        let router = Router::new().fallback(loading_answer);
+        let _ = axum::serve(loading_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = loaded_rx.await;
+            })
+            .await;
+    });
+    tracing::info!(%local, "tpo serve bound; loading the models");
+    let loading = tokio::task::spawn_blocking(open);
+    let app = tokio::select! {
+        opened = loading => opened,
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown signal while loading: exiting");
+            return Ok(());
+        }
+    };
+    let _ = loaded_tx.send(());
+    // Open loading-time connections get a moment to finish their 503s.
+    let _ = tokio::time::timeout(Duration::from_secs(1), loading_server).await;
+    let app = match app {
+        Ok(Ok(app)) => app,
+        Ok(Err(e)) => return Err(ServerError::Load(e.to_string())),
+        Err(e) => return Err(ServerError::Load(format!("the loading thread failed: {e}"))),
+    };
+    let listener =
+        tokio::net::TcpListener::from_std(serving_listener).map_err(ServerError::Serve)?;
     let grace = options.shutdown_grace;
     let state = Arc::new(ServerState {
         admission: Admission::new(options.max_concurrent_requests, options.max_queue),
@@ -162,10 +205,7 @@ pub async fn serve(
         started: stream::unix_now(),
     });
     let router = router(Arc::clone(&state));
-    tracing::info!(%local, model = %state.options.model_id, "tpo serve listening");
-    if let Some(tx) = bound {
-        let _ = tx.send(local);
-    }
+    tracing::info!(%local, model = %state.options.model_id, "tpo serve ready");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (hard_tx, hard_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = Arc::clone(&state);
@@ -503,36 +543,11 @@ async fn score(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
     let work = async {
         let bytes = body::read_json_body(&headers, body, state.options.body_limit).await?;
         let req: schema::ScoreRequest = body::parse(&bytes, &schema::SCORE_FIELDS)?;
-        if req.items.is_empty() || req.items.len() > MAX_SCORE_ITEMS {
-            return Err(ApiError::invalid(
-                "items",
-                format!(
-                    "items must hold 1 to {MAX_SCORE_ITEMS} entries, got {}",
-                    req.items.len()
-                ),
-            ));
-        }
-        let name =
-            match &req.reward_model {
-                Some(n) => n.clone(),
-                None => state.app.rewards.keys().next().cloned().ok_or_else(|| {
-                    ApiError::invalid("reward_model", "no reward model is loaded")
-                })?,
-            };
+        let name = validate::score_reward_model(&req, &state.limits())?;
         let Some(rewards) = state.app.reward(&name).cloned() else {
-            return Err(ApiError::invalid(
-                "reward_model",
-                format!(
-                    "reward model {name:?} is not loaded; this server has: {}",
-                    state
-                        .app
-                        .rewards
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
+            return Err(ApiError::internal(format!(
+                "reward model {name:?} is listed but not loaded"
+            )));
         };
         let _ticket = state
             .admission
@@ -617,9 +632,22 @@ async fn models(State(state): State<Arc<ServerState>>) -> Json<ModelList> {
     })
 }
 
+/// Every request while the models load: `/health` says `loading`, the rest get a 503 in
+/// the error shape.
+async fn loading_answer(uri: axum::http::Uri) -> Response {
+    if uri.path() == "/health" {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "loading" }),
+        )
+            .into_response();
+    }
+    ApiError::loading().into_response()
+}
+
 #[utoipa::path(get, path = "/health",
     responses((status = 200, description = "Every model is loaded", body = Health),
-        (status = 503, description = "Draining", body = Health)))]
+        (status = 503, description = "Loading the models, or draining", body = Health)))]
 async fn health(State(state): State<Arc<ServerState>>) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         (

@@ -3,12 +3,14 @@
 
 use serde_json::Value;
 
-use crate::engine::{Engine, SamplingOptions, SamplingParams};
-use crate::model::{ChatMessage, TokenId};
+use crate::engine::{Engine, EngineError, SamplingOptions, SamplingParams};
+use crate::model::{ChatMessage, TokenId, Tokenizer};
 use crate::search::{DarwinOptions, SearchOptions, SearchParams, Strategy};
 
 use super::error::ApiError;
-use super::schema::{ChatCompletionRequest, ChatMessageIn, CompletionRequest, Stop, TpoOptions};
+use super::schema::{
+    ChatCompletionRequest, ChatMessageIn, CompletionRequest, ScoreRequest, Stop, TpoOptions,
+};
 
 /// Most stop strings a request may give (OpenAI's limit).
 pub const MAX_STOP_STRINGS: usize = 4;
@@ -19,9 +21,42 @@ pub const MAX_TOP_LOGPROBS: u32 = 20;
 /// hold the server's permits until the request timeout.
 pub const MAX_SEARCH_STEPS: usize = 64;
 
+/// What validation asks of the policy: its context length, its KV slots and its
+/// tokenization of prompts. A running [`Engine`] is one; an offline tokenizer and chat
+/// template (`server::fuzzing`) is another, so validation runs without a model session.
+pub trait Policy {
+    /// Sequences the engine decodes at once.
+    fn kv_slots(&self) -> usize;
+    /// Tokens one sequence may hold, prompt included.
+    fn max_seq_len(&self) -> usize;
+    /// Token ids of a chat, rendered with the model's template, ending where the
+    /// assistant answers.
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError>;
+    fn tokenizer(&self) -> &Tokenizer;
+}
+
+impl Policy for Engine {
+    fn kv_slots(&self) -> usize {
+        Engine::kv_slots(self)
+    }
+
+    fn max_seq_len(&self) -> usize {
+        Engine::max_seq_len(self)
+    }
+
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
+        Engine::chat_prompt(self, messages)
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        Engine::tokenizer(self)
+    }
+}
+
 /// What validation needs to know about the server.
 pub struct Limits<'a> {
-    pub engine: &'a Engine,
+    /// The policy (the running engine when serving).
+    pub engine: &'a dyn Policy,
     /// The policy's model id (without a strategy suffix).
     pub model_id: &'a str,
     /// Reward models loaded, by name.
@@ -59,7 +94,9 @@ pub struct SearchJob {
     pub include_usage: bool,
 }
 
+/// What a chat request runs. One per request, moved once: its size does not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Job {
     Generate(Generation),
     Search(Box<SearchJob>),
@@ -451,6 +488,16 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
             ))
         }
     };
+    // The search's first prompt is the query; one the context cannot hold would fail only
+    // once the search runs (after a 200, when streamed).
+    let prompt_len = limits.engine.chat_prompt(&chat)?.len();
+    let context = limits.engine.max_seq_len();
+    if prompt_len >= context {
+        return Err(ApiError::invalid(
+            "messages",
+            format!("the prompt is {prompt_len} tokens; this server's context holds {context}"),
+        ));
+    }
     check_range("temperature", req.temperature, 0.0, 2.0)?;
     check_range("top_p", req.top_p, 0.0, 1.0)?;
     let t = tpo.map(|t| t as &TpoOptions);
@@ -601,4 +648,37 @@ pub fn completion_job(
         stream,
         include_usage,
     })
+}
+
+/// The reward model a score request runs on (the one it names, else the first loaded),
+/// once its item count is checked.
+pub fn score_reward_model(req: &ScoreRequest, limits: &Limits<'_>) -> Result<String, ApiError> {
+    let max = super::MAX_SCORE_ITEMS;
+    if req.items.is_empty() || req.items.len() > max {
+        return Err(ApiError::invalid(
+            "items",
+            format!(
+                "items must hold 1 to {max} entries, got {}",
+                req.items.len()
+            ),
+        ));
+    }
+    let name = match &req.reward_model {
+        Some(n) => n.clone(),
+        None => limits
+            .reward_models
+            .first()
+            .cloned()
+            .ok_or_else(|| ApiError::invalid("reward_model", "no reward model is loaded"))?,
+    };
+    if !limits.reward_models.contains(&name) {
+        return Err(ApiError::invalid(
+            "reward_model",
+            format!(
+                "reward model {name:?} is not loaded; this server has: {}",
+                limits.reward_models.join(", ")
+            ),
+        ));
+    }
+    Ok(name)
 }
