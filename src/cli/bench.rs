@@ -4,7 +4,7 @@
 //! C requests run one after another on the same engine; aggregate decode tokens/s of each,
 //! their ratio, and the share of decode-step time spent outside ONNX Runtime's `run`.
 //! `tpo bench score`: see `bench_score`. `tpo bench search`: see `bench_search`.
-//! `tpo bench quality`: see `bench_quality`.
+//! `tpo bench quality`: see `bench_quality`. `tpo bench serve`: see `bench_serve`.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -15,6 +15,10 @@ use tpo_engine::engine::{
 };
 
 use super::ModelArgs;
+
+// Declared here rather than in `cli/mod.rs`: it is only ever a `tpo bench` subcommand.
+#[path = "bench_serve/mod.rs"]
+mod bench_serve;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -44,6 +48,16 @@ enum BenchKind {
     ///   --run "BoN N=5 (judge)=bon19.trace.jsonl@5" --plot judge.png --markdown judge.md
     #[command(verbatim_doc_comment)]
     Quality(super::bench_quality::QualityArgs),
+    /// Load generator for any OpenAI-compatible server: streamed chat requests at fixed
+    /// concurrencies (closed loop) or Poisson arrival rates (open loop); TTFT, ITL, TPOT and
+    /// E2E percentiles, req/s, output tok/s and searches/s per level.
+    ///
+    /// Examples:
+    ///   tpo bench serve --url http://127.0.0.1:8000 --concurrency 1,4,16,64 --max-tokens 64
+    ///   tpo bench serve --rate 0.5,1,2 --duration 60 --json serve.json
+    ///   tpo bench serve --search tpo --concurrency 1,4 --requests 8
+    #[command(verbatim_doc_comment)]
+    Serve(Box<bench_serve::ServeBenchArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +100,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         BenchKind::Score(a) => super::bench_score::run(a),
         BenchKind::Search(a) => super::bench_search::run(*a),
         BenchKind::Quality(a) => super::bench_quality::run(a),
+        BenchKind::Serve(a) => bench_serve::run(*a),
     }
 }
 

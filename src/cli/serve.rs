@@ -142,13 +142,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
             batch_tokens: args.rm_batch_tokens as usize,
         },
     };
-    let loading = std::time::Instant::now();
-    let app = App::open(&options)?;
-    tracing::info!(
-        seconds = loading.elapsed().as_secs_f64(),
-        reward_models = ?args.reward_models,
-        "models loaded"
-    );
+    let reward_models = args.reward_models.clone();
+    let open = move || {
+        let loading = std::time::Instant::now();
+        let app = App::open(&options)?;
+        tracing::info!(
+            seconds = loading.elapsed().as_secs_f64(),
+            reward_models = ?reward_models,
+            "models loaded"
+        );
+        Ok::<App, tpo_engine::Error>(app)
+    };
     let serve_options = ServeOptions {
         host: args.host,
         port: args.port,
@@ -185,7 +189,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
                 eprintln!("tpo serve: listening on http://{addr}");
             }
         });
-        server::serve(app, serve_options, Some(bound_tx)).await
+        server::serve(open, serve_options, Some(bound_tx)).await
     });
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -3,7 +3,7 @@
 //! official clients raise their typed exceptions (400 → `BadRequestError`, 401 →
 //! `AuthenticationError`, 404 → `NotFoundError`, 429 → `RateLimitError`, …).
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -141,6 +141,16 @@ impl ApiError {
         }
     }
 
+    pub fn loading() -> Self {
+        Self {
+            code: Some("loading"),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is loading its models; retry when /health answers 200",
+            )
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
@@ -189,6 +199,22 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        // Refusals that can come before the request body is read (auth, unknown route or
+        // method, content type, size, draining) leave unread bytes on the connection, which
+        // hyper then closes; saying so keeps a client from sending its next request on it.
+        if matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

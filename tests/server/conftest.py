@@ -64,6 +64,7 @@ class Server:
             cmd, cwd=ROOT, stdout=self._log, stderr=self._log, env=env
         )
         _servers.append(self)
+        self.startup_health: list[tuple[int, object]] = []
         self.url = self._wait_ready()
 
     def _wait_ready(self) -> str:
@@ -81,9 +82,12 @@ class Server:
                     url = m.group(1)
             if url is not None:
                 try:
-                    if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    health = httpx.get(url + "/health", timeout=2)
+                    if health.status_code == 200:
                         return url
-                except httpx.HTTPError:
+                    # What /health said while the models loaded (test_health checks it).
+                    self.startup_health.append((health.status_code, health.json()))
+                except (httpx.HTTPError, ValueError):
                     pass
             time.sleep(0.2)
         self.kill()
