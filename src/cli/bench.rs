@@ -7,12 +7,9 @@
 //! `tpo bench quality`: see `bench_quality`. `tpo bench serve`: see `bench_serve`.
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tpo_engine::engine::{
-    Engine, EngineError, EngineStats, GenerateRequest, SamplingOptions, SamplingParams,
-};
+use tpo_engine::engine::{Engine, EngineError, GenerateRequest, SamplingOptions, SamplingParams};
 
 use super::ModelArgs;
 
@@ -119,54 +116,6 @@ struct LevelResult {
     sampling_share_of_decode_step: f64,
 }
 
-/// The cumulative counters of [`EngineStats`] at one moment; benches subtract two.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct StatsSnapshot {
-    pub steps: u64,
-    pub rows: u64,
-    pub nanos: u64,
-    pub ort_nanos: u64,
-    pub sample_nanos: u64,
-    pub prefill_tokens: u64,
-    pub prefill_nanos: u64,
-}
-
-impl StatsSnapshot {
-    /// What happened between `before` and `self`.
-    pub fn since(&self, before: &StatsSnapshot) -> StatsSnapshot {
-        StatsSnapshot {
-            steps: self.steps.saturating_sub(before.steps),
-            rows: self.rows.saturating_sub(before.rows),
-            nanos: self.nanos.saturating_sub(before.nanos),
-            ort_nanos: self.ort_nanos.saturating_sub(before.ort_nanos),
-            sample_nanos: self.sample_nanos.saturating_sub(before.sample_nanos),
-            prefill_tokens: self.prefill_tokens.saturating_sub(before.prefill_tokens),
-            prefill_nanos: self.prefill_nanos.saturating_sub(before.prefill_nanos),
-        }
-    }
-
-    /// Mean sequences per decode step (0 when there was none).
-    pub fn mean_decode_batch(&self) -> f64 {
-        if self.steps == 0 {
-            0.0
-        } else {
-            self.rows as f64 / self.steps as f64
-        }
-    }
-}
-
-pub(super) fn snapshot(s: &EngineStats) -> StatsSnapshot {
-    StatsSnapshot {
-        steps: s.decode_steps.load(Ordering::Relaxed),
-        rows: s.decode_rows.load(Ordering::Relaxed),
-        nanos: s.decode_nanos.load(Ordering::Relaxed),
-        ort_nanos: s.decode_ort_nanos.load(Ordering::Relaxed),
-        sample_nanos: s.decode_sample_nanos.load(Ordering::Relaxed),
-        prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
-        prefill_nanos: s.prefill_nanos.load(Ordering::Relaxed),
-    }
-}
-
 fn requests(
     engine: &Engine,
     count: usize,
@@ -216,7 +165,7 @@ fn engine_bench(args: EngineBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         let work = requests(&engine, c, args.max_new_tokens)?;
         let tokens = c * args.max_new_tokens;
 
-        let before = snapshot(engine.stats());
+        let before = engine.stats().snapshot();
         let started = Instant::now();
         let streams = work
             .iter()
@@ -227,7 +176,7 @@ fn engine_bench(args: EngineBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
             futures::executor::block_on(s.collect())?;
         }
         let batched = started.elapsed().as_secs_f64();
-        let after = snapshot(engine.stats());
+        let after = engine.stats().snapshot();
 
         let started = Instant::now();
         for r in work {
