@@ -321,7 +321,10 @@ def test_bad_input_corpus(server):
     assert len(cases) >= 200, len(cases)
     statuses: dict[int, int] = {}
     failures = []
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    # One connection per request: a refused request whose body the server never read can
+    # break the next request on a kept-alive connection (test_refused_body_keeps_alive).
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=server.url, timeout=30, limits=no_reuse) as http:
         for case in cases:
             try:
                 r = http.request(case.method, case.path, content=case.content, headers=case.headers)
@@ -369,3 +372,34 @@ def test_statuses_of_specific_cases(server):
             check_error_shape(case, r)
             if case.name.startswith(("depth", "iterations")):
                 assert r.json()["error"]["param"] == "tpo." + case.name.split()[0]
+
+
+ROUNDS = 600
+
+
+def test_refused_body_keeps_alive(server):
+    """A request refused before its body is read (wrong key, unknown path, wrong method)
+    must leave the kept-alive connection usable, or close it saying so
+    (`Connection: close`); the client's next request on it must not fail."""
+    bodies = [json.dumps(GOOD_CHAT).encode(),
+              json.dumps(chat_with(messages=[{"role": "user", "content": "x" * 50_000}])).encode()]
+    refusals = [
+        ("POST", CHAT, {"Authorization": "Bearer nope"}),
+        ("POST", "/v1/nope", AUTH),
+        ("PUT", CHAT, AUTH),
+    ]
+    failures = 0
+    closes = 0
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i in range(ROUNDS):
+            method, path, headers = refusals[i % len(refusals)]
+            body = bodies[(i // len(refusals)) % len(bodies)]
+            try:
+                r = http.request(method, path, content=body, headers={**JSON_CT, **headers})
+                assert 400 <= r.status_code < 500
+                closes += r.headers.get("connection", "").lower() == "close"
+                assert http.get("/health").status_code == 200
+            except httpx.TransportError:
+                failures += 1
+    assert failures == 0, (f"{failures} of {ROUNDS} requests after a refused request failed on "
+                           f"the reused connection ({closes} responses said Connection: close)")
