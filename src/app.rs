@@ -1,23 +1,24 @@
 //! Opening the models a command or the server runs on, the same way everywhere: one
-//! [`AppOptions`] (paths already resolved by the caller) → the policy [`Engine`] and one
-//! [`RewardService`] per named reward model.
+//! [`AppOptions`] (paths already resolved by the caller, see [`crate::paths`]) → ONNX
+//! Runtime loaded, the policy [`Engine`] and one [`RewardService`] per reward model.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::engine::{Engine, EngineOptions};
 use crate::model::ModelDir;
-use crate::reward::{self, RewardOptions, RewardService};
+use crate::reward::{self, RewardOptions, RewardService, RewardSource};
 
 /// What to open.
 #[derive(Debug, Clone)]
 pub struct AppOptions {
+    /// The ONNX Runtime shared library.
+    pub onnxruntime: PathBuf,
     /// The policy's model folder.
     pub policy: PathBuf,
     pub engine: EngineOptions,
-    /// Reward models by name: `judge`, `similarity`, `bertscore` or a folder (see
-    /// [`reward::folder_of`]), each started on its own scorer thread.
-    pub reward_models: Vec<String>,
+    /// Reward models, each started on its own scorer thread (a repeated name is opened once).
+    pub reward_models: Vec<RewardSource>,
     pub reward: RewardOptions,
 }
 
@@ -31,17 +32,16 @@ pub struct App {
 }
 
 impl App {
-    /// Loads the policy and every reward model; the first failure is returned.
+    /// Loads ONNX Runtime, the policy and every reward model; the first failure is returned.
     pub fn open(options: &AppOptions) -> Result<Self, crate::Error> {
-        let model = ModelDir::open(&options.policy)?;
-        let engine = Engine::start(&model, options.engine)?;
+        crate::runtime::init(&options.onnxruntime)?;
+        let engine = start_engine(&options.policy, options.engine)?;
         let mut rewards = BTreeMap::new();
-        for name in &options.reward_models {
-            if rewards.contains_key(name) {
+        for source in &options.reward_models {
+            if rewards.contains_key(&source.name) {
                 continue;
             }
-            let scorer = reward::load(name, options.reward)?;
-            rewards.insert(name.clone(), RewardService::start(scorer)?);
+            rewards.insert(source.name.clone(), start_reward(source, options.reward)?);
         }
         Ok(Self {
             engine,
@@ -54,4 +54,19 @@ impl App {
     pub fn reward(&self, name: &str) -> Option<&RewardService> {
         self.rewards.get(name)
     }
+}
+
+/// Opens the model folder `dir` and starts an engine on it (ONNX Runtime must be loaded).
+pub fn start_engine(dir: &Path, options: EngineOptions) -> Result<Engine, crate::Error> {
+    let model = ModelDir::open(dir)?;
+    Ok(Engine::start(&model, options)?)
+}
+
+/// Loads a reward model and starts its scorer thread (ONNX Runtime must be loaded).
+pub fn start_reward(
+    source: &RewardSource,
+    options: RewardOptions,
+) -> Result<RewardService, crate::Error> {
+    let scorer = reward::load(source, options)?;
+    Ok(RewardService::start(scorer)?)
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tpo_engine::engine::{Engine, EngineOptions};
 use tpo_engine::model::ModelDir;
+use tpo_engine::paths;
 use tpo_engine::reward::implicit::{self, ResponseLogprobs};
 use tpo_engine::reward::similarity::SimilarityRm;
 use tpo_engine::reward::{
@@ -17,9 +18,8 @@ use tpo_engine::reward::{
 };
 
 fn judge_dir() -> PathBuf {
-    let dir = common::project_root()
-        .join("models")
-        .join(reward::JUDGE_DIR);
+    common::init_runtime();
+    let dir = common::project_root().join("models").join(paths::JUDGE_DIR);
     assert!(
         dir.join("reward_config.json").is_file(),
         "{} is missing: run `make setup`",
@@ -29,9 +29,10 @@ fn judge_dir() -> PathBuf {
 }
 
 fn encoder_dir() -> PathBuf {
+    common::init_runtime();
     let dir = common::project_root()
         .join("models")
-        .join(reward::ENCODER_DIR);
+        .join(paths::ENCODER_DIR);
     assert!(
         dir.join("reward_config.json").is_file(),
         "{} is missing: run `make setup`",
@@ -107,7 +108,7 @@ fn judge_scores_equal_the_policy_logit_difference_from_numpy_batched_or_alone() 
 
 #[test]
 fn a_too_long_answer_is_rejected_while_the_rest_of_the_call_is_scored() {
-    let judge = reward::load("judge", RewardOptions::default()).unwrap();
+    let judge = reward::load(&common::reward_source("judge"), RewardOptions::default()).unwrap();
     let long = "word ".repeat(3000);
     let rows = [PAIRS[0], ("Say a lot.", long.as_str()), PAIRS[2]];
     let scores = judge.score(&inputs(&rows)).unwrap();

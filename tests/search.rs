@@ -33,7 +33,7 @@ fn start_engine(kv_slots: usize) -> Engine {
 }
 
 fn start_judge() -> RewardService {
-    let judge = reward::load("judge", RewardOptions::default())
+    let judge = reward::load(&common::reward_source("judge"), RewardOptions::default())
         .expect("the embedded judge (run `make setup`)");
     RewardService::start(judge).unwrap()
 }
@@ -360,8 +360,11 @@ the edges under for clean lines, tape the seams on the bottom, crease the ends i
 triangles and finish with a ribbon.";
 
 fn start_similarity() -> RewardService {
-    let model = reward::load("similarity", RewardOptions::default())
-        .expect("the embedded similarity encoder (run `make setup`)");
+    let model = reward::load(
+        &common::reward_source("similarity"),
+        RewardOptions::default(),
+    )
+    .expect("the embedded similarity encoder (run `make setup`)");
     RewardService::start(model).unwrap()
 }
 

@@ -7,13 +7,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tpo_engine::model::ModelDir;
 use tpo_engine::server::fuzzing::{self, Context};
 
 fn context() -> &'static Context {
     static CONTEXT: OnceLock<Context> = OnceLock::new();
     CONTEXT.get_or_init(|| {
-        let dir = ModelDir::default_policy_path();
+        let dir = tpo_engine::paths::default_policy_dir();
         match Context::open(&dir) {
             Ok(c) => c,
             Err(e) => {

@@ -41,7 +41,7 @@ fn bench_err(reason: String) -> tpo_engine::Error {
 
 /// A file of the project (the venv's Python, the baseline script), if it is there.
 fn project_file(rel: &str) -> Option<PathBuf> {
-    Some(tpo_engine::project_path(rel)).filter(|p| p.is_file())
+    Some(tpo_engine::paths::project_path(rel)).filter(|p| p.is_file())
 }
 
 /// `(id, chosen, rejected)` of each row of a scored JSONL file that has both rewards (a
@@ -66,8 +66,9 @@ pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         .ok_or_else(|| bench_err("no .venv/bin/python: run `make setup`".into()))?;
     let script = project_file("benches/score_python_baseline.py")
         .ok_or_else(|| bench_err("benches/score_python_baseline.py not found".into()))?;
-    let (dir, metric) = reward::folder_of(&args.reward_model);
-    if metric == Some(reward::SimilarityMetric::Bertscore) {
+    let source = tpo_engine::paths::reward_source(&args.reward_model);
+    let dir = source.dir.clone();
+    if source.metric == Some(reward::SimilarityMetric::Bertscore) {
         // The baseline scores with the folder's own metric (cosine for the embedded encoder).
         return Err(bench_err(
             "the Python baseline scores the embedded encoder with cosine only: use \
@@ -124,8 +125,9 @@ pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         .ok_or_else(|| bench_err(format!("no pairs_per_s in {baseline}")))?;
 
     // Ours: the `tpo score` job, timed after the model is loaded.
+    tpo_engine::paths::init_runtime()?;
     let rm = reward::load(
-        &args.reward_model,
+        &source,
         RewardOptions {
             session: SessionOptions {
                 threads: args.threads,

@@ -304,8 +304,7 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
         reason,
     })?;
 
-    let engine = args.model.start_engine()?;
-    let rewards = flags.start_rewards(&args.model)?;
+    let (engine, rewards) = flags.open_models(&args.model)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(BenchError::Runtime)?;

@@ -16,7 +16,7 @@ pub struct DoctorArgs {
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
     let mut usable = true;
-    match runtime::ensure_initialized() {
+    match tpo_engine::paths::init_runtime() {
         Ok(lib) => {
             println!("onnxruntime      {} ({})", lib.version, lib.path.display());
             println!(
@@ -87,7 +87,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
     for name in ["judge", "similarity"] {
         // Loading checks the config, the tokenizer and the graph's inputs and outputs.
         let label = format!("{name} RM");
-        match tpo_engine::reward::load(name, tpo_engine::reward::RewardOptions::default()) {
+        let source = tpo_engine::paths::reward_source(name);
+        match tpo_engine::reward::load(&source, tpo_engine::reward::RewardOptions::default()) {
             Ok(rm) => println!("{label:<17}{} (loads)", rm.name()),
             Err(e) => {
                 println!("{label:<17}NOT USABLE: {e}");

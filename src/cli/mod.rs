@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use tpo_engine::app::{App, AppOptions};
 use tpo_engine::runtime::Device;
 
 /// tpo — test-time preference optimization engine.
@@ -103,7 +104,7 @@ impl ModelArgs {
     fn model_dir(&self) -> PathBuf {
         self.model
             .clone()
-            .unwrap_or_else(tpo_engine::model::ModelDir::default_policy_path)
+            .unwrap_or_else(tpo_engine::paths::default_policy_dir)
     }
 
     fn decoder_options(&self) -> tpo_engine::engine::DecoderOptions {
@@ -124,13 +125,32 @@ impl ModelArgs {
         }
     }
 
-    /// Opens the model folder and starts an engine on it.
+    /// What [`App::open`] opens for these flags: ONNX Runtime and the policy found here, at
+    /// the edge, and `reward_models` by name (see [`tpo_engine::paths::reward_source`]),
+    /// batched `rm_batch_tokens` per call on the policy's device and threads.
+    fn app_options(
+        &self,
+        reward_models: &[String],
+        rm_batch_tokens: usize,
+    ) -> Result<AppOptions, tpo_engine::Error> {
+        Ok(AppOptions {
+            onnxruntime: tpo_engine::paths::onnxruntime_library()?,
+            policy: self.model_dir(),
+            engine: self.engine_options(),
+            reward_models: reward_models
+                .iter()
+                .map(|name| tpo_engine::paths::reward_source(name))
+                .collect(),
+            reward: tpo_engine::reward::RewardOptions {
+                session: self.decoder_options(),
+                batch_tokens: rm_batch_tokens,
+            },
+        })
+    }
+
+    /// Opens the policy (and no reward model) the way every command does.
     fn start_engine(&self) -> Result<tpo_engine::engine::Engine, tpo_engine::Error> {
-        let model = tpo_engine::model::ModelDir::open(&self.model_dir())?;
-        Ok(tpo_engine::engine::Engine::start(
-            &model,
-            self.engine_options(),
-        )?)
+        Ok(App::open(&self.app_options(&[], tpo_engine::reward::DEFAULT_BATCH_TOKENS)?)?.engine)
     }
 }
 

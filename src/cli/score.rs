@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tpo_engine::dataset::{Columns, DatasetError, ScoreJob, Scorers, Shard};
-use tpo_engine::engine::{Engine, EngineOptions};
-use tpo_engine::model::ModelDir;
+use tpo_engine::engine::EngineOptions;
 use tpo_engine::reward::implicit::{ImplicitModels, NamedEngine, DEFAULT_BETA, DEFAULT_ETA};
 use tpo_engine::reward::{self, RewardOptions};
 use tpo_engine::runtime::{Device, SessionOptions};
@@ -115,11 +114,12 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
         device: args.device,
         threads: args.threads,
     };
+    tpo_engine::paths::init_runtime()?;
     let reward = if no_rm {
         None
     } else {
         Some(reward::load(
-            &args.reward_model,
+            &tpo_engine::paths::reward_source(&args.reward_model),
             RewardOptions {
                 session,
                 batch_tokens: args.rm_batch_tokens as usize,
@@ -130,9 +130,8 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
         None
     } else {
         let start = |dir: PathBuf| -> Result<NamedEngine, tpo_engine::Error> {
-            let model = ModelDir::open(&dir)?;
-            let engine = Engine::start(
-                &model,
+            let engine = tpo_engine::app::start_engine(
+                &dir,
                 EngineOptions {
                     decoder: session,
                     ..EngineOptions::default()
@@ -146,7 +145,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
         let policy = start(
             args.policy_model
                 .clone()
-                .unwrap_or_else(ModelDir::default_policy_path),
+                .unwrap_or_else(tpo_engine::paths::default_policy_dir),
         )?;
         let references = args
             .reference_models

@@ -100,8 +100,7 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
             .into());
         }
     }
-    let engine = args.model.start_engine()?;
-    let rewards = args.search.start_rewards(&args.model)?;
+    let (engine, rewards) = args.search.open_models(&args.model)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(CliError::Runtime)?;

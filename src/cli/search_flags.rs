@@ -1,8 +1,10 @@
 //! The search flags `tpo search` and `tpo bench search` share: strategy and its settings,
 //! sampling, and the reward model. One place turns them into `SearchParams`, checks them
-//! against the engine's KV slots and starts the reward service.
+//! against the engine's KV slots and opens the models.
 
-use tpo_engine::reward::{self, RewardOptions, RewardService};
+use tpo_engine::app::App;
+use tpo_engine::engine::Engine;
+use tpo_engine::reward::{self, RewardService};
 use tpo_engine::search::{DarwinOptions, SearchError, SearchOptions, SearchParams, Strategy};
 
 use super::ModelArgs;
@@ -92,18 +94,19 @@ impl SearchFlags {
         Ok(())
     }
 
-    /// Loads the reward model (on the policy's device and threads) and starts its service.
-    pub(super) fn start_rewards(
+    /// Opens the policy and this search's reward model (on the policy's device and threads)
+    /// through [`App::open`], as the server does.
+    pub(super) fn open_models(
         &self,
         model: &ModelArgs,
-    ) -> Result<RewardService, tpo_engine::Error> {
-        let scorer = reward::load(
-            &self.reward_model,
-            RewardOptions {
-                session: model.decoder_options(),
-                batch_tokens: self.rm_batch_tokens as usize,
-            },
-        )?;
-        Ok(RewardService::start(scorer)?)
+    ) -> Result<(Engine, RewardService), tpo_engine::Error> {
+        let names = [self.reward_model.clone()];
+        let mut app = App::open(&model.app_options(&names, self.rm_batch_tokens as usize)?)?;
+        let rewards = app.rewards.remove(&self.reward_model).ok_or_else(|| {
+            tpo_engine::reward::RewardError::Unknown {
+                name: self.reward_model.clone(),
+            }
+        })?;
+        Ok((app.engine, rewards))
     }
 }

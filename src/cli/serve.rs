@@ -134,9 +134,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
             .unwrap_or_else(|| "policy".into())
     });
     let options = AppOptions {
+        onnxruntime: tpo_engine::paths::onnxruntime_library()?,
         policy,
         engine: args.model.engine_options(),
-        reward_models: args.reward_models.clone(),
+        reward_models: args
+            .reward_models
+            .iter()
+            .map(|name| tpo_engine::paths::reward_source(name))
+            .collect(),
         reward: RewardOptions {
             session: args.model.decoder_options(),
             batch_tokens: args.rm_batch_tokens as usize,

@@ -1,8 +1,8 @@
 //! The KV arena: preallocated per-layer key/value memory `[slots, kv_heads, max_len, head_dim]`
 //! that the decoder graph's GroupQueryAttention reads and writes in place.
 //!
-//! GroupQueryAttention conventions this arena relies on (ONNX Runtime 1.31, measured in
-//! `../shared/DESIGN.md` and re-checked by `tests/engine_*`):
+//! GroupQueryAttention conventions this arena relies on (ONNX Runtime 1.31, measured when the
+//! arena was designed and re-checked by `tests/engine.rs`):
 //! - `past_*` and `present_*` are bound to the SAME buffer `[B, kv_heads, MAX, head_dim]`; the
 //!   op writes the new rows of row `b` at positions `seqlens_k[b] - S + 1 ..= seqlens_k[b]`.
 //! - the graph derives `seqlens_k[b] = sum(attention_mask[b]) - 1` and

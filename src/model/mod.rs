@@ -64,17 +64,6 @@ impl ModelDir {
         Ok(dir)
     }
 
-    /// The default policy: `TPO_MODEL_DIR`, else `models/smollm2-135m-instruct` under the
-    /// project root.
-    pub fn default_policy_path() -> PathBuf {
-        if let Ok(dir) = std::env::var("TPO_MODEL_DIR") {
-            if !dir.is_empty() {
-                return PathBuf::from(dir);
-            }
-        }
-        crate::project_path(&format!("models/{DEFAULT_POLICY}"))
-    }
-
     pub fn onnx_path(&self) -> PathBuf {
         self.path.join(&self.config.filename)
     }

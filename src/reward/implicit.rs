@@ -1,4 +1,4 @@
-//! Implicit rewards from log-probabilities (ALGORITHMS.md §4): DPO's β(ℓ_θ − ℓ_ref) and
+//! Implicit rewards from log-probabilities (docs/algorithms.md §4): DPO's β(ℓ_θ − ℓ_ref) and
 //! MRPO's combination of two references, plus the teacher-forced log-prob scoring that
 //! feeds them (through the engine's `logprobs`, batched with everything else it runs).
 //!
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn mrpo_weights_select_one_reference_at_the_ends() {
-        // α = 1 leaves ℓ₂ (clipped), α = 0 leaves ℓ₁ (the formula as ALGORITHMS.md states it).
+        // α = 1 leaves ℓ₂ (clipped), α = 0 leaves ℓ₁ (the formula as docs/algorithms.md states it).
         assert!((mrpo_reference(-100.0, -95.0, 1.0, 0.1) + 95.0).abs() < 1e-9);
         assert!((mrpo_reference(-100.0, -95.0, 0.0, 0.1) + 100.0).abs() < 1e-9);
     }

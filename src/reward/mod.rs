@@ -108,31 +108,28 @@ impl Default for RewardOptions {
     }
 }
 
-/// Folder of the embedded judge under `models/`.
-pub const JUDGE_DIR: &str = "smollm2-judge";
-/// Folder of the embedded similarity encoder under `models/`.
-pub const ENCODER_DIR: &str = "all-minilm-l6-v2";
-
-/// The folder and metric override a reward-model name stands for: `judge`, `similarity`,
-/// `bertscore` (the embedded ones under `models/`), or a folder path.
-pub fn folder_of(name: &str) -> (PathBuf, Option<SimilarityMetric>) {
-    match name {
-        "judge" => (embedded(JUDGE_DIR), None),
-        "similarity" => (embedded(ENCODER_DIR), Some(SimilarityMetric::Cosine)),
-        "bertscore" => (embedded(ENCODER_DIR), Some(SimilarityMetric::Bertscore)),
-        other => (PathBuf::from(other), None),
-    }
+/// A reward model to load: the name it was asked for (`judge`, a folder, …), its folder, and
+/// the similarity metric that overrides a similarity model's own (see
+/// [`crate::paths::reward_source`], which resolves names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardSource {
+    pub name: String,
+    pub dir: PathBuf,
+    pub metric: Option<SimilarityMetric>,
 }
 
-/// Loads a reward model by name (see [`folder_of`]).
-pub fn load(name: &str, options: RewardOptions) -> Result<Box<dyn RewardModel>, RewardError> {
-    let (dir, metric) = folder_of(name);
-    if !dir.join(config::CONFIG_FILE).is_file() {
+/// Loads the reward model `source` names; a folder without a reward config is
+/// [`RewardError::Unknown`].
+pub fn load(
+    source: &RewardSource,
+    options: RewardOptions,
+) -> Result<Box<dyn RewardModel>, RewardError> {
+    if !source.dir.join(config::CONFIG_FILE).is_file() {
         return Err(RewardError::Unknown {
-            name: name.to_string(),
+            name: source.name.clone(),
         });
     }
-    load_dir(&dir, metric, options)
+    load_dir(&source.dir, source.metric, options)
 }
 
 /// Loads the reward folder `dir`; `metric` overrides a similarity model's own.
@@ -157,9 +154,4 @@ pub fn load_dir(
             metric,
         )?),
     })
-}
-
-/// `models/NAME` under the first project root that has it.
-pub fn embedded(name: &str) -> PathBuf {
-    crate::project_path(&format!("models/{name}"))
 }

@@ -1,4 +1,5 @@
-//! Locating `libonnxruntime`, checking its version and initializing `ort` once per process.
+//! Loading `libonnxruntime` from the path the caller resolved (see `crate::paths`), checking
+//! its version and initializing `ort` once per process.
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -20,10 +21,27 @@ pub struct OrtLibrary {
 static INITIALIZED: OnceLock<OrtLibrary> = OnceLock::new();
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Loads and initializes ONNX Runtime once; later calls return the same library.
-pub fn ensure_initialized() -> Result<&'static OrtLibrary, RuntimeError> {
+/// The library [`init`] loaded, or [`RuntimeError::NotInitialized`].
+pub fn library() -> Result<&'static OrtLibrary, RuntimeError> {
+    INITIALIZED.get().ok_or(RuntimeError::NotInitialized)
+}
+
+/// Loads ONNX Runtime from `path`, checks its version and initializes `ort`, once per
+/// process; a later call with the same path returns the same library, with another path it
+/// is [`RuntimeError::AlreadyInitialized`] (one process has one ONNX Runtime).
+pub fn init(path: &Path) -> Result<&'static OrtLibrary, RuntimeError> {
+    let loaded = |lib: &'static OrtLibrary| {
+        if lib.path == path {
+            Ok(lib)
+        } else {
+            Err(RuntimeError::AlreadyInitialized {
+                loaded: lib.path.clone(),
+                asked: path.to_path_buf(),
+            })
+        }
+    };
     if let Some(lib) = INITIALIZED.get() {
-        return Ok(lib);
+        return loaded(lib);
     }
     // One initializer at a time: engines started from several threads must not build two
     // ONNX Runtime environments.
@@ -31,9 +49,9 @@ pub fn ensure_initialized() -> Result<&'static OrtLibrary, RuntimeError> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(lib) = INITIALIZED.get() {
-        return Ok(lib);
+        return loaded(lib);
     }
-    let path = locate_library()?;
+    let path = path.to_path_buf();
     let version = read_version(&path)?;
     let minor = version
         .split('.')
@@ -59,64 +77,6 @@ pub fn ensure_initialized() -> Result<&'static OrtLibrary, RuntimeError> {
         version,
         environment,
     }))
-}
-
-/// Finds the library: `ORT_DYLIB_PATH`, else `.venv/lib/python3*/site-packages/onnxruntime/capi/`
-/// under the project root (found from `TPO_HOME`, the executable's ancestors, the working
-/// directory's ancestors, then the source tree this binary was built from).
-pub fn locate_library() -> Result<PathBuf, RuntimeError> {
-    if let Ok(explicit) = std::env::var("ORT_DYLIB_PATH") {
-        if !explicit.is_empty() {
-            let path = PathBuf::from(&explicit);
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(RuntimeError::LibraryNotFound {
-                    searched: format!("ORT_DYLIB_PATH={explicit} (no such file)"),
-                })
-            };
-        }
-    }
-    let mut searched = Vec::new();
-    for root in crate::project_roots() {
-        let venv_lib = root.join(".venv").join("lib");
-        searched.push(venv_lib.display().to_string());
-        if let Some(found) = find_in_venv(&venv_lib) {
-            return Ok(found);
-        }
-    }
-    Err(RuntimeError::LibraryNotFound {
-        searched: searched.join(", "),
-    })
-}
-
-fn find_in_venv(venv_lib: &Path) -> Option<PathBuf> {
-    let pythons = std::fs::read_dir(venv_lib).ok()?;
-    for python in pythons.flatten() {
-        let capi = python
-            .path()
-            .join("site-packages")
-            .join("onnxruntime")
-            .join("capi");
-        let Ok(entries) = std::fs::read_dir(&capi) else {
-            continue;
-        };
-        let mut candidates: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                    n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib"
-                })
-            })
-            .collect();
-        // Prefer the fully versioned file name (libonnxruntime.so.1.31.1) when several exist.
-        candidates.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        if let Some(first) = candidates.into_iter().next() {
-            return Some(first);
-        }
-    }
-    None
 }
 
 /// Reads `OrtGetApiBase()->GetVersionString()` without initializing `ort`, so that a wrong

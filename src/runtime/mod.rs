@@ -2,8 +2,9 @@
 //! execution provider, building sessions, and making tensors that alias memory we own.
 //!
 //! This room knows nothing about language models; `model` and `engine` build on it.
-//! The library is loaded dynamically (`ort`'s `load-dynamic`), from `ORT_DYLIB_PATH` or from
-//! the `onnxruntime` wheel in the project's virtual environment, and its version is checked
+//! The library is loaded dynamically (`ort`'s `load-dynamic`) from the path the caller
+//! resolved ([`init`]; `crate::paths::onnxruntime_library` finds `ORT_DYLIB_PATH` or the
+//! `onnxruntime` wheel in the project's virtual environment), and its version is checked
 //! before `ort` touches it so that a mismatch is a clear error rather than a panic.
 
 mod device;
@@ -12,7 +13,7 @@ mod session;
 mod tensor;
 
 pub use device::{available_providers, Device};
-pub use library::{ensure_initialized, locate_library, OrtLibrary, REQUIRED_ORT_MINOR};
+pub use library::{init, library, OrtLibrary, REQUIRED_ORT_MINOR};
 pub use session::{open_session, SessionOptions};
 pub use tensor::alias_f32_tensor;
 
@@ -26,6 +27,13 @@ pub enum RuntimeError {
          project's .venv with onnxruntime, or set ORT_DYLIB_PATH to libonnxruntime.so"
     )]
     LibraryNotFound { searched: String },
+    #[error(
+        "ONNX Runtime is not loaded yet: load it with runtime::init (the CLI and the server \
+         do, from paths::onnxruntime_library) before opening a model"
+    )]
+    NotInitialized,
+    #[error("ONNX Runtime is already loaded from {loaded}; one process cannot also load {asked}")]
+    AlreadyInitialized { loaded: PathBuf, asked: PathBuf },
     #[error("could not load ONNX Runtime from {path}: {reason}")]
     LibraryLoad { path: PathBuf, reason: String },
     #[error(

@@ -6,7 +6,7 @@ use std::path::Path;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
-use super::{ensure_initialized, Device, RuntimeError};
+use super::{library, Device, RuntimeError};
 
 /// How a session is built: where it runs and with how many intra-op threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct SessionOptions {
 
 /// Loads `onnx` into a session (full graph optimization, the device's providers).
 pub fn open_session(onnx: &Path, options: SessionOptions) -> Result<Session, RuntimeError> {
-    let lib = ensure_initialized()?;
+    let lib = library()?;
     let providers = options.device.execution_providers()?;
     let mut builder = Session::builder(&lib.environment)?
         .with_optimization_level(GraphOptimizationLevel::All)

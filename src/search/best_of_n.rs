@@ -1,4 +1,4 @@
-//! Best-of-N (ALGORITHMS.md §2): N samples of the query in ONE request (one prefill, N
+//! Best-of-N (docs/algorithms.md §2): N samples of the query in ONE request (one prefill, N
 //! forked decodes; sample `i` seeded `seed + i`), all scored, the argmax returned.
 
 use super::params::{call_seed, CallRole};

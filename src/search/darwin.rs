@@ -1,4 +1,4 @@
-//! DARWIN, reward-guided evolutionary decoding (ALGORITHMS.md §3), with M mutations, a
+//! DARWIN, reward-guided evolutionary decoding (docs/algorithms.md §3), with M mutations, a
 //! replacement every m tokens keeping the top k, and I iterations:
 //!
 //! 1. **mutation**: the policy rewords the parent instruction M times (one request, n = M;

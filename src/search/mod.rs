@@ -1,5 +1,5 @@
 //! Searches over the policy with a reward model: greedy decoding, Best-of-N, TPO and DARWIN
-//! (ALGORITHMS.md §1–3). Each search is plain async code over an [`Engine`] and a
+//! (docs/algorithms.md §1–3). Each search is plain async code over an [`Engine`] and a
 //! [`RewardService`]: it awaits generations and scores and owns no thread, so many searches
 //! interleave in the engine's continuous batch and the scorer's batches.
 //!

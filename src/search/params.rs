@@ -22,10 +22,10 @@ pub enum Strategy {
     /// N samples of one prompt (one prefill, N forked decodes), scored; the best wins.
     #[serde(rename = "bon")]
     BestOfN,
-    /// Test-time preference optimization (ALGORITHMS.md §1).
+    /// Test-time preference optimization (docs/algorithms.md §1).
     #[serde(rename = "tpo")]
     Tpo,
-    /// Instruction mutation and reward-guided replacement (ALGORITHMS.md §3).
+    /// Instruction mutation and reward-guided replacement (docs/algorithms.md §3).
     #[serde(rename = "darwin")]
     Darwin,
 }

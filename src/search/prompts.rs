@@ -1,4 +1,4 @@
-//! Our prompts for TPO's three policy roles (ALGORITHMS.md §1, steps 2.2–2.4) and DARWIN's
+//! Our prompts for TPO's three policy roles (docs/algorithms.md §1, steps 2.2–2.4) and DARWIN's
 //! instruction mutation (§3), each one user turn rendered through the policy's own chat
 //! template.
 //!

@@ -1,4 +1,4 @@
-//! TPO, test-time preference optimization (ALGORITHMS.md §1), width N and depth D:
+//! TPO, test-time preference optimization (docs/algorithms.md §1), width N and depth D:
 //!
 //! 1. sample N answers (Best-of-N's step), score them: the cache is every scored candidate
 //!    of the search, for the whole search;

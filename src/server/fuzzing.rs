@@ -194,10 +194,8 @@ fn check_search(s: &SearchJob, ctx: &Context) {
 mod tests {
     use super::*;
 
-    use crate::model::ModelDir;
-
     fn context() -> Context {
-        match Context::open(&ModelDir::default_policy_path()) {
+        match Context::open(&crate::paths::default_policy_dir()) {
             Ok(c) => c,
             Err(e) => panic!("the policy's tokenizer is needed (run `make setup`): {e}"),
         }

@@ -10,8 +10,23 @@ pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The exported embedded policy; tests fail (they do not skip) when it is missing.
+/// Loads ONNX Runtime from the project's venv (once; what the CLI does at start).
+pub fn init_runtime() {
+    if let Err(e) = tpo_engine::paths::init_runtime() {
+        panic!("ONNX Runtime (run `make setup`): {e}");
+    }
+}
+
+/// The embedded reward model `name` (`judge`, `similarity`), with ONNX Runtime loaded.
+pub fn reward_source(name: &str) -> tpo_engine::reward::RewardSource {
+    init_runtime();
+    tpo_engine::paths::reward_source(name)
+}
+
+/// The exported embedded policy, with ONNX Runtime loaded; tests fail (they do not skip)
+/// when it is missing.
 pub fn policy_dir() -> PathBuf {
+    init_runtime();
     let dir = project_root().join("models").join("smollm2-135m-instruct");
     assert!(
         dir.join("genai_config.json").is_file(),

@@ -190,7 +190,7 @@ fn read_prompts(path: &std::path::Path) -> Result<Vec<String>, BenchServeError> 
     let resolved = if path.exists() || path.is_absolute() {
         path.to_path_buf()
     } else {
-        tpo_engine::project_path(&path.to_string_lossy())
+        tpo_engine::paths::project_path(&path.to_string_lossy())
     };
     let text = std::fs::read_to_string(&resolved).map_err(|e| BenchServeError::Prompts {
         path: resolved.clone(),

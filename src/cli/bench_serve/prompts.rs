@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn the_alpaca_eval_pairs_parse() {
-        let path = tpo_engine::project_path("data/alpaca_eval/pairs.jsonl");
+        let path = tpo_engine::paths::project_path("data/alpaca_eval/pairs.jsonl");
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
         };

@@ -1,0 +1,152 @@
+//! Where things are on disk: the one module that knows the project's layout (`.venv/` with
+//! ONNX Runtime, `models/` with the exported models, `data/`). The CLI, the server and the
+//! tests resolve paths here and pass them down; `runtime`, `model`, `reward`, `engine` and
+//! `search` only ever open the paths they are given.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::DEFAULT_POLICY;
+use crate::reward::{RewardSource, SimilarityMetric};
+use crate::runtime::RuntimeError;
+
+/// Folder of the embedded judge under `models/`.
+pub const JUDGE_DIR: &str = "smollm2-judge";
+/// Folder of the embedded similarity encoder under `models/`.
+pub const ENCODER_DIR: &str = "all-minilm-l6-v2";
+
+/// Folders that may be the project root (holding `.venv/` and `models/`), most specific
+/// first: `TPO_HOME`, the executable's ancestors, the working directory's ancestors, and the
+/// source tree this binary was built from.
+pub fn project_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Ok(home) = std::env::var("TPO_HOME") {
+        if !home.is_empty() {
+            roots.push(PathBuf::from(home));
+        }
+    }
+    let mut push_ancestors = |start: Option<PathBuf>| {
+        if let Some(start) = start {
+            for dir in start.ancestors() {
+                if dir.join("models").is_dir() || dir.join(".venv").is_dir() {
+                    roots.push(dir.to_path_buf());
+                }
+            }
+        }
+    };
+    push_ancestors(std::env::current_exe().ok());
+    push_ancestors(std::env::current_dir().ok());
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    roots.dedup();
+    roots
+}
+
+/// `rel` under the first project root that has it (a file or folder), else `rel` itself
+/// (relative to the working directory, so an error message names where it was expected).
+pub fn project_path(rel: &str) -> PathBuf {
+    project_roots()
+        .iter()
+        .map(|root| root.join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(rel))
+}
+
+/// The default policy folder: `TPO_MODEL_DIR`, else `models/smollm2-135m-instruct` under the
+/// project root.
+pub fn default_policy_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("TPO_MODEL_DIR") {
+        if !dir.is_empty() {
+            return PathBuf::from(dir);
+        }
+    }
+    project_path(&format!("models/{DEFAULT_POLICY}"))
+}
+
+/// `models/NAME` under the first project root that has it.
+pub fn embedded_model(name: &str) -> PathBuf {
+    project_path(&format!("models/{name}"))
+}
+
+/// What a reward-model name stands for: `judge`, `similarity`, `bertscore` (the embedded
+/// models under `models/`; `bertscore` is the encoder with token-level matching), or a folder.
+pub fn reward_source(name: &str) -> RewardSource {
+    let (dir, metric) = match name {
+        "judge" => (embedded_model(JUDGE_DIR), None),
+        "similarity" => (embedded_model(ENCODER_DIR), Some(SimilarityMetric::Cosine)),
+        "bertscore" => (
+            embedded_model(ENCODER_DIR),
+            Some(SimilarityMetric::Bertscore),
+        ),
+        other => (PathBuf::from(other), None),
+    };
+    RewardSource {
+        name: name.to_string(),
+        dir,
+        metric,
+    }
+}
+
+/// The ONNX Runtime library: `ORT_DYLIB_PATH`, else
+/// `.venv/lib/python3*/site-packages/onnxruntime/capi/` under a project root.
+pub fn onnxruntime_library() -> Result<PathBuf, RuntimeError> {
+    if let Ok(explicit) = std::env::var("ORT_DYLIB_PATH") {
+        if !explicit.is_empty() {
+            let path = PathBuf::from(&explicit);
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(RuntimeError::LibraryNotFound {
+                    searched: format!("ORT_DYLIB_PATH={explicit} (no such file)"),
+                })
+            };
+        }
+    }
+    let mut searched = Vec::new();
+    for root in project_roots() {
+        let venv_lib = root.join(".venv").join("lib");
+        searched.push(venv_lib.display().to_string());
+        if let Some(found) = find_in_venv(&venv_lib) {
+            return Ok(found);
+        }
+    }
+    Err(RuntimeError::LibraryNotFound {
+        searched: searched.join(", "),
+    })
+}
+
+/// Finds ONNX Runtime and loads it (once per process): what every command that runs a
+/// model does first.
+pub fn init_runtime() -> Result<&'static crate::runtime::OrtLibrary, RuntimeError> {
+    if let Ok(lib) = crate::runtime::library() {
+        return Ok(lib);
+    }
+    crate::runtime::init(&onnxruntime_library()?)
+}
+
+fn find_in_venv(venv_lib: &Path) -> Option<PathBuf> {
+    let pythons = std::fs::read_dir(venv_lib).ok()?;
+    for python in pythons.flatten() {
+        let capi = python
+            .path()
+            .join("site-packages")
+            .join("onnxruntime")
+            .join("capi");
+        let Ok(entries) = std::fs::read_dir(&capi) else {
+            continue;
+        };
+        let mut candidates: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib"
+                })
+            })
+            .collect();
+        // Prefer the fully versioned file name (libonnxruntime.so.1.31.1) when several exist.
+        candidates.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        if let Some(first) = candidates.into_iter().next() {
+            return Some(first);
+        }
+    }
+    None
+}
