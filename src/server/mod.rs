@@ -392,8 +392,9 @@ where
 #[utoipa::path(post, path = "/v1/chat/completions", request_body = schema::ChatCompletionRequest,
     responses((status = 200, description = "A chat completion (or an SSE stream of chunks with stream: true)", body = schema::ChatCompletion),
         (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
-        (status = 404, body = error::ErrorBody), (status = 413, body = error::ErrorBody),
-        (status = 415, body = error::ErrorBody), (status = 429, body = error::ErrorBody),
+        (status = 404, body = error::ErrorBody), (status = 408, body = error::ErrorBody),
+        (status = 413, body = error::ErrorBody), (status = 415, body = error::ErrorBody),
+        (status = 429, body = error::ErrorBody), (status = 500, body = error::ErrorBody),
         (status = 503, body = error::ErrorBody)),
     security(("bearer" = [])))]
 async fn chat_completions(
@@ -475,7 +476,10 @@ fn respond(
 #[utoipa::path(post, path = "/v1/completions", request_body = schema::CompletionRequest,
     responses((status = 200, description = "A text completion (or an SSE stream with stream: true)", body = schema::Completion),
         (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
-        (status = 404, body = error::ErrorBody), (status = 429, body = error::ErrorBody)),
+        (status = 404, body = error::ErrorBody), (status = 408, body = error::ErrorBody),
+        (status = 413, body = error::ErrorBody), (status = 415, body = error::ErrorBody),
+        (status = 429, body = error::ErrorBody), (status = 500, body = error::ErrorBody),
+        (status = 503, body = error::ErrorBody)),
     security(("bearer" = [])))]
 async fn completions(
     State(state): State<Arc<ServerState>>,
@@ -535,7 +539,10 @@ pub const MAX_SCORE_ITEMS: usize = 256;
 #[utoipa::path(post, path = "/v1/score", request_body = schema::ScoreRequest,
     responses((status = 200, description = "One reward per item, in order", body = ScoreResponse),
         (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
-        (status = 429, body = error::ErrorBody)),
+        (status = 404, body = error::ErrorBody), (status = 408, body = error::ErrorBody),
+        (status = 413, body = error::ErrorBody), (status = 415, body = error::ErrorBody),
+        (status = 429, body = error::ErrorBody), (status = 500, body = error::ErrorBody),
+        (status = 503, body = error::ErrorBody)),
     security(("bearer" = [])))]
 async fn score(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
@@ -603,7 +610,7 @@ async fn score(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
 
 #[utoipa::path(get, path = "/v1/models",
     responses((status = 200, description = "The model ids this server answers to", body = ModelList),
-        (status = 401, body = error::ErrorBody)),
+        (status = 401, body = error::ErrorBody), (status = 503, body = error::ErrorBody)),
     security(("bearer" = [])))]
 async fn models(State(state): State<Arc<ServerState>>) -> Json<ModelList> {
     let reward_models: Vec<String> = state.app.rewards.keys().cloned().collect();
