@@ -331,6 +331,10 @@ fn nucleus_draw(
     } else {
         o.top_k.min(row.len())
     };
+    if o.top_p >= 1.0 && limit == row.len() && o.min_p <= 0.0 {
+        // No truncation: the nucleus is the whole row, and no sort is needed.
+        return (whole_row_draw(row, max, inv_t, u), total);
+    }
 
     // Candidates: every token within `delta` logits of the best, sorted. They are a
     // prefix of the full sorted order, so once they hold `top_p` of the mass (or
@@ -386,6 +390,69 @@ fn nucleus_draw(
         }
     }
     (token, total)
+}
+
+/// Tokens per block of [`whole_row_draw`]'s first pass.
+const DRAW_BLOCK: usize = 64;
+
+/// Draws from the whole of `row` at temperature `1 / inv_t`: the inverse CDF walked in token
+/// order. One vectorized pass sums the weights of blocks of [`DRAW_BLOCK`] tokens; the walk
+/// then skips whole blocks and reads the weights of one block only. A draw that rounding
+/// carries past the last weight takes the block's last token of positive weight.
+fn whole_row_draw(row: &[f32], max: f32, inv_t: f32, u: f32) -> TokenId {
+    let weight = |l: f32| fast_exp((l - max) * inv_t);
+    let mut block_sums = [0.0f32; 4096];
+    let blocks = row.len().div_ceil(DRAW_BLOCK);
+    let mut total = 0.0f32;
+    if blocks <= block_sums.len() {
+        for (sum, block) in block_sums.iter_mut().zip(row.chunks(DRAW_BLOCK)) {
+            *sum = sum_exp(block, max, inv_t);
+            total += *sum;
+        }
+    } else {
+        // More than 262,144 tokens: fall back to summing block by block during the walk.
+        total = row.chunks(DRAW_BLOCK).map(|b| sum_exp(b, max, inv_t)).sum();
+    }
+    let target = u * total;
+    let mut acc = 0.0f32;
+    let mut last_block = 0;
+    for (b, block) in row.chunks(DRAW_BLOCK).enumerate() {
+        let sum = if blocks <= block_sums.len() {
+            block_sums[b]
+        } else {
+            sum_exp(block, max, inv_t)
+        };
+        if sum > 0.0 {
+            last_block = b;
+        }
+        if acc + sum <= target {
+            acc += sum;
+            continue;
+        }
+        let start = b * DRAW_BLOCK;
+        let mut last_positive = None;
+        for (i, &l) in block.iter().enumerate() {
+            let w = weight(l);
+            if w > 0.0 && l > f32::NEG_INFINITY {
+                last_positive = Some(i);
+            }
+            acc += w;
+            if acc > target && l > f32::NEG_INFINITY {
+                return (start + i) as TokenId;
+            }
+        }
+        if let Some(i) = last_positive {
+            return (start + i) as TokenId;
+        }
+    }
+    // Rounding left the target at the very end: the last token of positive weight.
+    let start = last_block * DRAW_BLOCK;
+    let end = (start + DRAW_BLOCK).min(row.len());
+    (start..end)
+        .rev()
+        .find(|&i| row[i] > f32::NEG_INFINITY)
+        .or_else(|| row.iter().rposition(|&l| l > f32::NEG_INFINITY))
+        .unwrap_or(0) as TokenId
 }
 
 /// The `k` largest entries of `row` as log-probs (`row - log_normalizer`), most likely
@@ -471,15 +538,10 @@ fn log_softmax_with_max(row: &[f32], max: f32, token: TokenId) -> f32 {
     row[token as usize] - max - sum_exp(row, max, 1.0).ln()
 }
 
-/// Index of the largest logit (the lowest index among ties).
+/// Index of the largest logit (the lowest index among ties; NaN entries are skipped).
 pub fn argmax(logits: &[f32]) -> TokenId {
-    let mut best = 0usize;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as TokenId
+    let max = max_of(logits);
+    logits.iter().position(|&l| l == max).unwrap_or(0) as TokenId
 }
 
 #[cfg(test)]
@@ -610,6 +672,69 @@ mod tests {
             }
             assert!(seen.len() > 1, "sampling collapsed to one token");
         }
+    }
+
+    #[test]
+    fn an_untruncated_draw_is_the_inverse_cdf_in_token_order() {
+        // 49,152 tokens (768 blocks) with a few large ones and -inf holes.
+        let mut logits = pseudo_logits(49_152, 6.0);
+        for (i, l) in logits.iter_mut().enumerate() {
+            if i % 97 == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        logits[40_000] = 14.0;
+        logits[64] = 12.5;
+        logits[49_151] = 13.0;
+        for t in [1.0f32, 0.7] {
+            let p = params(t, 1.0, 0);
+            let max = 14.0f32;
+            let w: Vec<f64> = logits
+                .iter()
+                .map(|&l| (((l - max) / t) as f64).exp())
+                .collect();
+            let total: f64 = w.iter().sum();
+            let mut sampler = Sampler::default();
+            let draws = 20_000;
+            let mut counts = std::collections::HashMap::new();
+            for k in 0..draws {
+                let u = (k as f32 + 0.5) / draws as f32;
+                let s = sampler.sample(&logits, &p, u, &[]).unwrap();
+                assert!(logits[s.token as usize].is_finite(), "drew a -inf token");
+                *counts.entry(s.token).or_insert(0usize) += 1;
+            }
+            // A stratified grid of u: each token gets its probability's share of the grid,
+            // within a couple of grid points.
+            for token in [40_000u32, 64, 49_151] {
+                let expected = w[token as usize] / total * draws as f64;
+                let got = *counts.get(&token).unwrap_or(&0) as f64;
+                assert!(
+                    (got - expected).abs() <= 2.0 + expected * 1e-3,
+                    "t {t} token {token}: {got} draws, expected {expected:.1}"
+                );
+            }
+            let rest: usize = counts
+                .iter()
+                .filter(|(k, _)| ![40_000u32, 64, 49_151].contains(k))
+                .map(|(_, c)| c)
+                .sum();
+            let expected_rest = (total - w[40_000] - w[64] - w[49_151]) / total * draws as f64;
+            assert!((rest as f64 - expected_rest).abs() <= 4.0 + expected_rest * 1e-3);
+            // The edges of u.
+            for u in [0.0f32, 1.0 - f32::EPSILON / 2.0] {
+                let s = sampler.sample(&logits, &p, u, &[]).unwrap();
+                assert!(logits[s.token as usize].is_finite());
+            }
+        }
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_ties_and_skips_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 0.5, 0.7, f32::NAN]), 2);
+        let mut long = vec![0.0f32; 1001];
+        long[1000] = 1.0;
+        assert_eq!(argmax(&long), 1000);
     }
 
     #[test]
