@@ -95,6 +95,18 @@ pub struct ModelArgs {
     prefill_budget: u32,
 }
 
+/// A duration flag in seconds: positive, finite, at most a day.
+pub(crate) fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} must be between 0 and 86400 seconds"))
+    }
+}
+
 fn parse_device(s: &str) -> Result<Device, String> {
     s.parse()
         .map_err(|e: tpo_engine::runtime::RuntimeError| e.to_string())
@@ -128,7 +140,7 @@ impl ModelArgs {
     /// What [`App::open`] opens for these flags: ONNX Runtime and the policy found here, at
     /// the edge, and `reward_models` by name (see [`tpo_engine::paths::reward_source`]),
     /// batched `rm_batch_tokens` per call on the policy's device and threads.
-    fn app_options(
+    pub(super) fn app_options(
         &self,
         reward_models: &[String],
         rm_batch_tokens: usize,

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tpo_engine::app::{App, AppOptions};
-use tpo_engine::reward::{self, RewardOptions};
+use tpo_engine::app::App;
+use tpo_engine::reward;
 use tpo_engine::search::{DarwinOptions, SearchOptions, Strategy};
 use tpo_engine::server::{self, ServeOptions};
 
@@ -31,10 +31,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 256)]
     max_queue: usize,
     /// Seconds a request may wait and run before it fails.
-    #[arg(long, default_value_t = 600.0, value_parser = parse_seconds)]
+    #[arg(long, default_value_t = 600.0, value_parser = crate::cli::parse_seconds)]
     request_timeout: f64,
     /// Seconds in-flight requests may still run after SIGTERM/SIGINT.
-    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    #[arg(long, default_value_t = 30.0, value_parser = crate::cli::parse_seconds)]
     shutdown_grace: f64,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
@@ -83,17 +83,6 @@ pub struct ServeArgs {
     log_format: String,
 }
 
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-        Ok(v)
-    } else {
-        Err(format!("{s} must be between 0 and 86400 seconds"))
-    }
-}
-
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -126,27 +115,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
     };
     // The defaults must make a valid search on their own.
     tpo_engine::search::SearchParams::new(search_defaults.clone())?;
-    let policy = args.model.model_dir();
+    let options = args
+        .model
+        .app_options(&args.reward_models, args.rm_batch_tokens as usize)?;
     let model_id = args.served_model_name.clone().unwrap_or_else(|| {
-        policy
+        options
+            .policy
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "policy".into())
     });
-    let options = AppOptions {
-        onnxruntime: tpo_engine::paths::onnxruntime_library()?,
-        policy,
-        engine: args.model.engine_options(),
-        reward_models: args
-            .reward_models
-            .iter()
-            .map(|name| tpo_engine::paths::reward_source(name))
-            .collect(),
-        reward: RewardOptions {
-            session: args.model.decoder_options(),
-            batch_tokens: args.rm_batch_tokens as usize,
-        },
-    };
     let reward_models = args.reward_models.clone();
     let open = move || {
         let loading = std::time::Instant::now();

@@ -218,6 +218,8 @@ pub struct Sampled {
 #[derive(Default)]
 pub struct Sampler {
     candidates: Vec<u32>,
+    /// Weight sums of blocks of [`DRAW_BLOCK`] tokens, for an untruncated draw.
+    block_sums: Vec<f32>,
     /// The penalized copy of a row.
     shifted: Vec<f32>,
     /// Generated tokens, sorted, to count occurrences for penalties.
@@ -254,7 +256,8 @@ impl Sampler {
             (argmax(row), None)
         } else {
             let max = if penalized { max_of(row) } else { raw_max };
-            let (token, total) = nucleus_draw(&mut self.candidates, row, max, o, u);
+            let (token, total) =
+                nucleus_draw(&mut self.candidates, &mut self.block_sums, row, max, o, u);
             // At temperature 1 without penalties the sampling normalizer is the model's.
             let reusable = !penalized && o.temperature == 1.0;
             (token, reusable.then_some(total))
@@ -318,6 +321,7 @@ fn checked_max(row: &[f32]) -> Result<f32, LogitsError> {
 /// `max`) at `temperature > 0`; returns the token and `sum exp((row - max) / t)`.
 fn nucleus_draw(
     candidates: &mut Vec<u32>,
+    block_sums: &mut Vec<f32>,
     row: &[f32],
     max: f32,
     o: &SamplingOptions,
@@ -333,7 +337,7 @@ fn nucleus_draw(
     };
     if o.top_p >= 1.0 && limit == row.len() && o.min_p <= 0.0 {
         // No truncation: the nucleus is the whole row, and no sort is needed.
-        return (whole_row_draw(row, max, inv_t, u), total);
+        return (whole_row_draw(block_sums, row, max, inv_t, u), total);
     }
 
     // Candidates: every token within `delta` logits of the best, sorted. They are a
@@ -399,29 +403,15 @@ const DRAW_BLOCK: usize = 64;
 /// order. One vectorized pass sums the weights of blocks of [`DRAW_BLOCK`] tokens; the walk
 /// then skips whole blocks and reads the weights of one block only. A draw that rounding
 /// carries past the last weight takes the block's last token of positive weight.
-fn whole_row_draw(row: &[f32], max: f32, inv_t: f32, u: f32) -> TokenId {
+fn whole_row_draw(block_sums: &mut Vec<f32>, row: &[f32], max: f32, inv_t: f32, u: f32) -> TokenId {
     let weight = |l: f32| fast_exp((l - max) * inv_t);
-    let mut block_sums = [0.0f32; 4096];
-    let blocks = row.len().div_ceil(DRAW_BLOCK);
-    let mut total = 0.0f32;
-    if blocks <= block_sums.len() {
-        for (sum, block) in block_sums.iter_mut().zip(row.chunks(DRAW_BLOCK)) {
-            *sum = sum_exp(block, max, inv_t);
-            total += *sum;
-        }
-    } else {
-        // More than 262,144 tokens: fall back to summing block by block during the walk.
-        total = row.chunks(DRAW_BLOCK).map(|b| sum_exp(b, max, inv_t)).sum();
-    }
+    block_sums.clear();
+    block_sums.extend(row.chunks(DRAW_BLOCK).map(|b| sum_exp(b, max, inv_t)));
+    let total: f32 = block_sums.iter().sum();
     let target = u * total;
     let mut acc = 0.0f32;
     let mut last_block = 0;
-    for (b, block) in row.chunks(DRAW_BLOCK).enumerate() {
-        let sum = if blocks <= block_sums.len() {
-            block_sums[b]
-        } else {
-            sum_exp(block, max, inv_t)
-        };
+    for (b, (block, &sum)) in row.chunks(DRAW_BLOCK).zip(block_sums.iter()).enumerate() {
         if sum > 0.0 {
             last_block = b;
         }

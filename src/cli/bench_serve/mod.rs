@@ -83,7 +83,7 @@ pub struct ServeBenchArgs {
     requests: Option<u64>,
     /// Seconds each level sends for (with --requests: whichever ends first). Requests in
     /// flight at the end still finish and count.
-    #[arg(long, value_parser = parse_seconds)]
+    #[arg(long, value_parser = crate::cli::parse_seconds)]
     duration: Option<f64>,
     /// Search run through the model id suffix (the server's search defaults apply).
     #[arg(long, value_enum, default_value_t = SearchKind::None)]
@@ -104,7 +104,7 @@ pub struct ServeBenchArgs {
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// Seconds one request may take, send to [DONE] (then it counts as "timeout").
-    #[arg(long, default_value_t = 600.0, value_parser = parse_seconds)]
+    #[arg(long, default_value_t = 600.0, value_parser = crate::cli::parse_seconds)]
     timeout: f64,
     /// Seed of the open loop's arrival times.
     #[arg(long, default_value_t = 0)]
@@ -112,17 +112,6 @@ pub struct ServeBenchArgs {
     /// Write the report as JSON to this file too.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-}
-
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-        Ok(v)
-    } else {
-        Err(format!("{s} must be between 0 and 86400 seconds"))
-    }
 }
 
 /// Why the bench could not run (a failed request is an outcome, never one of these).
