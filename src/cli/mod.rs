@@ -93,6 +93,10 @@ pub struct ModelArgs {
     /// Prompt tokens prefilled per scheduler iteration before each decode step.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     prefill_budget: u32,
+    /// Turn off the automatic prefix cache (finished sequences' KV rows reused by later
+    /// prompts that start with the same tokens); outputs are the same either way.
+    #[arg(long)]
+    no_prefix_cache: bool,
 }
 
 /// A duration flag in seconds: positive, finite, at most a day.
@@ -133,6 +137,7 @@ impl ModelArgs {
             kv_slots: self.kv_slots as usize,
             max_seq_len: self.max_seq_len as usize,
             prefill_budget: self.prefill_budget as usize,
+            prefix_cache: !self.no_prefix_cache,
             ..tpo_engine::engine::EngineOptions::default()
         }
     }

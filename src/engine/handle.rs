@@ -29,6 +29,9 @@ pub struct EngineOptions {
     /// Requests in flight (queued, prefilling or decoding) before `submit` answers
     /// [`EngineError::Overloaded`]; bounds the command channel and the waiting queue.
     pub max_pending: usize,
+    /// Keep finished sequences' KV rows in free slots so later prompts that start with the
+    /// same tokens prefill only the rest (outputs are unchanged; see `prefix_cache`).
+    pub prefix_cache: bool,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +42,7 @@ impl Default for EngineOptions {
             max_seq_len: 2048,
             prefill_budget: 512,
             max_pending: 4096,
+            prefix_cache: true,
         }
     }
 }
@@ -82,6 +86,7 @@ impl Engine {
         let stats = Arc::new(EngineStats::default());
         let limits = SchedulerLimits {
             prefill_budget: options.prefill_budget,
+            prefix_cache: options.prefix_cache,
         };
         let thread_tokenizer = Arc::clone(&tokenizer);
         let thread_stats = Arc::clone(&stats);

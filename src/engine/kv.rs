@@ -202,6 +202,31 @@ impl KvArena {
         Ok(())
     }
 
+    /// Exchanges the first `len` cached positions of slots `a` and `b`, in every layer and
+    /// head (a finished sequence keeps its rows for the prefix cache while the last decoding
+    /// sequence moves into its slot).
+    pub fn swap_prefix(&mut self, a: SlotId, b: SlotId, len: usize) -> Result<(), EngineError> {
+        self.check_len(len)?;
+        if a == b {
+            return Ok(());
+        }
+        let s = self.shape;
+        let row = len * s.head_dim;
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        for buffers in [&mut self.keys, &mut self.values] {
+            for layer in buffers.iter_mut() {
+                // Slot `lo` lies wholly before slot `hi`, so the split separates them.
+                let (first, second) = layer.split_at_mut(hi.0 * s.slot_elems());
+                for h in 0..s.kv_heads {
+                    let head = h * s.max_len * s.head_dim;
+                    let x = lo.0 * s.slot_elems() + head;
+                    first[x..x + row].swap_with_slice(&mut second[head..head + row]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Raw pointers to slot `lo` of layer `layer` (keys, values), for binding a view of
     /// slots `lo..lo+n` as a `[n, kv_heads, max_len, head_dim]` tensor.
     ///
@@ -286,6 +311,13 @@ mod tests {
             assert_eq!(&dst[..2 * s.head_dim], &src[..2 * s.head_dim]);
             assert_ne!(&dst[2 * s.head_dim..], &src[2 * s.head_dim..]);
         }
+        let before0 = arena.key_rows(0, SlotId(0), 1).to_vec();
+        let before1 = arena.key_rows(0, SlotId(1), 1).to_vec();
+        arena.swap_prefix(SlotId(1), SlotId(0), 3).unwrap();
+        let row = 3 * s.head_dim;
+        assert_eq!(&arena.key_rows(0, SlotId(0), 1)[..row], &before1[..row]);
+        assert_eq!(&arena.key_rows(0, SlotId(1), 1)[..row], &before0[..row]);
+        assert_eq!(&arena.key_rows(0, SlotId(0), 1)[row..], &before0[row..]);
         assert!(matches!(
             arena.copy_prefix(SlotId(0), SlotId(1), 5),
             Err(EngineError::SequenceTooLong { .. })

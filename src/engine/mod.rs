@@ -2,7 +2,8 @@
 //! KV arena and runs every request in one continuous batch, behind a cloneable [`Engine`]
 //! handle.
 //!
-//! Rooms: `decoder` (one forward step over KV slots), `kv` (the arena), `sampler` (sampling
+//! Rooms: `decoder` (one forward step over KV slots), `kv` (the arena), `prefix_cache`
+//! (finished sequences' KV rows, found by their tokens), `sampler` (sampling
 //! parameters and the CPU sampler), `scheduler` (the batching loop), `request` (what goes in
 //! and comes out), `handle` (the `Engine` callers hold).
 //!
@@ -12,6 +13,7 @@
 mod decoder;
 mod handle;
 mod kv;
+mod prefix_cache;
 mod request;
 mod sampler;
 mod scheduler;
@@ -19,6 +21,7 @@ mod scheduler;
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
 pub use handle::{Engine, EngineOptions};
 pub use kv::{available_memory_bytes, check_arena_fits, KvArena, KvShape, Slot, SlotId};
+pub use prefix_cache::{PrefixCache, PrefixMatch, BLOCK as PREFIX_BLOCK};
 pub use request::{
     ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, GenerationStream,
     SampleOutput,

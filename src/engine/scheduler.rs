@@ -20,6 +20,16 @@
 //! moves into its slot (its KV rows are copied); a prompt that finishes prefill joins at
 //! slot `B`; its `n - 1` forks copy the prompt's KV rows into the next slots.
 //!
+//! Prefix cache (on unless `SchedulerLimits::prefix_cache` is off): a finished sequence
+//! exchanges rows with the last one instead of being overwritten, and its slot becomes a
+//! cache entry holding prompt + answer; so do a finished prefill's slot (the prompt) and a
+//! scored continuation's. Admission looks up the longest cached prefix of the prompt
+//! (keeping the tokens whose logits the job reads), copies those rows into a fresh slot, or
+//! takes the entry's slot over when the prompt covers all of it, and prefills only the
+//! rest. Entries live only in slots outside the batch; a request that needs a slot evicts
+//! the least recently used entry, so admission counts cached slots as available and the
+//! arena never holds more than it did without the cache.
+//!
 //! Failure isolation: a row of logits that cannot be sampled (NaN, `+inf`, all `-inf`)
 //! fails its own request only. A model step that fails is retried once; if it fails again,
 //! each row runs alone, so only the rows that fail by themselves fail their requests and
@@ -40,6 +50,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::decoder::{Decoder, LogitsWanted, RowInput};
 use super::kv::{KvArena, Slot, SlotId};
+use super::prefix_cache::PrefixCache;
 use super::request::{
     Command, ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, SampleOutput,
 };
@@ -70,6 +81,16 @@ pub struct EngineStats {
     pub waiting: AtomicU64,
     /// KV slots held now (decoding, prefilling or forking).
     pub kv_slots_used: AtomicU64,
+    /// KV slots holding prefix-cache entries now (free to evict).
+    pub kv_slots_cached: AtomicU64,
+    /// Admissions that reused cached KV rows.
+    pub prefix_hits: AtomicU64,
+    /// Admissions that found no cached prefix (with the cache on).
+    pub prefix_misses: AtomicU64,
+    /// Prompt tokens whose KV rows came from the cache instead of prefill.
+    pub prefix_reused_tokens: AtomicU64,
+    /// Cache entries dropped to free a slot.
+    pub prefix_evictions: AtomicU64,
 }
 
 /// The cumulative counters of [`EngineStats`] at one moment; benches subtract two.
@@ -82,6 +103,10 @@ pub struct StatsSnapshot {
     pub sample_nanos: u64,
     pub prefill_tokens: u64,
     pub prefill_nanos: u64,
+    pub prefix_hits: u64,
+    pub prefix_misses: u64,
+    pub prefix_reused_tokens: u64,
+    pub prefix_evictions: u64,
 }
 
 impl StatsSnapshot {
@@ -95,6 +120,14 @@ impl StatsSnapshot {
             sample_nanos: self.sample_nanos.saturating_sub(before.sample_nanos),
             prefill_tokens: self.prefill_tokens.saturating_sub(before.prefill_tokens),
             prefill_nanos: self.prefill_nanos.saturating_sub(before.prefill_nanos),
+            prefix_hits: self.prefix_hits.saturating_sub(before.prefix_hits),
+            prefix_misses: self.prefix_misses.saturating_sub(before.prefix_misses),
+            prefix_reused_tokens: self
+                .prefix_reused_tokens
+                .saturating_sub(before.prefix_reused_tokens),
+            prefix_evictions: self
+                .prefix_evictions
+                .saturating_sub(before.prefix_evictions),
         }
     }
 
@@ -120,6 +153,10 @@ impl EngineStats {
             sample_nanos: s.decode_sample_nanos.load(Ordering::Relaxed),
             prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
             prefill_nanos: s.prefill_nanos.load(Ordering::Relaxed),
+            prefix_hits: s.prefix_hits.load(Ordering::Relaxed),
+            prefix_misses: s.prefix_misses.load(Ordering::Relaxed),
+            prefix_reused_tokens: s.prefix_reused_tokens.load(Ordering::Relaxed),
+            prefix_evictions: s.prefix_evictions.load(Ordering::Relaxed),
         }
     }
 }
@@ -196,6 +233,8 @@ enum Outcome {
 struct Sequence {
     slot: Slot,
     group: Rc<Group>,
+    /// The request's prompt (shared by its samples), for the prefix-cache entry.
+    prompt: Rc<[TokenId]>,
     index: usize,
     rng: SequenceRng,
     /// Tokens cached in the slot.
@@ -213,6 +252,15 @@ struct Sequence {
 }
 
 impl Sequence {
+    /// The tokens whose KV rows the slot holds (the last sampled token is never fed).
+    fn cached_tokens(&self) -> Vec<TokenId> {
+        let mut tokens = Vec::with_capacity(self.len);
+        tokens.extend_from_slice(&self.prompt);
+        tokens.extend_from_slice(&self.tokens);
+        tokens.truncate(self.len);
+        tokens
+    }
+
     fn fault(&self) -> Option<InjectedFault> {
         self.group.params.options().inject_fault
     }
@@ -253,6 +301,16 @@ impl Job {
             Job::Logprobs { .. } => 1,
         }
     }
+
+    /// Tokens of `tokens` a cached prefix may cover: prefill must still compute the logits
+    /// the job reads (the last prompt token's for sampling; from the prompt's last token on
+    /// for teacher-forced log-probs).
+    fn reusable(&self, tokens: &[TokenId]) -> usize {
+        match self {
+            Job::Generate { .. } => tokens.len().saturating_sub(1),
+            Job::Logprobs { prompt_len, .. } => prompt_len.saturating_sub(1),
+        }
+    }
 }
 
 /// Work admitted but not yet prefilled.
@@ -274,6 +332,8 @@ struct Prefill {
 pub struct SchedulerLimits {
     /// Prompt tokens prefilled per iteration before the decode step.
     pub prefill_budget: usize,
+    /// Keep finished sequences' KV rows for later prompts that start with their tokens.
+    pub prefix_cache: bool,
 }
 
 pub(crate) struct Scheduler {
@@ -288,6 +348,8 @@ pub(crate) struct Scheduler {
     waiting: VecDeque<Waiting>,
     prefill: Option<Prefill>,
     decoding: Vec<Sequence>,
+    /// Cached KV entries in slots nobody holds (`None`: the cache is off).
+    cache: Option<PrefixCache>,
     /// Results waiting for `flush_finished`.
     finished: Vec<(Rc<Group>, SampleOutput)>,
     /// A row of NaN, for the logits-poisoning test hook.
@@ -317,6 +379,7 @@ impl Scheduler {
             waiting: VecDeque::new(),
             prefill: None,
             decoding: Vec::new(),
+            cache: limits.prefix_cache.then(PrefixCache::new),
             finished: Vec::new(),
             poisoned_row: Vec::new(),
             disconnected: false,
@@ -351,8 +414,10 @@ impl Scheduler {
             .store(self.decoding.len() as u64, Ordering::Relaxed);
         s.waiting
             .store(self.waiting.len() as u64, Ordering::Relaxed);
-        let used = self.arena.slots() - self.arena.free_slots();
+        let cached = self.cache.as_ref().map_or(0, PrefixCache::len);
+        let used = self.arena.slots() - self.arena.free_slots() - cached;
         s.kv_slots_used.store(used as u64, Ordering::Relaxed);
+        s.kv_slots_cached.store(cached as u64, Ordering::Relaxed);
     }
 
     fn receive(&mut self, block: bool) {
@@ -418,24 +483,29 @@ impl Scheduler {
         let mut i = 0;
         while i < self.decoding.len() {
             if self.decoding[i].group.cancelled() {
-                self.remove_decoding(i);
+                self.remove_decoding(i, false);
             } else {
                 i += 1;
             }
         }
     }
 
-    /// Removes decoding sequence `i`, moving the last one into its slot.
-    fn remove_decoding(&mut self, i: usize) -> Sequence {
+    /// Removes decoding sequence `i`, moving the last one into its slot. With `keep_rows`
+    /// the two exchange rows, so the removed sequence leaves holding its own (for the
+    /// prefix cache); otherwise its rows are overwritten.
+    fn remove_decoding(&mut self, i: usize, keep_rows: bool) -> Sequence {
         let mut removed = self.decoding.swap_remove(i);
         if i < self.decoding.len() {
             let moved = &mut self.decoding[i];
             // `removed` still holds slot i; the moved sequence's rows go there and the two
             // handles swap, so the old last slot is the one returned to the arena.
-            if let Err(e) = self
-                .arena
-                .copy_prefix(moved.slot.id(), removed.slot.id(), moved.len)
-            {
+            let (from, to) = (moved.slot.id(), removed.slot.id());
+            let result = if keep_rows {
+                self.arena.swap_prefix(from, to, moved.len.max(removed.len))
+            } else {
+                self.arena.copy_prefix(from, to, moved.len)
+            };
+            if let Err(e) = result {
                 // Cannot happen (lengths are checked on admission); fail loudly in the stream.
                 moved.group.fail(EngineError::Internal(e.to_string()));
             }
@@ -512,13 +582,13 @@ impl Scheduler {
         let Some(front) = self.waiting.front() else {
             return false;
         };
-        if self.arena.free_slots() < front.job.slots_needed() {
+        if self.available_slots() < front.job.slots_needed() {
             return false;
         }
         let Some(w) = self.waiting.pop_front() else {
             return false;
         };
-        let Some(slot) = self.arena.allocate() else {
+        let Some((slot, done)) = self.prefill_slot(&w.job, &w.tokens) else {
             fail_job(
                 w.job,
                 EngineError::Internal("no free slot after a free-slot check".into()),
@@ -529,7 +599,7 @@ impl Scheduler {
             job: w.job,
             slot,
             tokens: w.tokens,
-            done: 0,
+            done,
         });
         true
     }
@@ -539,6 +609,8 @@ impl Scheduler {
             Job::Logprobs {
                 reply, logprobs, ..
             } => {
+                // Every token of prompt + continuation now has its KV rows in the slot.
+                self.cache_insert(p.slot, p.tokens);
                 let sum = logprobs.iter().sum();
                 let _ = reply.send(Ok(ContinuationLogprobs {
                     token_logprobs: logprobs,
@@ -553,13 +625,16 @@ impl Scheduler {
                 // Join the contiguous decoding prefix at slot B.
                 let target = SlotId(self.decoding.len());
                 if slot.id() != target {
-                    match self.arena.take(target) {
+                    match self.take_slot(target) {
                         Some(t) => {
                             if let Err(e) = self.arena.copy_prefix(slot.id(), t.id(), prompt_len) {
                                 group.fail(e);
                                 return;
                             }
-                            slot = t;
+                            // The prompt's rows stay cached (for requests with the same
+                            // prompt while this one decodes) and are evictable by the forks.
+                            let prefilled = std::mem::replace(&mut slot, t);
+                            self.cache_insert(prefilled, p.tokens.clone());
                         }
                         None => {
                             group.fail(EngineError::Internal(format!(
@@ -572,7 +647,7 @@ impl Scheduler {
                 }
                 let mut slots = vec![slot];
                 for _ in 1..n {
-                    let Some(fork) = self.arena.allocate() else {
+                    let Some(fork) = self.allocate_slot(None) else {
                         group.fail(EngineError::Internal("no slot for a fork".into()));
                         return;
                     };
@@ -587,10 +662,12 @@ impl Scheduler {
                 // remaining sequence in the slot of its position (finishing sample 0 at
                 // once would move sample 1 to position B while it holds slot B + 1).
                 let mut done = Vec::new();
+                let prompt: Rc<[TokenId]> = p.tokens.into();
                 for (index, slot) in slots.into_iter().enumerate() {
                     let seq = Sequence {
                         slot,
                         group: Rc::clone(&group),
+                        prompt: Rc::clone(&prompt),
                         index,
                         rng: group.params.rng(index as u64),
                         len: prompt_len,
@@ -696,15 +773,16 @@ impl Scheduler {
             Outcome::Continue => {}
             Outcome::Finished(reason) => self.finish(i, reason),
             Outcome::Dropped => {
-                self.remove_decoding(i);
+                self.remove_decoding(i, false);
             }
         }
     }
 
     /// Queues sequence `i`'s result (sent by `flush_finished`) and frees its slot.
     fn finish(&mut self, i: usize, finish_reason: FinishReason) {
-        let seq = self.remove_decoding(i);
+        let seq = self.remove_decoding(i, self.cache.is_some());
         let elapsed = seq.group.submitted.elapsed();
+        let cached = self.cache.is_some().then(|| seq.cached_tokens());
         let output = SampleOutput {
             index: seq.index,
             prompt_tokens: seq.group.prompt_len,
@@ -716,7 +794,92 @@ impl Scheduler {
             stop_at: seq.stop_at,
             finish_reason,
         };
+        if let Some(tokens) = cached {
+            self.cache_insert(seq.slot, tokens);
+        }
         self.finished.push((seq.group, output));
+    }
+
+    /// Caches `slot`'s rows `0..tokens.len()` (or frees the slot when the cache is off).
+    fn cache_insert(&mut self, slot: Slot, tokens: Vec<TokenId>) {
+        if let Some(cache) = self.cache.as_mut() {
+            cache.insert(slot, tokens);
+        }
+    }
+
+    /// Free slots plus cached ones (which can be evicted).
+    fn available_slots(&self) -> usize {
+        self.arena.free_slots() + self.cache.as_ref().map_or(0, PrefixCache::len)
+    }
+
+    /// The lowest free slot, evicting the least recently used cache entry (never `keep`)
+    /// when none is free.
+    fn allocate_slot(&mut self, keep: Option<SlotId>) -> Option<Slot> {
+        if let Some(slot) = self.arena.allocate() {
+            return Some(slot);
+        }
+        let cache = self.cache.as_mut()?;
+        if !cache.evict_lru(keep) {
+            return None;
+        }
+        self.stats.prefix_evictions.fetch_add(1, Ordering::Relaxed);
+        self.arena.allocate()
+    }
+
+    /// Slot `id` for the decoding batch. A cache entry there moves to a free slot if there
+    /// is one (its rows are copied), else it is evicted.
+    fn take_slot(&mut self, id: SlotId) -> Option<Slot> {
+        if let Some(slot) = self.arena.take(id) {
+            return Some(slot);
+        }
+        let (slot, tokens) = self.cache.as_mut()?.remove(id)?;
+        match self.arena.allocate() {
+            Some(moved) if self.arena.copy_prefix(id, moved.id(), tokens.len()).is_ok() => {
+                self.cache_insert(moved, tokens);
+            }
+            _ => {
+                self.stats.prefix_evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Some(slot)
+    }
+
+    /// A slot for the prompt `tokens` of `job` and how many of its tokens it already holds:
+    /// the longest cached prefix is copied into a fresh slot (the entry stays), or the entry
+    /// is taken over when the prompt covers all of it (nothing is lost) or no other slot is
+    /// left; with no usable prefix, a fresh slot.
+    fn prefill_slot(&mut self, job: &Job, tokens: &[TokenId]) -> Option<(Slot, usize)> {
+        let found = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.longest_match(tokens, job.reusable(tokens)));
+        let Some(hit) = found else {
+            if self.cache.is_some() {
+                self.stats.prefix_misses.fetch_add(1, Ordering::Relaxed);
+            }
+            return Some((self.allocate_slot(None)?, 0));
+        };
+        self.stats.prefix_hits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .prefix_reused_tokens
+            .fetch_add(hit.len as u64, Ordering::Relaxed);
+        if hit.len < hit.entry_len {
+            if let Some(fresh) = self.allocate_slot(Some(hit.slot)) {
+                if self
+                    .arena
+                    .copy_prefix(hit.slot, fresh.id(), hit.len)
+                    .is_ok()
+                {
+                    if let Some(cache) = self.cache.as_mut() {
+                        cache.touch(hit.slot);
+                    }
+                    return Some((fresh, hit.len));
+                }
+                return Some((fresh, 0));
+            }
+        }
+        let (slot, _) = self.cache.as_mut()?.remove(hit.slot)?;
+        Some((slot, hit.len))
     }
 
     /// Publishes the gauges, then sends the results of sequences finished since the last

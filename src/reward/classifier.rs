@@ -100,10 +100,7 @@ impl ClassifierRm {
             InputFormat::Chat => {
                 let messages = [
                     ChatMessage::user(input.prompt),
-                    ChatMessage {
-                        role: "assistant".into(),
-                        content: input.response.to_string(),
-                    },
+                    ChatMessage::assistant(input.response),
                 ];
                 Ok(vec![self
                     .template

@@ -14,7 +14,14 @@ pub const QUEUE_DEPTH: &str = "tpo_queue_depth";
 pub const REQUESTS_RUNNING: &str = "tpo_requests_running";
 pub const RUNNING_SEQUENCES: &str = "tpo_running_sequences";
 pub const KV_SLOTS_USED: &str = "tpo_kv_slots_used";
+/// Slots no request holds (cached entries included: they are evicted on demand).
 pub const KV_SLOTS_FREE: &str = "tpo_kv_slots_free";
+/// Free slots holding prefix-cache entries.
+pub const KV_SLOTS_CACHED: &str = "tpo_kv_slots_cached";
+pub const PREFIX_HITS: &str = "tpo_prefix_cache_hits_total";
+pub const PREFIX_MISSES: &str = "tpo_prefix_cache_misses_total";
+pub const PREFIX_REUSED_TOKENS: &str = "tpo_prefix_cache_reused_tokens_total";
+pub const PREFIX_EVICTIONS: &str = "tpo_prefix_cache_evictions_total";
 pub const PROMPT_TOKENS: &str = "tpo_prompt_tokens_total";
 pub const GENERATED_TOKENS: &str = "tpo_generated_tokens_total";
 pub const TTFT: &str = "tpo_time_to_first_token_seconds";
@@ -83,6 +90,14 @@ fn register_all() {
         counter!(SEARCHES, "strategy" => *strategy).absolute(0);
     }
     counter!(SEARCH_STEPS).absolute(0);
+    for c in [
+        PREFIX_HITS,
+        PREFIX_MISSES,
+        PREFIX_REUSED_TOKENS,
+        PREFIX_EVICTIONS,
+    ] {
+        counter!(c).absolute(0);
+    }
     counter!(PROMPT_TOKENS).absolute(0);
     counter!(GENERATED_TOKENS).absolute(0);
     let _ = histogram!(TTFT);
@@ -94,6 +109,7 @@ fn register_all() {
         RUNNING_SEQUENCES,
         KV_SLOTS_USED,
         KV_SLOTS_FREE,
+        KV_SLOTS_CACHED,
     ] {
         gauge!(g).set(0.0);
     }
@@ -106,9 +122,14 @@ pub struct Snapshot {
     pub requests_running: usize,
     pub running_sequences: u64,
     pub kv_slots_used: u64,
+    pub kv_slots_cached: u64,
     pub kv_slots: u64,
     pub decode_steps: u64,
     pub prefill_tokens: u64,
+    pub prefix_hits: u64,
+    pub prefix_misses: u64,
+    pub prefix_reused_tokens: u64,
+    pub prefix_evictions: u64,
 }
 
 /// The Prometheus text of every metric, with the gauges set from `snapshot`.
@@ -120,6 +141,11 @@ pub fn render(snapshot: &Snapshot) -> String {
     gauge!(KV_SLOTS_FREE).set(snapshot.kv_slots.saturating_sub(snapshot.kv_slots_used) as f64);
     counter!(ENGINE_DECODE_STEPS).absolute(snapshot.decode_steps);
     counter!(ENGINE_PREFILL_TOKENS).absolute(snapshot.prefill_tokens);
+    gauge!(KV_SLOTS_CACHED).set(snapshot.kv_slots_cached as f64);
+    counter!(PREFIX_HITS).absolute(snapshot.prefix_hits);
+    counter!(PREFIX_MISSES).absolute(snapshot.prefix_misses);
+    counter!(PREFIX_REUSED_TOKENS).absolute(snapshot.prefix_reused_tokens);
+    counter!(PREFIX_EVICTIONS).absolute(snapshot.prefix_evictions);
     match install() {
         Some(handle) => {
             handle.run_upkeep();

@@ -130,9 +130,14 @@ impl ServerState {
             requests_running: self.admission.active(),
             running_sequences: load(&s.running),
             kv_slots_used: load(&s.kv_slots_used),
+            kv_slots_cached: load(&s.kv_slots_cached),
             kv_slots: self.app.engine.kv_slots() as u64,
             decode_steps: load(&s.decode_steps),
             prefill_tokens: load(&s.prefill_tokens),
+            prefix_hits: load(&s.prefix_hits),
+            prefix_misses: load(&s.prefix_misses),
+            prefix_reused_tokens: load(&s.prefix_reused_tokens),
+            prefix_evictions: load(&s.prefix_evictions),
         }
     }
 }

@@ -23,6 +23,11 @@ FAMILIES = {
     "tpo_running_sequences": "gauge",
     "tpo_kv_slots_used": "gauge",
     "tpo_kv_slots_free": "gauge",
+    "tpo_kv_slots_cached": "gauge",
+    "tpo_prefix_cache_hits": "counter",
+    "tpo_prefix_cache_misses": "counter",
+    "tpo_prefix_cache_reused_tokens": "counter",
+    "tpo_prefix_cache_evictions": "counter",
     "tpo_time_to_first_token_seconds": "histogram",
     "tpo_inter_token_latency_seconds": "histogram",
     "tpo_request_duration_seconds": "histogram",
@@ -48,6 +53,7 @@ def test_metrics_parse_with_the_expected_families(server, http):
     assert rm, "no reward-model batch-size family"
     m = parse_metrics(resp.text)
     assert metric_sum(m, "tpo_kv_slots_used") + metric_sum(m, "tpo_kv_slots_free") == 8
+    assert metric_sum(m, "tpo_kv_slots_cached") <= metric_sum(m, "tpo_kv_slots_free")
     for endpoint in ("chat", "completions", "score"):
         assert ("tpo_requests_total", frozenset({("endpoint", endpoint), ("status", "200")})) in m
     for reason in ("invalid", "unauthorized", "not_found", "body_too_large", "overloaded",
@@ -99,3 +105,21 @@ def test_search_metrics(server, http):
     assert d("tpo_searches_total", strategy="bon") == 1
     assert d("tpo_searches_total") == 1
     assert d("tpo_generated_tokens_total") == r.json()["usage"]["completion_tokens"]
+
+
+def test_a_repeated_prompt_reuses_the_cached_prefix(server, http):
+    body = {"model": MODEL, "max_tokens": 6, "temperature": 0,
+            "messages": [{"role": "user", "content": "Name three rivers in Europe and one fact about each."}]}
+    first = http.post("/v1/chat/completions", json=body)
+    assert first.status_code == 200, first.text
+    before = server.metrics()
+    again = http.post("/v1/chat/completions", json=body)
+    assert again.status_code == 200, again.text
+    after = server.metrics()
+    d = lambda n: metric_sum(after, n) - metric_sum(before, n)  # noqa: E731
+    prompt_tokens = again.json()["usage"]["prompt_tokens"]
+    assert d("tpo_prefix_cache_hits_total") == 1
+    # Everything but the last prompt token came from the cache (its logits are needed).
+    assert d("tpo_prefix_cache_reused_tokens_total") == prompt_tokens - 1
+    assert d("tpo_engine_prefill_tokens_total") == 1
+    assert again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
