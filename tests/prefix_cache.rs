@@ -228,3 +228,33 @@ fn concurrent_requests_sharing_prefixes_under_eviction_pressure_lose_nothing() {
     assert_eq!(e.kv_slots_used.load(Ordering::Relaxed), 0);
     assert!(e.kv_slots_cached.load(Ordering::Relaxed) <= 3);
 }
+
+#[test]
+fn forks_take_their_batch_positions_when_cache_entries_sit_there() {
+    // Finished requests leave entries in the low slots; a request with n = 3 must decode
+    // in slots 0, 1, 2 (moving those entries), exactly as without the cache.
+    let cached = start(6, true);
+    let uncached = start(6, false);
+    for (i, q) in ["Name a colour.", "Name a planet.", "Name a tree."]
+        .iter()
+        .enumerate()
+    {
+        let prompt = cached.question_prompt(q).unwrap();
+        let params = sampled(i as u64, 8);
+        assert_same(
+            &run(&cached, &prompt, &params),
+            &run(&uncached, &prompt, &params),
+            q,
+        );
+    }
+    assert!(cached.stats().kv_slots_cached.load(Ordering::Relaxed) >= 3);
+    let prompt = cached
+        .question_prompt("Invent a name for a bakery.")
+        .unwrap();
+    let request = GenerateRequest::new(prompt, sampled(11, 20)).with_n(3);
+    let with = cached.generate_blocking(request.clone()).unwrap();
+    let without = uncached.generate_blocking(request).unwrap();
+    for (a, b) in with.iter().zip(&without) {
+        assert_same(a, b, &format!("fork {}", a.index));
+    }
+}

@@ -176,6 +176,107 @@ fn tpo_best_score_never_decreases_and_the_trace_accounts_for_every_candidate() {
     assert_eq!(back, trace);
 }
 
+#[test]
+fn a_tpo_step_is_one_conversation_whose_prompts_extend_each_other() {
+    use search::prompts::{self, Reply, StepConversation};
+    use tpo_engine::model::ChatMessage;
+    let engine = start_engine(2);
+    let (chosen, rejected) = ("Fold the paper over the box and tape it.", "Use a bag.");
+    let mut chat = StepConversation::critique(&engine, QUESTION, chosen, rejected).unwrap();
+    let critique_prompt = chat.prompt().to_vec();
+    let critique = "Answer A explains how to wrap; Answer B avoids the question.";
+    let critique_tokens = engine.tokenizer().encode(critique).unwrap();
+    chat.suggestions(
+        &engine,
+        &Reply {
+            tokens: &critique_tokens,
+            text: critique,
+        },
+    )
+    .unwrap();
+    let suggestion_prompt = chat.prompt().to_vec();
+    let suggestions = "1. Measure the paper. 2. Crease the edges. 3. Add a ribbon.";
+    let suggestion_tokens = engine.tokenizer().encode(suggestions).unwrap();
+    chat.update(
+        &engine,
+        &Reply {
+            tokens: &suggestion_tokens,
+            text: suggestions,
+        },
+    )
+    .unwrap();
+    let update_prompt = chat.prompt().to_vec();
+
+    // Each prompt is the previous prompt plus the reply's tokens as they were given.
+    assert!(suggestion_prompt.starts_with(&[critique_prompt.clone(), critique_tokens].concat()));
+    assert!(update_prompt.starts_with(&[suggestion_prompt.clone(), suggestion_tokens].concat()));
+    // Assembled in pieces, the prompts equal the whole conversation rendered at once.
+    let mut messages = vec![ChatMessage::user(prompts::fill(
+        prompts::LOSS_TEMPLATE,
+        &[
+            ("query", QUESTION),
+            ("chosen", chosen),
+            ("rejected", rejected),
+        ],
+    ))];
+    assert_eq!(critique_prompt, engine.chat_prompt(&messages).unwrap());
+    messages.push(ChatMessage::assistant(critique));
+    messages.push(ChatMessage::user(prompts::GRADIENT_TURN));
+    assert_eq!(suggestion_prompt, engine.chat_prompt(&messages).unwrap());
+    messages.push(ChatMessage::assistant(suggestions));
+    messages.push(ChatMessage::user(prompts::UPDATE_TURN));
+    let mut whole = engine.chat_prompt(&messages).unwrap();
+    whole.extend(
+        engine
+            .tokenizer()
+            .encode(prompts::UPDATE_RESPONSE_PREFIX)
+            .unwrap(),
+    );
+    assert_eq!(update_prompt, whole);
+}
+
+#[test]
+fn the_prefix_cache_leaves_a_tpo_trace_unchanged_and_saves_its_prefill() {
+    let model = ModelDir::open(&common::policy_dir()).unwrap();
+    let uncached = Engine::start(
+        &model,
+        EngineOptions {
+            kv_slots: 8,
+            max_seq_len: 1024,
+            prefix_cache: false,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let cached = start_engine(8);
+    let rewards = start_judge();
+    let p = params(Strategy::Tpo, 2, 2, 32);
+    let run = |engine: &Engine| {
+        let mut quiet = |_: &StepEvent| {};
+        timeless(
+            block_on(search::tpo(
+                engine, &rewards, QUESTION, None, &p, &mut quiet,
+            ))
+            .unwrap(),
+        )
+    };
+    assert_eq!(run(&cached), run(&uncached));
+    let (with, without) = (cached.stats().snapshot(), uncached.stats().snapshot());
+    // The same prompts, so the tokens reused are exactly the prefill saved.
+    assert_eq!(
+        with.prefill_tokens + with.prefix_reused_tokens,
+        without.prefill_tokens
+    );
+    // Suggestions and updates reuse the previous call of their step at least.
+    assert!(with.prefix_hits >= 4, "{with:?}");
+    assert!(
+        2 * with.prefill_tokens < without.prefill_tokens,
+        "prefill {} with the cache vs {} without",
+        with.prefill_tokens,
+        without.prefill_tokens
+    );
+}
+
 /// Questions that run beside the pinned search in the concurrency test.
 const OTHERS: &[&str] = &[
     "Who is Larry Page?",

@@ -14,7 +14,7 @@ use super::request::{
 };
 use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
 use super::EngineError;
-use crate::model::{ChatMessage, ChatTemplate, ModelDir, TokenId, Tokenizer};
+use crate::model::{ChatMessage, ChatTemplate, ModelDir, TokenId, Tokenizer, TurnPieces};
 
 /// How an engine is built.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +57,8 @@ pub struct Engine {
 struct Shared {
     tokenizer: Arc<Tokenizer>,
     template: ChatTemplate,
+    /// The template's text between turns, when it renders in pieces.
+    turn_pieces: Option<TurnPieces>,
     stats: Arc<EngineStats>,
     max_seq_len: usize,
     kv_slots: usize,
@@ -115,6 +117,7 @@ impl Engine {
             commands: tx,
             shared: Arc::new(Shared {
                 tokenizer,
+                turn_pieces: template.turn_pieces(),
                 template,
                 stats,
                 max_seq_len,
@@ -147,6 +150,29 @@ impl Engine {
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
         let text = self.shared.template.render(messages, true)?;
         Ok(self.shared.tokenizer.encode(&text)?)
+    }
+
+    /// The prompt of the next turn of a conversation, from token ids: `prompt` (a chat
+    /// prompt ending where the assistant answers), the assistant's `reply` tokens as
+    /// generated, then a `user` message and the start of the next answer. Every token of
+    /// `prompt` and `reply` is kept as is (so the prefix cache matches them exactly); only
+    /// the new turn is tokenized. `None` when the template does not render in pieces (see
+    /// [`ChatTemplate::turn_pieces`]): re-render the conversation with [`Self::chat_prompt`].
+    pub fn continue_chat(
+        &self,
+        prompt: &[TokenId],
+        reply: &[TokenId],
+        user: &str,
+    ) -> Result<Option<Vec<TokenId>>, EngineError> {
+        let Some(pieces) = &self.shared.turn_pieces else {
+            return Ok(None);
+        };
+        let turn = format!("{}{user}{}", pieces.after_reply, pieces.after_user);
+        let mut tokens = Vec::with_capacity(prompt.len() + reply.len() + turn.len());
+        tokens.extend_from_slice(prompt);
+        tokens.extend_from_slice(reply);
+        tokens.extend(self.shared.tokenizer.encode(&turn)?);
+        Ok(Some(tokens))
     }
 
     /// Token ids of a one-turn question.

@@ -646,8 +646,10 @@ impl Scheduler {
                     }
                 }
                 let mut slots = vec![slot];
-                for _ in 1..n {
-                    let Some(fork) = self.allocate_slot(None) else {
+                for k in 1..n {
+                    // Fork k decodes at position B + k, so it must live in slot B + k (a
+                    // cache entry there moves or is evicted).
+                    let Some(fork) = self.take_slot(SlotId(target.0 + k)) else {
                         group.fail(EngineError::Internal("no slot for a fork".into()));
                         return;
                     };
@@ -898,6 +900,18 @@ impl Scheduler {
             return Err(EngineError::Internal(format!(
                 "injected step failure (test hook of sample {})",
                 seq.index
+            )));
+        }
+        // The step binds slots `range` as one view: sequence k must hold slot start + k.
+        if let Some((k, seq)) = batch
+            .iter()
+            .enumerate()
+            .find(|(k, s)| s.slot.id().0 != range.start + k)
+        {
+            return Err(EngineError::Internal(format!(
+                "decoding sequence {} holds slot {} (the batch must be contiguous)",
+                range.start + k,
+                seq.slot.id().0
             )));
         }
         let inputs: Vec<[TokenId; 1]> = batch.iter().map(|s| [s.next_input]).collect();

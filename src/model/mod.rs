@@ -9,7 +9,7 @@ mod tokenizer;
 
 pub use config::DecoderConfig;
 pub use detok::{find_stop, IncrementalText};
-pub use tokenizer::{ChatMessage, ChatTemplate, TokenId, Tokenizer};
+pub use tokenizer::{ChatMessage, ChatTemplate, TokenId, Tokenizer, TurnPieces};
 
 use std::path::{Path, PathBuf};
 

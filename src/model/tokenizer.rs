@@ -164,4 +164,43 @@ impl ChatTemplate {
             })
             .map_err(|e| ModelError::BadTemplate(e.to_string()))
     }
+
+    /// The template's text between turns, found by rendering marked messages: what follows
+    /// an assistant reply up to the next user message's content, and what follows that
+    /// content up to where the assistant answers. `None` when the template does not render
+    /// a conversation as the one-turn prompt followed by those pieces (then a conversation
+    /// must be re-rendered whole).
+    pub fn turn_pieces(&self) -> Option<TurnPieces> {
+        const FIRST: &str = "\u{E000}first";
+        const REPLY: &str = "\u{E001}reply";
+        const NEXT: &str = "\u{E002}next";
+        let one_turn = self.render(&[ChatMessage::user(FIRST)], true).ok()?;
+        let whole = self
+            .render(
+                &[
+                    ChatMessage::user(FIRST),
+                    ChatMessage::assistant(REPLY),
+                    ChatMessage::user(NEXT),
+                ],
+                true,
+            )
+            .ok()?;
+        let reply_at = whole.find(REPLY)?;
+        let next_at = whole.find(NEXT)?;
+        if whole[..reply_at] != one_turn || next_at < reply_at + REPLY.len() {
+            return None;
+        }
+        Some(TurnPieces {
+            after_reply: whole[reply_at + REPLY.len()..next_at].to_string(),
+            after_user: whole[next_at + NEXT.len()..].to_string(),
+        })
+    }
+}
+
+/// A chat template's text between turns (see [`ChatTemplate::turn_pieces`]): a conversation
+/// continues as `reply + after_reply + user + after_user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnPieces {
+    pub after_reply: String,
+    pub after_user: String,
 }

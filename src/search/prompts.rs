@@ -1,6 +1,12 @@
 //! Our prompts for TPO's three policy roles (docs/algorithms.md §1, steps 2.2–2.4) and DARWIN's
-//! instruction mutation (§3), each one user turn rendered through the policy's own chat
-//! template.
+//! instruction mutation (§3), rendered through the policy's own chat template.
+//!
+//! One TPO step is one growing conversation ([`StepConversation`]): the critique turn states
+//! the query and the two answers once; the suggestion turn follows the critique, and the
+//! update turn follows the suggestions. Each call's prompt is the previous call's prompt,
+//! its reply's tokens as generated, and a short new user turn, assembled from token ids
+//! (`Engine::continue_chat`), so the engine's prefix cache finds the whole previous call in
+//! its KV rows and prefills only the new turn.
 //!
 //! They were written for this project (not taken from the reference) and tried on the
 //! embedded SmolLM2-135M-Instruct: short, the instruction last, no worked example (with an
@@ -31,27 +37,15 @@ Answer B: {rejected}
 Explain briefly why Answer A is better than Answer B and what Answer B is missing. Do not \
 write a new answer.";
 
-/// Textual gradient: from the critique, concrete suggestions to improve the chosen answer
-/// (feedback only, no rewrite).
-pub const GRADIENT_TEMPLATE: &str = "Question: {query}
+/// Textual gradient, the turn after the critique: concrete suggestions to improve the
+/// chosen answer (feedback only, no rewrite).
+pub const GRADIENT_TURN: &str = "Using your explanation, write three short suggestions for \
+improving Answer A, as a numbered list. Only give the suggestions, do not rewrite the answer.";
 
-Answer: {chosen}
-
-Feedback on the answer: {critique}
-
-Using the feedback, write three short suggestions for improving the answer, as a numbered \
-list. Only give the suggestions, do not rewrite the answer.";
-
-/// Update: rewrite the chosen answer following the suggestions, the new answer between the
-/// revision tags.
-pub const UPDATE_TEMPLATE: &str = "Question: {query}
-
-Current answer: {chosen}
-
-Suggestions: {suggestions}
-
-Rewrite the current answer so that it follows the suggestions. Put the whole improved answer \
-between <REVISED_ANSWER> and </REVISED_ANSWER>, and write nothing else.";
+/// Update, the turn after the suggestions: rewrite the chosen answer following them, the new
+/// answer between the revision tags.
+pub const UPDATE_TURN: &str = "Rewrite Answer A so that it follows your suggestions. Put the \
+whole improved answer between <REVISED_ANSWER> and </REVISED_ANSWER>, and write nothing else.";
 
 /// The start of the assistant's turn for updates: the opening tag, so the policy writes the
 /// answer inside it (see the module doc).
@@ -99,52 +93,70 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-/// The textual-loss prompt's tokens.
-pub fn loss_prompt(
-    engine: &Engine,
-    query: &str,
-    chosen: &str,
-    rejected: &str,
-) -> Result<Vec<TokenId>, EngineError> {
-    let text = fill(
-        LOSS_TEMPLATE,
-        &[("query", query), ("chosen", chosen), ("rejected", rejected)],
-    );
-    engine.chat_prompt(&[ChatMessage::user(text)])
+/// One TPO step's conversation: critique turn, then suggestion turn, then update turn.
+pub struct StepConversation {
+    /// The messages so far (to re-render when the template does not render in pieces).
+    messages: Vec<ChatMessage>,
+    /// The prompt of the next call.
+    prompt: Vec<TokenId>,
 }
 
-/// The textual-gradient prompt's tokens.
-pub fn gradient_prompt(
-    engine: &Engine,
-    query: &str,
-    chosen: &str,
-    critique: &str,
-) -> Result<Vec<TokenId>, EngineError> {
-    let text = fill(
-        GRADIENT_TEMPLATE,
-        &[("query", query), ("chosen", chosen), ("critique", critique)],
-    );
-    engine.chat_prompt(&[ChatMessage::user(text)])
+impl StepConversation {
+    /// The critique (textual loss) turn: the query, the chosen answer as A, the rejected as B.
+    pub fn critique(
+        engine: &Engine,
+        query: &str,
+        chosen: &str,
+        rejected: &str,
+    ) -> Result<Self, EngineError> {
+        let text = fill(
+            LOSS_TEMPLATE,
+            &[("query", query), ("chosen", chosen), ("rejected", rejected)],
+        );
+        let messages = vec![ChatMessage::user(text)];
+        let prompt = engine.chat_prompt(&messages)?;
+        Ok(Self { messages, prompt })
+    }
+
+    /// The next call's prompt.
+    pub fn prompt(&self) -> &[TokenId] {
+        &self.prompt
+    }
+
+    /// Moves to the suggestion (textual gradient) turn after the critique `reply`.
+    pub fn suggestions(&mut self, engine: &Engine, reply: &Reply<'_>) -> Result<(), EngineError> {
+        self.next_turn(engine, reply, GRADIENT_TURN)
+    }
+
+    /// Moves to the update turn after the suggestions `reply`; the prompt then ends with the
+    /// assistant's [`UPDATE_RESPONSE_PREFIX`].
+    pub fn update(&mut self, engine: &Engine, reply: &Reply<'_>) -> Result<(), EngineError> {
+        self.next_turn(engine, reply, UPDATE_TURN)?;
+        self.prompt
+            .extend(engine.tokenizer().encode(UPDATE_RESPONSE_PREFIX)?);
+        Ok(())
+    }
+
+    fn next_turn(
+        &mut self,
+        engine: &Engine,
+        reply: &Reply<'_>,
+        user: &str,
+    ) -> Result<(), EngineError> {
+        self.messages.push(ChatMessage::assistant(reply.text));
+        self.messages.push(ChatMessage::user(user));
+        self.prompt = match engine.continue_chat(&self.prompt, reply.tokens, user)? {
+            Some(tokens) => tokens,
+            None => engine.chat_prompt(&self.messages)?,
+        };
+        Ok(())
+    }
 }
 
-/// The update prompt's tokens, ending with the assistant's [`UPDATE_RESPONSE_PREFIX`].
-pub fn update_prompt(
-    engine: &Engine,
-    query: &str,
-    chosen: &str,
-    suggestions: &str,
-) -> Result<Vec<TokenId>, EngineError> {
-    let text = fill(
-        UPDATE_TEMPLATE,
-        &[
-            ("query", query),
-            ("chosen", chosen),
-            ("suggestions", suggestions),
-        ],
-    );
-    let mut tokens = engine.chat_prompt(&[ChatMessage::user(text)])?;
-    tokens.extend(engine.tokenizer().encode(UPDATE_RESPONSE_PREFIX)?);
-    Ok(tokens)
+/// A policy reply as generated (its tokens) and as text.
+pub struct Reply<'a> {
+    pub tokens: &'a [TokenId],
+    pub text: &'a str,
 }
 
 /// The mutation prompt's tokens, ending with the assistant's [`MUTATION_RESPONSE_PREFIX`].
@@ -188,8 +200,6 @@ mod tests {
     fn every_template_uses_exactly_its_own_placeholders() {
         for (template, names) in [
             (LOSS_TEMPLATE, &["query", "chosen", "rejected"][..]),
-            (GRADIENT_TEMPLATE, &["query", "chosen", "critique"][..]),
-            (UPDATE_TEMPLATE, &["query", "chosen", "suggestions"][..]),
             (MUTATION_TEMPLATE, &["instruction"][..]),
         ] {
             let values: Vec<(&str, &str)> = names.iter().map(|n| (*n, "X")).collect();
@@ -203,8 +213,11 @@ mod tests {
 
     #[test]
     fn the_update_prompt_names_the_tags_the_parser_reads() {
-        assert!(UPDATE_TEMPLATE.contains(tags::OPEN_TAG));
-        assert!(UPDATE_TEMPLATE.contains(tags::CLOSE_TAG));
+        assert!(UPDATE_TURN.contains(tags::OPEN_TAG));
+        assert!(UPDATE_TURN.contains(tags::CLOSE_TAG));
+        for turn in [GRADIENT_TURN, UPDATE_TURN] {
+            assert!(!turn.contains('{'), "{turn}");
+        }
         assert!(UPDATE_RESPONSE_PREFIX.starts_with(tags::OPEN_TAG));
         assert_eq!(
             tags::extract_revised_answer(&update_output("A better answer.")),

@@ -4,8 +4,9 @@
 //!    of the search, for the whole search;
 //! 2. each step t = 1..=D: chosen = best and rejected = worst of the WHOLE cache; the policy
 //!    writes a critique (textual loss), then suggestions from it (textual gradient), then N
-//!    rewrites of the chosen answer (update, one request with n = N); the rewrites are parsed
-//!    out of their tags, scored and added to the cache;
+//!    rewrites of the chosen answer (update, one request with n = N), as one conversation
+//!    whose every prompt extends the previous one (`prompts::StepConversation`); the
+//!    rewrites are parsed out of their tags, scored and added to the cache;
 //! 3. the answer is the best of the cache.
 //!
 //! Cost: 1 + 3·D requests, N + D·(N + 2) completions, N·(D + 1) reward inputs at most.
@@ -65,15 +66,33 @@ async fn run_step(
     let rejected = state.log.worst().cloned().ok_or_else(no_cache)?;
     let seed = params.seed();
 
-    let prompt = prompts::loss_prompt(state.engine, state.query, &chosen.text, &rejected.text)?;
+    let mut chat = prompts::StepConversation::critique(
+        state.engine,
+        state.query,
+        &chosen.text,
+        &rejected.text,
+    )?;
     let sampling = params.sampling(call_seed(seed, step, CallRole::Loss), Vec::new())?;
-    let critique = first_text(state, prompt, sampling).await?;
+    let (critique_tokens, critique) = first_reply(state, chat.prompt(), sampling).await?;
 
-    let prompt = prompts::gradient_prompt(state.engine, state.query, &chosen.text, &critique)?;
+    chat.suggestions(
+        state.engine,
+        &prompts::Reply {
+            tokens: &critique_tokens,
+            text: &critique,
+        },
+    )?;
     let sampling = params.sampling(call_seed(seed, step, CallRole::Gradient), Vec::new())?;
-    let suggestions = first_text(state, prompt, sampling).await?;
+    let (suggestion_tokens, suggestions) = first_reply(state, chat.prompt(), sampling).await?;
 
-    let prompt = prompts::update_prompt(state.engine, state.query, &chosen.text, &suggestions)?;
+    chat.update(
+        state.engine,
+        &prompts::Reply {
+            tokens: &suggestion_tokens,
+            text: &suggestions,
+        },
+    )?;
+    let prompt = chat.prompt().to_vec();
     let sampling = params.sampling(
         call_seed(seed, step, CallRole::Update),
         prompts::update_stop(),
@@ -123,17 +142,19 @@ async fn run_step(
     })
 }
 
-/// The trimmed text of a one-sample request.
-async fn first_text(
+/// The tokens and trimmed text of a one-sample request.
+async fn first_reply(
     state: &mut SearchState<'_>,
-    prompt: Vec<TokenId>,
+    prompt: &[TokenId],
     sampling: SamplingParams,
-) -> Result<String, SearchError> {
-    let samples = state.generate(prompt, sampling, 1).await?;
-    match samples.first() {
-        Some(sample) => state.text(sample),
-        None => Err(SearchError::Engine(EngineError::Internal(
+) -> Result<(Vec<TokenId>, String), SearchError> {
+    let mut samples = state.generate(prompt.to_vec(), sampling, 1).await?;
+    if samples.is_empty() {
+        return Err(SearchError::Engine(EngineError::Internal(
             "a one-sample request returned no sample".into(),
-        ))),
+        )));
     }
+    let sample = samples.swap_remove(0);
+    let text = state.text(&sample)?;
+    Ok((sample.tokens, text))
 }
