@@ -1,6 +1,8 @@
 //! Micro-benchmarks of our own code around ONNX Runtime, so regressions show: the sampler on
 //! one row of the policy's vocabulary (49,152) and on a batch of 32 rows, greedy and
-//! nucleus, and reward-head pooling (last token, masked mean, head dot product).
+//! nucleus, reward-head pooling (last token, masked mean, head dot product), and the prefix
+//! cache's lookup and insert over a full arena of entries that share a long prefix (the TPO
+//! shape: many conversations starting with the same query).
 //!
 //! `cargo bench --bench micro` (add `-- sampler` to run one group). The rows are synthetic
 //! but shaped like the model's: most logits spread around zero, a few tens of tokens
@@ -9,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tpo_engine::engine::{Sampler, SamplingOptions, SamplingParams};
+use tpo_engine::engine::{KvArena, KvShape, PrefixCache, Sampler, SamplingOptions, SamplingParams};
 use tpo_engine::reward::pool::{head_dot, last_token, masked_mean, Hidden};
 
 const VOCAB: usize = 49_152;
@@ -109,5 +111,66 @@ fn pooling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sampler, pooling);
+/// `entries` cached sequences of 1,024 tokens: a shared 512-token prefix, then their own.
+fn full_cache(arena: &mut KvArena, entries: usize) -> PrefixCache {
+    let mut cache = PrefixCache::new();
+    for e in 0..entries {
+        let tokens: Vec<u32> = (0..512)
+            .chain((0..512).map(|i| 10_000 + (e as u32) * 512 + i))
+            .collect();
+        if let Some(slot) = arena.allocate() {
+            cache.insert(slot, tokens);
+        }
+    }
+    cache
+}
+
+fn prefix_cache(c: &mut Criterion) {
+    let mut group = c.benchmark_group("prefix_cache");
+    // Metadata only: one float per position keeps the arena small.
+    let shape = KvShape {
+        layers: 1,
+        kv_heads: 1,
+        max_len: 2048,
+        head_dim: 1,
+    };
+    for entries in [64usize, 512] {
+        let Ok(mut arena) = KvArena::new(shape, entries + 1) else {
+            return;
+        };
+        let cache = full_cache(&mut arena, entries);
+        // A prompt continuing entry entries/2 for 500 more tokens.
+        let mut prompt: Vec<u32> = (0..512)
+            .chain((0..512).map(|i| 10_000 + (entries as u32 / 2) * 512 + i))
+            .collect();
+        prompt.extend(50_000..50_500);
+        group.bench_with_input(
+            BenchmarkId::new("longest_match_1524_tokens", entries),
+            &prompt,
+            |b, prompt| b.iter(|| black_box(cache.longest_match(prompt, prompt.len() - 1))),
+        );
+    }
+    let Ok(mut arena) = KvArena::new(shape, 65) else {
+        return;
+    };
+    let mut cache = full_cache(&mut arena, 64);
+    let mut next = 0u32;
+    group.bench_function("insert_1024_tokens_evict_lru_64_entries", |b| {
+        b.iter(|| {
+            next += 1;
+            let tokens: Vec<u32> = (0..512)
+                .chain((0..512).map(|i| 900_000 + next * 512 + i))
+                .collect();
+            if arena.free_slots() == 0 {
+                cache.evict_lru(None);
+            }
+            if let Some(slot) = arena.allocate() {
+                cache.insert(slot, tokens);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sampler, pooling, prefix_cache);
 criterion_main!(benches);

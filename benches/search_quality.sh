@@ -13,6 +13,8 @@
 # five of N=19 are exactly N=5's samples. A run whose trace already has 50 lines is skipped,
 # so the script resumes where it stopped; REPORT_ONLY=1 skips the searches and only writes the
 # reports from the traces already in OUT_DIR (a shorter trace is reported over its queries).
+# RUNS=tpo (a subset of "greedy bon19 tpo darwin") reruns only those strategies: their
+# held-out table goes to OUT_DIR/search-quality-heldout.md and docs/ is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/search-quality}
@@ -32,14 +34,22 @@ run() { # name, then tpo search flags
     --output "$OUT/$name.jsonl" --trace "$trace" "$@" 2> "$OUT/$name.log"
 }
 
+ALL_RUNS="greedy bon19 tpo darwin"
+RUNS=${RUNS:-$ALL_RUNS}
+wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 for rm in judge similarity; do
-  run "greedy-$rm" --strategy greedy --reward-model "$rm"
-  run "bon19-$rm" --strategy bon --width 19 --reward-model "$rm"
-  run "tpo-$rm" --strategy tpo --width 5 --depth 2 --reward-model "$rm"
-  run "darwin-$rm" --strategy darwin --reward-model "$rm"
+  wanted greedy && run "greedy-$rm" --strategy greedy --reward-model "$rm"
+  wanted bon19 && run "bon19-$rm" --strategy bon --width 19 --reward-model "$rm"
+  wanted tpo && run "tpo-$rm" --strategy tpo --width 5 --depth 2 --reward-model "$rm"
+  wanted darwin && run "darwin-$rm" --strategy darwin --reward-model "$rm"
 done
+REPORTS=docs
+if [ "$RUNS" != "$ALL_RUNS" ]; then
+  REPORTS=$OUT
+fi
 
 for rm in judge similarity; do
+  [ "$REPORTS" = docs ] || continue
   "$TPO" bench quality \
     --title "Best reward so far, first 50 AlpacaEval instructions ($rm RM, $TOKENS tokens)" \
     --run "greedy=$OUT/greedy-$rm.trace.jsonl" \
@@ -61,6 +71,7 @@ VPY=.venv/bin/python
     other=similarity; [ "$rm" = similarity ] && other=judge
     for run in greedy bon19@5 bon19 tpo darwin; do
       name=${run%@*}; first=${run#*@}; [ "$first" = "$run" ] && first=0
+      wanted "$name" || continue
       answers="$OUT/$run-$rm.answers.jsonl"
       "$VPY" - "$OUT/$name-$rm.trace.jsonl" "$first" "$OUT/prompts50.jsonl" "$answers" <<'PY'
 import json, sys
@@ -88,5 +99,5 @@ print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {len(rewards)} | {sum(
 PY
     done
   done
-} > docs/search-quality-heldout.md
-cat docs/search-quality-heldout.md
+} > "$REPORTS/search-quality-heldout.md"
+cat "$REPORTS/search-quality-heldout.md"

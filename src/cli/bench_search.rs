@@ -7,7 +7,8 @@
 //! model), the **concurrent** phase runs first (all N searches polled together on one
 //! current-thread tokio runtime with `join_all`, so their policy calls share the engine's
 //! continuous batch and their reward requests share the scorer's batches), then the
-//! **sequential** phase (each search awaited before the next starts). Running concurrent
+//! **sequential** phase (each search awaited before the next starts; the prefix cache is
+//! emptied first, so it cannot reuse the other phase's rows). Running concurrent
 //! first puts any leftover warm-up cost on the concurrent side, so the ratio is, if
 //! anything, understated.
 //!
@@ -231,6 +232,11 @@ impl Phase {
                 "decode_rows": self.engine.rows,
                 "mean_decode_batch": self.engine.mean_decode_batch(),
                 "prefill_tokens": self.engine.prefill_tokens,
+                "prefill_tokens_per_search": self.engine.prefill_tokens as f64 / self.traces.len().max(1) as f64,
+                "prefix_cache_hits": self.engine.prefix_hits,
+                "prefix_cache_misses": self.engine.prefix_misses,
+                "prefix_cache_reused_tokens": self.engine.prefix_reused_tokens,
+                "prefix_cache_evictions": self.engine.prefix_evictions,
                 "decode_seconds": self.decode_seconds(),
                 "decode_ort_seconds": ort,
                 "decode_sample_seconds": sample,
@@ -344,6 +350,9 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
     );
     let concurrent = runtime.block_on(concurrent_phase(&engine, &rewards, &queries, &params))?;
     eprintln!("  concurrent: {count} searches in {:.1} s", concurrent.wall);
+    // The sequential phase repeats the same seeded searches: it must not reuse the
+    // concurrent phase's cached rows.
+    engine.clear_prefix_cache()?;
     let sequential = runtime.block_on(sequential_phase(&engine, &rewards, &queries, &params))?;
     eprintln!("  sequential: {count} searches in {:.1} s", sequential.wall);
 
@@ -540,12 +549,19 @@ fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: 
         concurrent.wall, sequential.wall
     );
     for p in [concurrent, sequential] {
+        let per_search = p.traces.len().max(1) as f64;
         println!(
-            "{}: {} tokens generated, {} policy requests, {} RM inputs",
+            "{}: {} tokens generated, {} policy requests, {} RM inputs; prefill {:.0} tokens per \
+             search, prefix cache {} hits, {} misses, {:.0} tokens reused per search, {} evictions",
             p.name,
             p.tokens(),
             p.requests(),
-            p.rm_inputs()
+            p.rm_inputs(),
+            p.engine.prefill_tokens as f64 / per_search,
+            p.engine.prefix_hits,
+            p.engine.prefix_misses,
+            p.engine.prefix_reused_tokens as f64 / per_search,
+            p.engine.prefix_evictions,
         );
     }
     println!(

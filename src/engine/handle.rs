@@ -201,6 +201,14 @@ impl Engine {
         Ok(PendingGuard(Arc::clone(&self.shared.pending)))
     }
 
+    /// Empties the prefix cache: requests submitted after this call find no cached rows
+    /// (benchmarks use it so one phase does not reuse another's work).
+    pub fn clear_prefix_cache(&self) -> Result<(), EngineError> {
+        self.commands
+            .send(Command::ClearPrefixCache)
+            .map_err(|_| EngineError::Stopped)
+    }
+
     /// Requests in flight now (queued, prefilling or decoding).
     pub fn pending(&self) -> usize {
         self.shared.pending.load(Ordering::Acquire)

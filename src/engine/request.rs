@@ -147,4 +147,6 @@ pub(crate) enum Command {
         continuation: Vec<TokenId>,
         reply: tokio::sync::oneshot::Sender<Result<ContinuationLogprobs, EngineError>>,
     },
+    /// Drop every prefix-cache entry (work submitted later finds none).
+    ClearPrefixCache,
 }

@@ -455,6 +455,11 @@ impl Scheduler {
                     tokens: prompt,
                 });
             }
+            Command::ClearPrefixCache => {
+                if let Some(cache) = self.cache.as_mut() {
+                    while cache.evict_lru(None) {}
+                }
+            }
             Command::Logprobs {
                 prompt,
                 continuation,
