@@ -8,6 +8,11 @@
 //! - fresh prompts (every row's past is 0): right-padded `[B, S]`, any B;
 //! - decode (S = 1): any B, ragged past lengths;
 //! - a continuation with S > 1 over an existing past: B must be 1 (a GroupQueryAttention rule).
+//!
+//! A graph with the optional `num_logits_to_keep` input (our export has it; onnxruntime-genai
+//! leaves it at its default 0 = every position) is asked for the last position only when a
+//! multi-token step needs just that row, so prefill skips the 49,152-row unembedding for
+//! every other prompt position.
 
 use std::time::{Duration, Instant};
 
@@ -50,7 +55,13 @@ pub struct Decoder {
 struct IoNames {
     past: Vec<(String, String)>,
     present: Vec<(String, String)>,
+    /// The optional `num_logits_to_keep` input (0 = every position, k = the last k of each
+    /// row), when the graph has it: prefill then computes the unembedding for one row only.
+    logits_to_keep: Option<String>,
 }
+
+/// The graph input that limits the logits to the last positions (Hugging Face's name).
+const LOGITS_TO_KEEP: &str = "num_logits_to_keep";
 
 impl Decoder {
     pub fn load(model: &ModelDir, options: DecoderOptions) -> Result<Self, EngineError> {
@@ -71,6 +82,11 @@ impl Decoder {
             present: (0..config.num_layers)
                 .map(|l| (config.present_key_name(l), config.present_value_name(l)))
                 .collect(),
+            logits_to_keep: session
+                .inputs()
+                .iter()
+                .any(|i| i.name() == LOGITS_TO_KEEP)
+                .then(|| LOGITS_TO_KEEP.to_string()),
         };
         let decoder = Self {
             session,
@@ -218,6 +234,17 @@ impl Decoder {
             binding.bind_output(present_k, &mut k).map_err(ort_err)?;
             binding.bind_output(present_v, &mut v).map_err(ort_err)?;
         }
+        // Only the last position's logits when that is all the step needs and every row
+        // ends at position S - 1 (one row, or one new token per row).
+        let last_only = wanted == LogitsWanted::Last
+            && s > 1
+            && rows.iter().all(|r| r.tokens.len() == s)
+            && self.names.logits_to_keep.is_some();
+        let keep = if last_only { 1 } else { 0 };
+        if let Some(name) = &self.names.logits_to_keep {
+            let value = Tensor::from_array(((), vec![keep as i64])).map_err(ort_err)?;
+            binding.bind_input(name, &value).map_err(ort_err)?;
+        }
         binding
             .bind_output_to_device(&self.config.logits_name, &MemoryInfo::default())
             .map_err(ort_err)?;
@@ -230,6 +257,14 @@ impl Decoder {
             .ok_or_else(|| EngineError::Internal("the graph returned no logits".into()))?;
         let (logits_shape, data) = logits.try_extract_tensor::<f32>().map_err(ort_err)?;
         let v = self.config.vocab_size;
+        if last_only {
+            if data.len() != b * v {
+                return Err(EngineError::Internal(format!(
+                    "logits have shape {logits_shape:?}, expected [{b}, 1, {v}]"
+                )));
+            }
+            return Ok(data.to_vec());
+        }
         if logits_shape.len() != 3 || logits_shape[2] as usize != v || data.len() != b * s * v {
             return Err(EngineError::Internal(format!(
                 "logits have shape {logits_shape:?}, expected [{b}, {s}, {v}]"
