@@ -82,11 +82,13 @@ impl Decoder {
             present: (0..config.num_layers)
                 .map(|l| (config.present_key_name(l), config.present_value_name(l)))
                 .collect(),
-            logits_to_keep: session
-                .inputs()
-                .iter()
-                .any(|i| i.name() == LOGITS_TO_KEEP)
-                .then(|| LOGITS_TO_KEEP.to_string()),
+            // An input with a default is listed among the overridable initializers.
+            logits_to_keep: (session.inputs().iter().any(|i| i.name() == LOGITS_TO_KEEP)
+                || session
+                    .overridable_initializers()
+                    .iter()
+                    .any(|i| i.name() == LOGITS_TO_KEEP))
+            .then(|| LOGITS_TO_KEEP.to_string()),
         };
         let decoder = Self {
             session,
@@ -127,6 +129,11 @@ impl Decoder {
 
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// Whether the graph takes `num_logits_to_keep`, so prefill computes one row of logits.
+    pub fn limits_prefill_logits(&self) -> bool {
+        self.names.logits_to_keep.is_some()
     }
 
     /// Time the last [`Decoder::step`] spent inside ONNX Runtime's `run`.
