@@ -20,9 +20,10 @@
 //! segment request by [`segment_seed`]`(seed, iteration, round, first member)`; nothing else
 //! enters, so a DARWIN search is reproducible alone or among others.
 //!
-//! A fork re-submits the kept candidate's prompt and tokens as a new prompt: the engine
-//! prefills that prefix once per state (not once per copy) and copies its KV rows to the
-//! copies. A fork of a live KV slot without the re-prefill is left to the engine.
+//! A segment or a fork re-submits the candidate's prompt and tokens (token ids, never
+//! re-tokenized text) as a new prompt: the engine's prefix cache holds the rows of the
+//! segment that produced them, so only the last token is prefilled and the rows are copied
+//! (or the slot taken over); the copies of one state then fork those rows.
 
 use std::time::Instant;
 
