@@ -10,7 +10,7 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: setup venv model reward-models data build demo test server-tests schemathesis lint clean-models deploy-check
+.PHONY: setup venv model reward-models data build demo test server-tests schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
 setup: venv model reward-models data build
 
@@ -77,6 +77,24 @@ server-tests: build $(VENV)/.server-tests-installed
 # Schemathesis against the server's /openapi.json (a few minutes).
 schemathesis: build $(VENV)/.server-tests-installed
 	ST=$(VENV)/bin/st $(SERVER_TESTS)/schemathesis.sh
+
+# The peers `tpo bench peers` runs against (never part of `make test`): llama-cpp-python
+# (compiles llama.cpp from source, minutes) and its OpenAI server, plus the int4 folder
+# (the GGUF's Q4_1 blocks on MatMulNBits, docs/int4.md). onnxruntime-genai is in the venv.
+Q4_MODEL := models/smollm2-135m-instruct-q4
+
+bench-setup: setup $(VENV)/.bench-installed q4-model
+
+$(VENV)/.bench-installed: $(VENV)/.installed benches/peers/requirements.txt
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(VPY) -m pip install --quiet --disable-pip-version-check -r benches/peers/requirements.txt
+	touch $@
+
+q4-model: model
+	$(VPY) models/export_smollm2.py --weights q4 --out $(Q4_MODEL)
+
+# Ours against llama.cpp and onnxruntime-genai side by side (docs/performance.md).
+bench-peers: bench-setup
+	$(TPO) bench --peers
 
 lint:
 	$(CARGO) fmt --check

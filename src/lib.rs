@@ -10,11 +10,13 @@
 //! - [`paths`]: where the project's models, ONNX Runtime and data are on disk, resolved at
 //!   the edge (CLI, server, tests) and passed down;
 //! - [`app`]: opens the policy engine and the reward services from one options struct;
+//! - [`bench`]: benchmark machinery (statistics, peer engines, bandwidth ceiling, plots);
 //! - [`server`]: `tpo serve`, the OpenAI-compatible HTTP API over an [`app::App`].
 //!
 //! The `tpo` binary (`src/main.rs`, `src/cli/`) translates command lines into calls of these.
 
 pub mod app;
+pub mod bench;
 pub mod dataset;
 pub mod engine;
 pub mod model;

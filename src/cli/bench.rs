@@ -5,6 +5,7 @@
 //! their ratio, and the share of decode-step time spent outside ONNX Runtime's `run`.
 //! `tpo bench score`: see `bench_score`. `tpo bench search`: see `bench_search`.
 //! `tpo bench quality`: see `bench_quality`. `tpo bench serve`: see `bench_serve`.
+//! `tpo bench peers` / `tpo bench --peers`: see `bench_peers`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -15,12 +16,16 @@ use super::ModelArgs;
 
 // Declared here rather than in `cli/mod.rs`: it is only ever a `tpo bench` subcommand.
 #[path = "bench_serve/mod.rs"]
-mod bench_serve;
+pub(super) mod bench_serve;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_required = false)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    what: BenchKind,
+    what: Option<BenchKind>,
+    /// Run `tpo bench peers` with its defaults (after `make bench-setup`).
+    #[arg(long)]
+    peers: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -55,6 +60,12 @@ enum BenchKind {
     ///   tpo bench serve --search tpo --concurrency 1,4 --requests 8
     #[command(verbatim_doc_comment)]
     Serve(Box<bench_serve::ServeBenchArgs>),
+    /// Ours against llama.cpp and onnxruntime-genai, interleaved in one run: decode tokens/s
+    /// at each batch size, the memory-bandwidth ceiling, and `tpo serve` against
+    /// `llama_cpp.server`; a ratio table, JSON and PNG plots. Needs `make bench-setup`.
+    ///
+    /// Example: tpo bench peers --rounds 5 --out docs/peers
+    Peers(Box<super::bench_peers::PeersArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,7 +103,17 @@ const QUESTIONS: &[&str] = &[
 ];
 
 pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
-    match args.what {
+    let Some(what) = args.what else {
+        if args.peers {
+            return super::bench_peers::run(super::bench_peers::default_args()?);
+        }
+        return Err(EngineError::InvalidConfig(
+            "tpo bench needs a subcommand (engine, score, search, quality, serve, peers) or --peers; see tpo bench --help".into(),
+        )
+        .into());
+    };
+    match what {
+        BenchKind::Peers(a) => super::bench_peers::run(*a),
         BenchKind::Engine(a) => engine_bench(a),
         BenchKind::Score(a) => super::bench_score::run(a),
         BenchKind::Search(a) => super::bench_search::run(*a),

@@ -28,7 +28,7 @@
 //! Output: the table on stdout as Markdown (`--markdown FILE` too), `--json FILE` with the
 //! curves, `--plot FILE.png` with one line per run. The plot needs a TrueType font (the
 //! bitmap backend draws text with ab_glyph): `--font FILE`, else the first usable one of
-//! [`FONT_CANDIDATES`] and then any `.ttf` under [`FONT_DIRS`]. Use one invocation per reward
+//! `tpo_engine::bench::plot::FONT_CANDIDATES` and then any `.ttf` under its `FONT_DIRS`. Use one invocation per reward
 //! model: scores of different reward models are not on one scale.
 
 use std::fmt::Write as _;
@@ -71,8 +71,8 @@ enum QualityError {
     },
     #[error("{path}: {reason}")]
     Trace { path: PathBuf, reason: String },
-    #[error("no usable TrueType font for the plot; searched {searched}. Pass --font FILE.ttf (e.g. after `apt-get install fonts-dejavu-core`)")]
-    NoFont { searched: String },
+    #[error(transparent)]
+    Bench(#[from] tpo_engine::bench::BenchError),
     #[error("drawing the plot {path}: {reason}")]
     Plot { path: PathBuf, reason: String },
 }
@@ -492,7 +492,7 @@ fn run_inner(args: &QualityArgs) -> Result<(), QualityError> {
         write(path, text + "\n")?;
     }
     if let Some(path) = &args.plot {
-        register_font(args.font.as_deref())?;
+        tpo_engine::bench::plot::register_font(args.font.as_deref())?;
         plot(path, &args.title, &runs).map_err(|reason| QualityError::Plot {
             path: path.clone(),
             reason,
@@ -500,92 +500,6 @@ fn run_inner(args: &QualityArgs) -> Result<(), QualityError> {
         eprintln!("plot written to {}", path.display());
     }
     Ok(())
-}
-
-/// Fonts tried first, in order.
-pub const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
-
-/// Folders searched (four levels deep) for any `.ttf` when no candidate loads.
-pub const FONT_DIRS: &[&str] = &[
-    "/usr/share/fonts",
-    "/usr/local/share/fonts",
-    "/Library/Fonts",
-    "/System/Library/Fonts",
-    "C:\\Windows\\Fonts",
-];
-
-fn find_ttfs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            if depth > 0 {
-                find_ttfs(&path, depth - 1, out);
-            }
-        } else if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("ttf"))
-        {
-            out.push(path);
-        }
-    }
-}
-
-/// Registers the plot's font as "sans-serif" (the family plotters' text defaults to).
-fn register_font(explicit: Option<&Path>) -> Result<(), QualityError> {
-    let mut tried: Vec<PathBuf> = Vec::new();
-    let candidates: Vec<PathBuf> = match explicit {
-        Some(p) => vec![p.to_path_buf()],
-        None => {
-            let mut v: Vec<PathBuf> = FONT_CANDIDATES.iter().map(PathBuf::from).collect();
-            if let Some(home) = std::env::var_os("HOME") {
-                let home = PathBuf::from(home);
-                for sub in [".fonts", ".local/share/fonts"] {
-                    find_ttfs(&home.join(sub), 4, &mut v);
-                }
-            }
-            for dir in FONT_DIRS {
-                find_ttfs(Path::new(dir), 4, &mut v);
-            }
-            v
-        }
-    };
-    for path in candidates {
-        if let Ok(bytes) = std::fs::read(&path) {
-            // plotters keeps fonts for the life of the process.
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font(
-                "sans-serif",
-                plotters::style::FontStyle::Normal,
-                bytes,
-            )
-            .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        tried.push(path);
-    }
-    let searched = match explicit {
-        Some(p) => p.display().to_string(),
-        None => format!(
-            "{}, and any .ttf under {}, ~/.fonts, ~/.local/share/fonts",
-            FONT_CANDIDATES.join(", "),
-            FONT_DIRS.join(", ")
-        ),
-    };
-    Err(QualityError::NoFont { searched })
 }
 
 /// The series a run draws: its curve, held flat to `last_step` after its own last step.

@@ -2,6 +2,7 @@
 //! Nothing below `cli` knows about flags.
 
 mod bench;
+mod bench_peers;
 mod bench_quality;
 mod bench_score;
 mod bench_search;
@@ -72,7 +73,7 @@ enum Command {
 }
 
 /// Flags shared by every command that loads a policy model.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// Model folder (genai_config.json, model.onnx, tokenizer.json); default: the embedded
     /// SmolLM2-135M-Instruct export under models/.

@@ -28,6 +28,8 @@ pub struct Client {
 pub struct ChatSettings {
     pub model: String,
     pub max_tokens: Option<u32>,
+    /// Sent when given (0 = greedy); else the server's default.
+    pub temperature: Option<f32>,
 }
 
 /// The server root of `url`: http only; a trailing `/` or `/v1` is dropped.
@@ -166,6 +168,9 @@ impl Client {
         });
         if let (Some(n), Some(obj)) = (settings.max_tokens, body.as_object_mut()) {
             obj.insert("max_tokens".into(), json!(n));
+        }
+        if let (Some(t), Some(obj)) = (settings.temperature, body.as_object_mut()) {
+            obj.insert("temperature".into(), json!(t));
         }
         let request = self
             .authorized(self.http.post(format!("{}/v1/chat/completions", self.base)))

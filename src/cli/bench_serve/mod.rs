@@ -20,7 +20,7 @@ mod load;
 mod measure;
 mod prompts;
 mod sse;
-mod stats;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +92,9 @@ pub struct ServeBenchArgs {
     /// it caps every policy call].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_tokens: Option<u32>,
+    /// temperature of each request [default: none sent, the server's default; 0 = greedy].
+    #[arg(long, value_parser = parse_temperature)]
+    temperature: Option<f32>,
     /// Prompts: one per line, or JSONL with an "instruction" or "prompt" field; used in
     /// file order, round robin.
     #[arg(
@@ -146,6 +149,93 @@ pub fn run(args: ServeBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn parse_temperature(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if t.is_finite() && (0.0..=2.0).contains(&t) => Ok(t),
+        _ => Err(format!("{s:?} is not a temperature between 0 and 2")),
+    }
+}
+
+/// One server under load from [`Target::level`]: its client and the request settings.
+pub struct Target {
+    client: Client,
+    settings: ChatSettings,
+}
+
+impl Target {
+    /// Waits up to `wait` for the server at `url` to list its models (it may still be
+    /// loading), then settles the model id (its first) and the settings.
+    pub async fn connect(
+        url: &str,
+        max_tokens: u32,
+        temperature: f32,
+        wait: Duration,
+    ) -> Result<Target, BenchServeError> {
+        let client = Client::new(url, None, Duration::from_secs(600))?;
+        let deadline = std::time::Instant::now() + wait;
+        let listed = loop {
+            match client.models().await {
+                Ok(listed) => break listed,
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
+        let model = listed
+            .first()
+            .cloned()
+            .ok_or_else(|| BenchServeError::Models {
+                url: format!("{}/v1/models", client.base()),
+                reason: "lists no model".into(),
+            })?;
+        Ok(Target {
+            client,
+            settings: ChatSettings {
+                model,
+                max_tokens: Some(max_tokens),
+                temperature: Some(temperature),
+            },
+        })
+    }
+
+    /// `warmup` untimed requests one at a time.
+    pub async fn warm_up(&self, prompts: &[String], warmup: usize) {
+        for i in 0..warmup {
+            let _ = self
+                .client
+                .chat(&self.settings, &prompts[i % prompts.len()])
+                .await;
+        }
+    }
+
+    /// One closed-loop level: `concurrency` requests in flight, `requests` in all.
+    pub async fn level(
+        &self,
+        prompts: &[String],
+        concurrency: usize,
+        requests: usize,
+    ) -> LevelReport {
+        let limit = Limit {
+            requests: Some(requests),
+            duration: None,
+        };
+        run_level(
+            &self.client,
+            &self.settings,
+            prompts,
+            Level::Closed(concurrency),
+            limit,
+            0,
+            false,
+        )
+        .await
+    }
+}
+
+/// The prompts of a file (one per line, or JSONL with "instruction"/"prompt").
+pub fn load_prompts(path: &std::path::Path) -> Result<Vec<String>, BenchServeError> {
+    read_prompts(path)
 }
 
 /// The levels of the run, checked.
@@ -259,6 +349,7 @@ fn run_inner(args: ServeBenchArgs) -> Result<ExitCode, BenchServeError> {
         let settings = ChatSettings {
             model,
             max_tokens: args.max_tokens,
+            temperature: args.temperature,
         };
         eprintln!(
             "bench serve: {} model {}, {} prompts from {}, max_tokens {}",
