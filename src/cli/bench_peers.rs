@@ -654,6 +654,19 @@ fn serve_comparison(
 }
 
 /// Everything measured, for the table, the JSON and the plots.
+/// One line of the ratio table: our number against a peer's or a limit.
+struct RatioRow {
+    what: String,
+    ours: Option<f64>,
+    theirs: Option<f64>,
+}
+
+impl RatioRow {
+    fn ratio(&self) -> Option<f64> {
+        ratio(self.ours, self.theirs)
+    }
+}
+
 struct Report<'a> {
     args: &'a PeersArgs,
     threads: usize,
@@ -679,8 +692,8 @@ impl Report<'_> {
             .map(|s| &s.report)
     }
 
-    /// Ratio lines: what, ours, theirs, ours ÷ theirs.
-    fn ratios(&self) -> Vec<(String, Option<f64>, Option<f64>, Option<f64>)> {
+    /// Ratio lines of the report: ours against a peer or a limit.
+    fn ratios(&self) -> Vec<RatioRow> {
         let mut rows = Vec::new();
         for &batch in &self.args.batches {
             for (ours_name, peer) in [
@@ -692,54 +705,49 @@ impl Report<'_> {
                 let ours = self.decode_median(ours_name, batch);
                 let theirs = self.decode_median(peer, batch);
                 if ours.is_some() && theirs.is_some() {
-                    rows.push((
-                        format!("decode tok/s, batch {batch}: {ours_name} vs {peer}"),
+                    rows.push(RatioRow {
+                        what: format!("decode tok/s, batch {batch}: {ours_name} vs {peer}"),
                         ours,
                         theirs,
-                        ratio(ours, theirs),
-                    ));
+                    });
                 }
             }
         }
         let llama1 = self.decode_median(LLAMA, 1);
         let ours16 = self.decode_median(OURS, 16);
         if llama1.is_some() && ours16.is_some() {
-            rows.push((
-                "aggregate tok/s: ours at 16 streams vs llama.cpp's single stream".into(),
-                ours16,
-                llama1,
-                ratio(ours16, llama1),
-            ));
+            rows.push(RatioRow {
+                what: "aggregate tok/s: ours at 16 streams vs llama.cpp's single stream".into(),
+                ours: ours16,
+                theirs: llama1,
+            });
         }
         for e in self.engines {
             let measured = self.decode_median(&e.engine, 1);
-            rows.push((
-                format!(
+            rows.push(RatioRow {
+                what: format!(
                     "{} batch-1 decode vs its ceiling ({:.0} MB read per token)",
                     e.engine,
                     e.weights_bytes as f64 / 1e6
                 ),
-                measured,
-                e.batch1_ceiling_tokens_per_s,
-                ratio(measured, e.batch1_ceiling_tokens_per_s),
-            ));
+                ours: measured,
+                theirs: e.batch1_ceiling_tokens_per_s,
+            });
         }
         for &c in &self.args.serve_concurrency {
             let ours = self.serve_cell(OURS, c);
             let theirs = self.serve_cell(LLAMA, c);
             if let (Some(o), Some(t)) = (ours, theirs) {
-                rows.push((
-                    format!("serve req/s at concurrency {c}: tpo serve vs llama_cpp.server"),
-                    Some(o.requests_per_s),
-                    Some(t.requests_per_s),
-                    ratio(Some(o.requests_per_s), Some(t.requests_per_s)),
-                ));
-                rows.push((
-                    format!("serve output tok/s at concurrency {c}"),
-                    Some(o.output_tokens_per_s),
-                    Some(t.output_tokens_per_s),
-                    ratio(Some(o.output_tokens_per_s), Some(t.output_tokens_per_s)),
-                ));
+                rows.push(RatioRow {
+                    what: format!("serve req/s at concurrency {c}: tpo serve vs llama_cpp.server"),
+                    ours: Some(o.requests_per_s),
+                    theirs: Some(t.requests_per_s),
+                });
+                rows.push(RatioRow {
+                    what: format!("serve output tok/s at concurrency {c}"),
+                    ours: Some(o.output_tokens_per_s),
+                    theirs: Some(t.output_tokens_per_s),
+                });
             }
         }
         rows
@@ -788,12 +796,13 @@ impl Report<'_> {
             }
         }
         out.push_str("\n| ratio | ours | theirs / limit | ours ÷ theirs |\n|---|---:|---:|---:|\n");
-        for (what, ours, theirs, r) in self.ratios() {
+        for row in self.ratios() {
             out.push_str(&format!(
-                "| {what} | {} | {} | {} |\n",
-                f(ours),
-                f(theirs),
-                r.map_or("–".to_string(), |r| format!("{r:.2}x"))
+                "| {} | {} | {} | {} |\n",
+                row.what,
+                f(row.ours),
+                f(row.theirs),
+                row.ratio().map_or("–".to_string(), |r| format!("{r:.2}x"))
             ));
         }
         out
@@ -803,7 +812,7 @@ impl Report<'_> {
         let ratios: Vec<_> = self
             .ratios()
             .into_iter()
-            .map(|(what, ours, theirs, r)| json!({"what": what, "ours": ours, "theirs": theirs, "ratio": r}))
+            .map(|row| json!({"what": row.what, "ours": row.ours, "theirs": row.theirs, "ratio": row.ratio()}))
             .collect();
         let value = json!({
             "threads": self.threads,

@@ -10,7 +10,10 @@
 //! **sequential** phase (each search awaited before the next starts; the prefix cache is
 //! emptied first, so it cannot reuse the other phase's rows). Running concurrent
 //! first puts any leftover warm-up cost on the concurrent side, so the ratio is, if
-//! anything, understated.
+//! anything, understated. `--sequential-searches K` runs only the first K one at a time
+//! (ratios are of searches/s). `--reference` adds a third phase, **the reference way** of
+//! running a search as a plain implementation would: one at a time, on a second engine
+//! without the prefix cache, the reward model one input per batch (`rm_batch_tokens` 1).
 //!
 //! The search flags and their defaults are `tpo search`'s (512 tokens per call, the judge
 //! reward model); the measured run names its settings in full:
@@ -65,6 +68,15 @@ pub struct SearchBenchArgs {
         value_name = "FILE"
     )]
     input: PathBuf,
+    /// Searches of the sequential phases: the first K of the N [default: N]. Ratios are of
+    /// searches/s, so a shorter one-at-a-time phase measures the same rate sooner.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    sequential_searches: Option<u32>,
+    /// Add a third phase, the reference way of running searches: one at a time on a second
+    /// engine without the prefix cache, its reward model at batch size 1 (same weights,
+    /// float32 as ours). Its searches/s is compared with the concurrent phase's.
+    #[arg(long)]
+    reference: bool,
     /// Write the result as JSON to this file too.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -168,6 +180,10 @@ struct Phase {
 }
 
 impl Phase {
+    fn searches_per_second(&self) -> f64 {
+        self.traces.len() as f64 / self.wall.max(1e-9)
+    }
+
     fn tokens(&self) -> usize {
         self.traces.iter().map(|t| t.totals.tokens_generated).sum()
     }
@@ -324,7 +340,7 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
     .map_err(EngineError::from)?;
     engine.generate_blocking(GenerateRequest::new(
         engine.question_prompt(&queries[0].prompt)?,
-        warm,
+        warm.clone(),
     ))?;
     let warm_scores = runtime
         .block_on(rewards.score(vec![OwnedRewardInput {
@@ -350,19 +366,58 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
     );
     let concurrent = runtime.block_on(concurrent_phase(&engine, &rewards, &queries, &params))?;
     eprintln!("  concurrent: {count} searches in {:.1} s", concurrent.wall);
+    let k = args
+        .sequential_searches
+        .map_or(count, |k| (k as usize).min(count));
+    let first_k = &queries[..k];
     // The sequential phase repeats the same seeded searches: it must not reuse the
     // concurrent phase's cached rows.
     engine.clear_prefix_cache()?;
-    let sequential = runtime.block_on(sequential_phase(&engine, &rewards, &queries, &params))?;
-    eprintln!("  sequential: {count} searches in {:.1} s", sequential.wall);
-
-    let comparison = compare(&outcomes(&concurrent.traces), &outcomes(&sequential.traces));
-    let ratio = sequential.wall / concurrent.wall;
-    print_report(&concurrent, &sequential, ratio, &comparison);
+    let sequential = runtime.block_on(sequential_phase(
+        "sequential",
+        &engine,
+        &rewards,
+        first_k,
+        &params,
+    ))?;
+    eprintln!("  sequential: {k} searches in {:.1} s", sequential.wall);
+    let mut phases = vec![concurrent, sequential];
+    if args.reference {
+        drop((engine, rewards));
+        let mut reference_model = args.model.clone();
+        reference_model.no_prefix_cache = true;
+        let (engine, rewards) = flags.open_models_batched(&reference_model, 1)?;
+        engine.generate_blocking(GenerateRequest::new(
+            engine.question_prompt(&queries[0].prompt)?,
+            warm.clone(),
+        ))?;
+        let reference = runtime.block_on(sequential_phase(
+            "reference",
+            &engine,
+            &rewards,
+            first_k,
+            &params,
+        ))?;
+        eprintln!("  reference: {k} searches in {:.1} s", reference.wall);
+        phases.push(reference);
+    }
+    let concurrent = &phases[0];
+    let comparisons: Vec<(&Phase, Comparison)> = phases[1..]
+        .iter()
+        .map(|p| {
+            (
+                p,
+                compare(&outcomes(&concurrent.traces), &outcomes(&p.traces)),
+            )
+        })
+        .collect();
+    print_report(&phases, &comparisons);
 
     let mut result = json!({
         "searches": count,
-        "order": "concurrent then sequential",
+        "sequential_searches": k,
+        "order": if args.reference { "concurrent, sequential, reference" } else { "concurrent then sequential" },
+        "reference_is": "one search at a time, a second engine without the prefix cache, the reward model at batch size 1",
         "strategy": flags.strategy.as_str(),
         "width": flags.width,
         "depth": flags.depth,
@@ -372,17 +427,22 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
         "kv_slots": args.model.kv_slots,
         "threads": args.model.threads,
         "input": args.input.display().to_string(),
-        "concurrent": concurrent.to_json(),
-        "sequential": sequential.to_json(),
-        "ratio_sequential_over_concurrent_wall": ratio,
-        "mismatches": comparison.mismatched.len(),
-        "mismatched_searches": comparison.mismatched,
-        "rewards_not_bit_identical": comparison.rewards_not_bit_identical,
-        "max_abs_reward_diff": comparison.max_abs_reward_diff,
         "reward_tolerance": REWARD_TOLERANCE,
         "tpo_version": env!("CARGO_PKG_VERSION"),
         "commit": env!("TPO_GIT_COMMIT"),
     });
+    for p in &phases {
+        result[p.name] = p.to_json();
+    }
+    for (p, c) in &comparisons {
+        result[format!("concurrent_over_{}_searches_per_s", p.name)] =
+            (concurrent.searches_per_second() / p.searches_per_second()).into();
+        result[format!("{}_mismatches", p.name)] = c.mismatched.len().into();
+        result[format!("{}_mismatched_searches", p.name)] = json!(c.mismatched);
+        result[format!("{}_rewards_not_bit_identical", p.name)] =
+            c.rewards_not_bit_identical.into();
+        result[format!("{}_max_abs_reward_diff", p.name)] = c.max_abs_reward_diff.into();
+    }
     if flags.strategy == Strategy::Darwin {
         result["mutations"] = flags.mutations.into();
         result["replace_every"] = flags.replace_every.into();
@@ -392,21 +452,28 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
     if let Some(path) = &args.json {
         write_json(path, &result)?;
     }
-    if !comparison.mismatched.is_empty() {
+    let mut failed = false;
+    for (p, comparison) in &comparisons {
+        if comparison.mismatched.is_empty() {
+            continue;
+        }
+        failed = true;
         eprintln!();
         eprintln!(
-            "!!! MISMATCH: {} of {count} searches returned a different answer or reward \
-             concurrently than sequentially (same seed); this is a bug !!!",
-            comparison.mismatched.len()
+            "!!! MISMATCH: {} of {k} searches returned a different answer or reward \
+             concurrently than in the {} phase (same seed); this is a bug !!!",
+            comparison.mismatched.len(),
+            p.name
         );
         for &i in &comparison.mismatched {
-            let (a, b) = (&concurrent.traces[i], &sequential.traces[i]);
+            let (a, b) = (&concurrent.traces[i], &p.traces[i]);
             eprintln!(
-                "  search {i} ({:?}): concurrent reward {} (candidate {}), sequential reward {} \
+                "  search {i} ({:?}): concurrent reward {} (candidate {}), {} reward {} \
                  (candidate {}){}",
                 queries[i].prompt,
                 a.final_reward,
                 a.final_id,
+                p.name,
                 b.final_reward,
                 b.final_id,
                 if a.final_answer == b.final_answer {
@@ -416,6 +483,8 @@ fn run_inner(args: SearchBenchArgs) -> Result<ExitCode, BenchError> {
                 }
             );
         }
+    }
+    if failed {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -498,17 +567,18 @@ async fn concurrent_phase(
 }
 
 async fn sequential_phase(
+    name: &'static str,
     engine: &Engine,
     rewards: &RewardService,
     queries: &[Query],
     params: &SearchParams,
 ) -> Result<Phase, BenchError> {
-    measure("sequential", engine, rewards, async {
+    measure(name, engine, rewards, async {
         let mut traces = Vec::with_capacity(queries.len());
         for (i, q) in queries.iter().enumerate() {
             let trace = one_search(engine, rewards, q, params)
                 .await
-                .map_err(search_error("sequential", i, q))?;
+                .map_err(search_error(name, i, q))?;
             traces.push(trace);
         }
         Ok(traces)
@@ -516,7 +586,7 @@ async fn sequential_phase(
     .await
 }
 
-fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: &Comparison) {
+fn print_report(phases: &[Phase], comparisons: &[(&Phase, Comparison)]) {
     println!(
         "| phase | wall s | searches/s | tokens/s | mean decode batch | decode % of wall | \
          of which ORT | of which sampling | prefill % of wall | engine idle % | \
@@ -525,12 +595,12 @@ fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: 
     println!(
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    for p in [concurrent, sequential] {
+    for p in phases {
         println!(
             "| {} | {:.2} | {:.3} | {:.1} | {:.1} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {} | {:.1}% | {} | {:.1} |",
             p.name,
             p.wall,
-            p.traces.len() as f64 / p.wall,
+            p.searches_per_second(),
             p.tokens() as f64 / p.wall,
             p.engine.mean_decode_batch(),
             100.0 * p.share(p.decode_seconds()),
@@ -544,11 +614,19 @@ fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: 
             p.mean_rm_inputs_per_call(),
         );
     }
-    println!(
-        "ratio (sequential wall / concurrent wall): {ratio:.2}x ({:.2} s vs {:.2} s)",
-        concurrent.wall, sequential.wall
-    );
-    for p in [concurrent, sequential] {
+    let Some(concurrent) = phases.first() else {
+        return;
+    };
+    for (p, _) in comparisons {
+        println!(
+            "ratio (concurrent searches/s ÷ {} searches/s): {:.2}x ({:.3} vs {:.3})",
+            p.name,
+            concurrent.searches_per_second() / p.searches_per_second(),
+            concurrent.searches_per_second(),
+            p.searches_per_second()
+        );
+    }
+    for p in phases {
         let per_search = p.traces.len().max(1) as f64;
         println!(
             "{}: {} tokens generated, {} policy requests, {} RM inputs; prefill {:.0} tokens per \
@@ -564,14 +642,17 @@ fn print_report(concurrent: &Phase, sequential: &Phase, ratio: f64, comparison: 
             p.engine.prefix_evictions,
         );
     }
-    println!(
-        "same answers and rewards in both phases: {} mismatches of {} (rewards not bit-identical: \
-         {}, max |diff| {:.2e})",
-        comparison.mismatched.len(),
-        concurrent.traces.len(),
-        comparison.rewards_not_bit_identical,
-        comparison.max_abs_reward_diff
-    );
+    for (p, comparison) in comparisons {
+        println!(
+            "same answers and rewards, concurrent vs {}: {} mismatches of {} (rewards not \
+             bit-identical: {}, max |diff| {:.2e})",
+            p.name,
+            comparison.mismatched.len(),
+            p.traces.len(),
+            comparison.rewards_not_bit_identical,
+            comparison.max_abs_reward_diff
+        );
+    }
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<(), BenchError> {

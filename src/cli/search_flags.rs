@@ -100,8 +100,18 @@ impl SearchFlags {
         &self,
         model: &ModelArgs,
     ) -> Result<(Engine, RewardService), tpo_engine::Error> {
+        self.open_models_batched(model, self.rm_batch_tokens as usize)
+    }
+
+    /// [`Self::open_models`] with `rm_batch_tokens` padded tokens per reward batch (1: one
+    /// input per batch).
+    pub(super) fn open_models_batched(
+        &self,
+        model: &ModelArgs,
+        rm_batch_tokens: usize,
+    ) -> Result<(Engine, RewardService), tpo_engine::Error> {
         let names = [self.reward_model.clone()];
-        let mut app = App::open(&model.app_options(&names, self.rm_batch_tokens as usize)?)?;
+        let mut app = App::open(&model.app_options(&names, rm_batch_tokens)?)?;
         let rewards = app.rewards.remove(&self.reward_model).ok_or_else(|| {
             tpo_engine::reward::RewardError::Unknown {
                 name: self.reward_model.clone(),
