@@ -158,8 +158,23 @@ async fn run_one(
 
 fn summary(trace: &Trace) -> String {
     let dropped: usize = trace.dropped.values().sum();
+    let reasons = if trace.dropped.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = trace
+            .dropped
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        format!(": {}", list.join(", "))
+    };
+    let flag = if trace.all_dropped {
+        "; EVERY candidate was dropped, this is the best-scored dropped one"
+    } else {
+        ""
+    };
     format!(
-        "[{}: reward {:.4} (candidate {} of {}, {} dropped); {} requests, {} tokens, {:.1} s]",
+        "[{}: reward {:.4} (candidate {} of {}, {} dropped{reasons}){flag}; {} requests, {} tokens, {:.1} s]",
         trace.strategy,
         trace.final_reward,
         trace.final_id,

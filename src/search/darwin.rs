@@ -28,6 +28,7 @@
 use std::time::Instant;
 
 use super::best_of_n::trace_params;
+use super::guard;
 use super::params::{call_seed, segment_seed, CallRole};
 use super::prompts;
 use super::state::SearchState;
@@ -72,7 +73,7 @@ pub async fn darwin(
             step: iteration,
             depth: options.iterations,
             best_reward: state.best_score(),
-            kept: made().filter(|c| c.score.is_some()).count(),
+            kept: made().filter(|c| c.is_kept()).count(),
             dropped: made().filter(|c| c.dropped.is_some()).count(),
         });
         iterations.push(record);
@@ -404,6 +405,12 @@ async fn score_members(
             member.score = Err("the answer is empty".into());
             continue;
         }
+        // A leak or a loop already written stays: such a member ranks last (and is
+        // replaced) without being scored.
+        if let Err(why) = guard::check_partial(state.query, &text) {
+            member.score = Err(format!("{}: {why}", why.code()));
+            continue;
+        }
         to_score.push(i);
         texts.push(text.trim().to_string());
     }
@@ -496,14 +503,22 @@ fn finalize(
     candidate.text = text.trim().to_string();
     candidate.tokens = member.tokens.len();
     candidate.finish_reason = member.finished.unwrap_or(Finish::Length);
-    match (outranked, &member.score) {
-        (Some(detail), _) => {
+    let degenerate = guard::check(state.query, &candidate.text).err();
+    match (outranked, &member.score, degenerate) {
+        (Some(detail), _, _) => {
             candidate.score = None;
             candidate.dropped = Some(REPLACED.to_string());
             candidate.drop_detail = Some(detail);
         }
-        (None, Ok(score)) => candidate.score = Some(*score),
-        (None, Err(reason)) => {
+        (None, result, Some(why)) => {
+            // Not an answer: dropped with the guard's reason; a score it already had is
+            // kept for the search that has nothing better (`CandidateLog::best`).
+            candidate.score = result.as_ref().ok().copied();
+            candidate.dropped = Some(why.code().to_string());
+            candidate.drop_detail = Some(why.to_string());
+        }
+        (None, Ok(score), None) => candidate.score = Some(*score),
+        (None, Err(reason), None) => {
             candidate.score = None;
             candidate.dropped = Some(UNSCORED.to_string());
             candidate.drop_detail = Some(reason.clone());
@@ -512,7 +527,7 @@ fn finalize(
     Ok(())
 }
 
-/// Adds each instruction of the iteration with its best finished answer.
+/// Adds each instruction of the iteration with its best finished kept answer.
 fn add_to_archive(
     archive: &mut Vec<ArchiveEntry>,
     state: &SearchState<'_>,
@@ -530,6 +545,7 @@ fn add_to_archive(
             .iter()
             .map(|&id| &state.log.candidates[id])
             .filter(|c| c.instruction.as_deref() == Some(mutation.instruction.as_str()))
+            .filter(|c| c.is_kept())
             .filter_map(|c| c.score.map(|s| (c.id, s)))
             .fold(None, |best: Option<(usize, f32)>, (id, s)| match best {
                 Some((_, b)) if b >= s => best,

@@ -4,8 +4,8 @@
 //! interleave in the engine's continuous batch and the scorer's batches.
 //!
 //! Rooms: `params` (validated search settings and per-call seeds), `prompts` (our TPO role
-//! prompts), `tags` (pulling the
-//! rewritten answer out of an update), `state` (what every strategy does: policy calls,
+//! prompts), `tags` (pulling the rewritten answer out of an update), `guard` (dropping
+//! candidates that are not answers: leaked prompt text, echoes, loops), `state` (what every strategy does: policy calls,
 //! samples → scored candidates, the cache), `trace` (the JSON record of a search), and one
 //! room per strategy: `greedy`, `best_of_n`, `tpo`, `darwin`.
 //!
@@ -15,6 +15,7 @@
 mod best_of_n;
 pub mod darwin;
 mod greedy;
+pub mod guard;
 mod params;
 pub mod prompts;
 mod state;

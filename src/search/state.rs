@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::engine::{Engine, EngineError, GenerateRequest, SampleOutput, SamplingParams};
 use crate::model::TokenId;
 
+use super::guard;
 use super::trace::{
     Candidate, CandidateLog, Origin, StepRecord, Totals, Trace, TraceParams, UNSCORED,
 };
@@ -173,19 +174,51 @@ impl<'a> SearchState<'a> {
         }
     }
 
-    /// Scores the candidates that were not already dropped (one reward request), then adds
-    /// them all to the log: a row the reward model refuses, or a non-finite reward, drops
-    /// its candidate as `unscored` with the reason.
+    /// Drops the degenerate candidates (the guard), scores the others (one reward request),
+    /// then adds them all to the log: a row the reward model refuses, or a non-finite
+    /// reward, drops its candidate as `unscored` with the reason. While the search has no
+    /// kept candidate at all, the guard's drops are scored too (they stay dropped), so a
+    /// search whose every candidate is degenerate can still answer, flagged
+    /// ([`CandidateLog::best`]).
     pub async fn score_and_add(
         &mut self,
         mut candidates: Vec<Candidate>,
     ) -> Result<Outcome, SearchError> {
-        let to_score: Vec<usize> = candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.dropped.is_none())
-            .map(|(i, _)| i)
+        for c in candidates.iter_mut().filter(|c| c.dropped.is_none()) {
+            if let Err(why) = guard::check(self.query, &c.text) {
+                c.dropped = Some(why.code().to_string());
+                c.drop_detail = Some(why.to_string());
+            }
+        }
+        self.score_where(&mut candidates, |c| c.dropped.is_none())
+            .await?;
+        let nothing_kept = !self.log.has_kept() && !candidates.iter().any(Candidate::is_kept);
+        if nothing_kept {
+            self.score_where(&mut candidates, Candidate::is_guard_dropped)
+                .await?;
+        }
+        let kept = candidates.iter().filter(|c| c.is_kept()).count();
+        let outcome = Outcome {
+            kept,
+            dropped: candidates.len() - kept,
+        };
+        self.log.candidates.extend(candidates);
+        Ok(outcome)
+    }
+
+    /// Scores the candidates `select` picks (one reward request); a refusal drops the
+    /// candidate as `unscored` (a guard drop keeps its code and gets the reason appended).
+    async fn score_where(
+        &mut self,
+        candidates: &mut [Candidate],
+        select: impl Fn(&Candidate) -> bool,
+    ) -> Result<(), SearchError> {
+        let to_score: Vec<usize> = (0..candidates.len())
+            .filter(|&i| select(&candidates[i]))
             .collect();
+        if to_score.is_empty() {
+            return Ok(());
+        }
         let responses = to_score
             .iter()
             .map(|&i| candidates[i].text.clone())
@@ -195,19 +228,17 @@ impl<'a> SearchState<'a> {
             let c = &mut candidates[i];
             match score {
                 Ok(s) => c.score = Some(s),
+                Err(reason) if c.dropped.is_some() => {
+                    let detail = c.drop_detail.take().unwrap_or_default();
+                    c.drop_detail = Some(format!("{detail}; not scored either: {reason}"));
+                }
                 Err(reason) => {
                     c.dropped = Some(UNSCORED.to_string());
                     c.drop_detail = Some(reason);
                 }
             }
         }
-        let kept = candidates.iter().filter(|c| c.score.is_some()).count();
-        let outcome = Outcome {
-            kept,
-            dropped: candidates.len() - kept,
-        };
-        self.log.candidates.extend(candidates);
-        Ok(outcome)
+        Ok(())
     }
 
     /// Samples `n` answers to the query itself (one request), scores them and logs them as

@@ -37,7 +37,7 @@ impl DropReason {
     pub fn code(self) -> &'static str {
         match self {
             DropReason::NoOpeningTag => "no_opening_tag",
-            DropReason::Empty => "empty_answer",
+            DropReason::Empty => "empty",
         }
     }
 }

@@ -18,6 +18,8 @@
 //!   final_answer: string,
 //!   final_reward: float,
 //!   dropped: { reason: count },     candidates dropped, by reason code
+//!   all_dropped: bool,              every candidate was dropped; the answer is then the
+//!                                   best-scored of the guard's drops (flagged, not hidden)
 //!   totals: { requests, prompt_tokens, completions, tokens_generated, rm_inputs, seconds },
 //!   darwin: DarwinRecord            darwin only (absent for the other strategies)
 //! }
@@ -35,10 +37,13 @@
 //!   tokens: int,                    tokens the policy generated for it (a fork counts
 //!                                   the prefix it inherited)
 //!   finish_reason: "stop" | "length",
-//!   score: float | null,            the reward; null when dropped
-//!   dropped: string | null,         "no_opening_tag" | "empty_answer" | "unscored" |
+//!   score: float | null,            the reward; null when dropped, except a guard drop
+//!                                   scored while the search had no kept candidate
+//!   dropped: string | null,         "no_opening_tag" | "empty" | "unscored" |
 //!                                   "replaced" (darwin: outranked at a replacement; its
-//!                                   text is the partial answer at that point)
+//!                                   text is the partial answer at that point) | the
+//!                                   guard's "leaked_prompt" | "echo" | "repetition"
+//!                                   ("empty" too): not an answer, never scored otherwise
 //!   drop_detail: string | null      e.g. the reward model's reason for "unscored"
 //! }
 //! StepRecord {
@@ -87,6 +92,7 @@ use std::collections::BTreeMap;
 
 use crate::engine::FinishReason;
 
+use super::guard;
 use super::params::Strategy;
 
 /// Version of the trace layout.
@@ -162,6 +168,20 @@ pub struct Candidate {
     pub drop_detail: Option<String>,
 }
 
+impl Candidate {
+    /// Scored and not dropped: a candidate the search may answer with.
+    pub fn is_kept(&self) -> bool {
+        self.score.is_some() && self.dropped.is_none()
+    }
+
+    /// Dropped by the degenerate-candidate guard (`guard`), whether or not it was scored.
+    pub fn is_guard_dropped(&self) -> bool {
+        self.dropped
+            .as_deref()
+            .is_some_and(|code| guard::CODES.contains(&code))
+    }
+}
+
 /// One TPO step.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
@@ -210,6 +230,9 @@ pub struct Trace {
     pub final_answer: String,
     pub final_reward: f32,
     pub dropped: BTreeMap<String, usize>,
+    /// Every candidate was dropped: the answer is the best-scored dropped one.
+    #[serde(default)]
+    pub all_dropped: bool,
     pub totals: Totals,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub darwin: Option<DarwinRecord>,
@@ -296,7 +319,14 @@ impl CandidateLog {
         self.candidates.len()
     }
 
-    /// Highest-scored candidate (ties: lowest id).
+    /// Whether some candidate is kept (scored and not dropped).
+    pub fn has_kept(&self) -> bool {
+        self.candidates.iter().any(Candidate::is_kept)
+    }
+
+    /// Highest-scored kept candidate (ties: lowest id); while none is kept, the
+    /// highest-scored dropped one (a degenerate answer scored so the search can answer,
+    /// flagged as `all_dropped` in the trace).
     pub fn best(&self) -> Option<&Candidate> {
         self.scored()
             .fold(None, |best: Option<&Candidate>, c| match best {
@@ -305,7 +335,7 @@ impl CandidateLog {
             })
     }
 
-    /// Lowest-scored candidate (ties: lowest id).
+    /// Lowest-scored candidate of the same set as [`CandidateLog::best`] (ties: lowest id).
     pub fn worst(&self) -> Option<&Candidate> {
         self.scored()
             .fold(None, |worst: Option<&Candidate>, c| match worst {
@@ -314,8 +344,13 @@ impl CandidateLog {
             })
     }
 
+    /// The candidates the search may pick from: the kept ones, or while there are none,
+    /// every scored one.
     fn scored(&self) -> impl Iterator<Item = &Candidate> {
-        self.candidates.iter().filter(|c| c.score.is_some())
+        let kept_only = self.has_kept();
+        self.candidates
+            .iter()
+            .filter(move |c| c.score.is_some() && (c.dropped.is_none() || !kept_only))
     }
 
     /// The finished trace: the best candidate is the answer.
@@ -330,6 +365,7 @@ impl CandidateLog {
         let best = self.best()?;
         let (final_id, final_answer, final_reward) =
             (best.id, best.text.clone(), best.score.unwrap_or(f32::NAN));
+        let all_dropped = best.dropped.is_some();
         let mut dropped = BTreeMap::new();
         for code in self.candidates.iter().filter_map(|c| c.dropped.as_ref()) {
             *dropped.entry(code.clone()).or_insert(0) += 1;
@@ -345,6 +381,7 @@ impl CandidateLog {
             final_answer,
             final_reward,
             dropped,
+            all_dropped,
             totals,
             darwin: None,
         })
@@ -396,6 +433,44 @@ mod tests {
         assert_eq!(log.best().map(|c| c.id), Some(2));
         assert_eq!(log.worst().map(|c| c.id), Some(3));
         assert!(CandidateLog::default().best().is_none());
+    }
+
+    #[test]
+    fn guard_drops_are_never_chosen_while_a_kept_candidate_exists() {
+        let mut echo = candidate(1, Some(9.0));
+        echo.dropped = Some("echo".into());
+        let mut log = CandidateLog {
+            candidates: vec![candidate(0, Some(0.1)), echo.clone()],
+        };
+        assert_eq!(log.best().map(|c| c.id), Some(0));
+        assert_eq!(log.worst().map(|c| c.id), Some(0));
+        let trace = CandidateLog {
+            candidates: log.candidates.clone(),
+        }
+        .into_trace("q", Strategy::Tpo, params(), Vec::new(), Totals::default())
+        .unwrap();
+        assert!(!trace.all_dropped);
+        assert_eq!(trace.final_id, 0);
+        // With nothing kept, the best-scored drop answers, flagged.
+        log.candidates[0].dropped = Some("repetition".into());
+        assert_eq!(log.best().map(|c| c.id), Some(1));
+        let trace = log
+            .into_trace("q", Strategy::Tpo, params(), Vec::new(), Totals::default())
+            .unwrap();
+        assert!(trace.all_dropped);
+        assert_eq!((trace.final_id, trace.dropped.len()), (1, 2));
+    }
+
+    fn params() -> TraceParams {
+        TraceParams {
+            width: 2,
+            depth: 0,
+            temperature: 0.7,
+            top_p: 0.95,
+            max_new_tokens: 8,
+            seed: 7,
+            reward_model: "rm".into(),
+        }
     }
 
     #[test]

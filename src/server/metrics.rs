@@ -29,6 +29,8 @@ pub const INTER_TOKEN: &str = "tpo_inter_token_latency_seconds";
 pub const REQUEST_DURATION: &str = "tpo_request_duration_seconds";
 pub const SEARCHES: &str = "tpo_searches_total";
 pub const SEARCH_STEPS: &str = "tpo_search_steps_total";
+pub const SEARCH_DROPPED: &str = "tpo_search_candidates_dropped_total";
+pub const SEARCH_ALL_DROPPED: &str = "tpo_searches_all_dropped_total";
 pub const RM_BATCH_SIZE: &str = crate::reward::RM_BATCH_SIZE_METRIC;
 pub const ENGINE_DECODE_STEPS: &str = "tpo_engine_decode_steps_total";
 pub const ENGINE_PREFILL_TOKENS: &str = "tpo_engine_prefill_tokens_total";
@@ -43,6 +45,17 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 pub const ENDPOINTS: &[&str] = &["chat", "completions", "score"];
 /// Strategies, as the `strategy` label spells them.
 pub const STRATEGIES: &[&str] = &["tpo", "bon", "darwin", "greedy"];
+/// Why search candidates are dropped, as the `reason` label spells them: the guard's codes
+/// and the search's own (`search::trace` documents each).
+pub const DROP_REASONS: &[&str] = &[
+    "empty",
+    "leaked_prompt",
+    "echo",
+    "repetition",
+    "no_opening_tag",
+    "unscored",
+    "replaced",
+];
 /// Rejection reasons (see `ApiError::reason`).
 pub const REASONS: &[&str] = &[
     "invalid",
@@ -90,6 +103,10 @@ fn register_all() {
         counter!(SEARCHES, "strategy" => *strategy).absolute(0);
     }
     counter!(SEARCH_STEPS).absolute(0);
+    for reason in DROP_REASONS {
+        counter!(SEARCH_DROPPED, "reason" => *reason).absolute(0);
+    }
+    counter!(SEARCH_ALL_DROPPED).absolute(0);
     for c in [
         PREFIX_HITS,
         PREFIX_MISSES,
@@ -182,4 +199,14 @@ pub fn inter_token(seconds: f64) {
 pub fn search_done(strategy: &'static str, steps: usize) {
     counter!(SEARCHES, "strategy" => strategy).increment(1);
     counter!(SEARCH_STEPS).increment(steps as u64);
+}
+
+/// A finished search's dropped candidates by reason, and whether every one was dropped.
+pub fn search_dropped<'a>(by_reason: impl Iterator<Item = (&'a str, usize)>, all: bool) {
+    for (reason, count) in by_reason {
+        counter!(SEARCH_DROPPED, "reason" => reason.to_string()).increment(count as u64);
+    }
+    if all {
+        counter!(SEARCH_ALL_DROPPED).increment(1);
+    }
 }

@@ -58,6 +58,8 @@ fn summary(job: &SearchJob, trace: &Trace) -> SearchSummary {
         reward_model: job.reward_model.clone(),
         best_reward: trace.final_reward,
         dropped: trace.dropped.values().sum(),
+        dropped_by_reason: trace.dropped.clone(),
+        all_dropped: trace.all_dropped,
         seconds: trace.totals.seconds,
         trace: job
             .return_trace
@@ -73,6 +75,10 @@ fn usage(trace: &Trace) -> Usage {
 fn record(job: &SearchJob, trace: &Trace) {
     let s = summary(job, trace);
     metrics::search_done(s.strategy, s.steps);
+    metrics::search_dropped(
+        trace.dropped.iter().map(|(r, n)| (r.as_str(), *n)),
+        trace.all_dropped,
+    );
     metrics::tokens(trace.totals.prompt_tokens, trace.totals.tokens_generated);
 }
 

@@ -16,6 +16,8 @@ FAMILIES = {
     "tpo_generated_tokens": "counter",
     "tpo_searches": "counter",
     "tpo_search_steps": "counter",
+    "tpo_search_candidates_dropped": "counter",
+    "tpo_searches_all_dropped": "counter",
     "tpo_engine_decode_steps": "counter",
     "tpo_engine_prefill_tokens": "counter",
     "tpo_queue_depth": "gauge",
@@ -104,6 +106,12 @@ def test_search_metrics(server, http):
     d = lambda n, **l: metric_sum(after, n, **l) - metric_sum(before, n, **l)  # noqa: E731
     assert d("tpo_searches_total", strategy="bon") == 1
     assert d("tpo_searches_total") == 1
+    # Dropped candidates by reason, as the response's summary counts them.
+    tpo = r.json()["tpo"]
+    assert d("tpo_search_candidates_dropped_total") == tpo["dropped"]
+    for reason, count in tpo["dropped_by_reason"].items():
+        assert d("tpo_search_candidates_dropped_total", reason=reason) == count
+    assert d("tpo_searches_all_dropped_total") == int(tpo["all_dropped"])
     assert d("tpo_generated_tokens_total") == r.json()["usage"]["completion_tokens"]
 
 

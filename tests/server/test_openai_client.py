@@ -209,12 +209,17 @@ def test_search_through_extension(client):
     assert tpo["strategy"] == "tpo" and tpo["steps"] == 1
     assert tpo["reward_model"] == "judge"
     # TPO's cost at N = 2, D = 1 (src/search/tpo.rs): 1 + 3D policy requests, N + D(N + 2)
-    # sequences, N(D + 1) reward inputs less those dropped before scoring.
+    # sequences, N(D + 1) reward inputs less those dropped before scoring (a candidate the
+    # degenerate guard dropped is scored only while the search has nothing kept).
     assert tpo["policy_calls"] == 4
     assert tpo["completions"] == 6
-    assert tpo["reward_scorings"] == 4 - tpo["dropped"]
-    assert math.isfinite(tpo["best_reward"])
     trace = tpo["trace"]
+    sent = [c for c in trace["candidates"] if c["score"] is not None or c["dropped"] == "unscored"]
+    assert tpo["reward_scorings"] == len(sent)
+    assert tpo["dropped"] == sum(1 for c in trace["candidates"] if c["dropped"] is not None)
+    assert tpo["dropped_by_reason"] == trace["dropped"]
+    assert tpo["all_dropped"] == trace["all_dropped"]
+    assert math.isfinite(tpo["best_reward"])
     assert trace["final_answer"] == r.choices[0].message.content
     assert trace["totals"]["completions"] == tpo["completions"]
     # Usage counts every token the search generated and prefilled, not just the answer.
@@ -233,7 +238,8 @@ def test_search_through_model_suffix(client):
     # The server's defaults: --search-width 2 --search-depth 1.
     assert tpo["strategy"] == "tpo" and tpo["steps"] == 1
     assert tpo["policy_calls"] == 4 and tpo["completions"] == 6
-    assert tpo["reward_scorings"] == 4 - tpo["dropped"]
+    # Dropped candidates are not scored, except the guard's while nothing is kept.
+    assert 4 - tpo["dropped"] <= tpo["reward_scorings"] <= 4
     assert math.isfinite(tpo["best_reward"])
     assert "trace" not in tpo
     # --search-max-new-tokens 8: six sequences of at most 8 tokens, all counted.
