@@ -61,16 +61,25 @@ fn sampler(c: &mut Criterion) {
         let rows = logits(batch, 7);
         group.throughput(Throughput::Elements(batch as u64));
         for (name, p) in &settings {
-            group.bench_with_input(BenchmarkId::new(*name, batch), &rows, |b, rows| {
-                let mut s = Sampler::default();
-                let mut u = 0.0f32;
-                b.iter(|| {
-                    for row in rows.chunks(VOCAB) {
-                        u = (u + 0.618_034) % 1.0;
-                        let _ = black_box(s.sample(black_box(row), p, u, &[]));
-                    }
+            // The fused sampler and its reference side by side (same rows, same uniforms).
+            for (path, fused) in [("fused", true), ("reference", false)] {
+                let id = BenchmarkId::new(format!("{name}/{path}"), batch);
+                group.bench_with_input(id, &rows, |b, rows| {
+                    let mut s = Sampler::default();
+                    let mut u = 0.0f32;
+                    b.iter(|| {
+                        for row in rows.chunks(VOCAB) {
+                            u = (u + 0.618_034) % 1.0;
+                            let row = black_box(row);
+                            let _ = black_box(if fused {
+                                s.sample(row, p, u, &[])
+                            } else {
+                                s.sample_reference(row, p, u, &[])
+                            });
+                        }
+                    });
                 });
-            });
+            }
         }
     }
     group.finish();

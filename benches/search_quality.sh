@@ -13,8 +13,9 @@
 # five of N=19 are exactly N=5's samples. A run whose trace already has 50 lines is skipped,
 # so the script resumes where it stopped; REPORT_ONLY=1 skips the searches and only writes the
 # reports from the traces already in OUT_DIR (a shorter trace is reported over its queries).
-# RUNS=tpo (a subset of "greedy bon19 tpo darwin") reruns only those strategies: their
-# held-out table goes to OUT_DIR/search-quality-heldout.md and docs/ is left alone.
+# RUNS=tpo (a subset of "greedy bon19 tpo darwin") reruns only those strategies, RMS=judge
+# (a subset of "judge similarity") only those guiding reward models: their held-out table
+# goes to OUT_DIR/search-quality-heldout.md and docs/ is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/search-quality}
@@ -36,15 +37,16 @@ run() { # name, then tpo search flags
 
 ALL_RUNS="greedy bon19 tpo darwin"
 RUNS=${RUNS:-$ALL_RUNS}
+RMS=${RMS:-judge similarity}   # the guiding reward models to run (a subset for a rerun)
 wanted() { [[ " $RUNS " == *" $1 "* ]]; }
-for rm in judge similarity; do
+for rm in $RMS; do
   wanted greedy && run "greedy-$rm" --strategy greedy --reward-model "$rm"
   wanted bon19 && run "bon19-$rm" --strategy bon --width 19 --reward-model "$rm"
   wanted tpo && run "tpo-$rm" --strategy tpo --width 5 --depth 2 --reward-model "$rm"
   wanted darwin && run "darwin-$rm" --strategy darwin --reward-model "$rm"
 done
 REPORTS=docs
-if [ "$RUNS" != "$ALL_RUNS" ]; then
+if [ "$RUNS" != "$ALL_RUNS" ] || [ "$RMS" != "judge similarity" ]; then
   REPORTS=$OUT
 fi
 
@@ -67,7 +69,7 @@ VPY=.venv/bin/python
 {
   echo "| guided by | run | held-out RM | answers | mean held-out reward |"
   echo "| --- | --- | --- | ---: | ---: |"
-  for rm in judge similarity; do
+  for rm in $RMS; do
     other=similarity; [ "$rm" = similarity ] && other=judge
     for run in greedy bon19@5 bon19 tpo darwin; do
       name=${run%@*}; first=${run#*@}; [ "$first" = "$run" ] && first=0

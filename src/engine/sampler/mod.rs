@@ -13,6 +13,8 @@
 //! copy of the row; the reported log-probs are always the model's own (temperature 1, no
 //! penalties, no truncation), as vLLM reports them by default.
 
+mod fused;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -229,7 +231,65 @@ pub struct Sampler {
 impl Sampler {
     /// Picks the next token of one row of `logits` with uniform `u` in [0, 1); `generated`
     /// are the sequence's tokens so far (for presence and frequency penalties).
+    ///
+    /// The fused path (`fused`): one sweep for the maximum, the argmax and the row check,
+    /// then one for every exponential the draw and the log-prob need, on AVX2 where the CPU
+    /// has it. Same token and bit-identical log-probs as [`Sampler::sample_reference`] (the
+    /// tests compare them); a penalized row takes the reference path.
     pub fn sample(
+        &mut self,
+        logits: &[f32],
+        params: &SamplingParams,
+        u: f32,
+        generated: &[TokenId],
+    ) -> Result<Sampled, LogitsError> {
+        if params.has_penalties() && !generated.is_empty() {
+            return self.sample_reference(logits, params, u, generated);
+        }
+        let fused::RowMax { max, argmax } = fused::checked_max_argmax(logits)?;
+        let o = params.options();
+        let (token, total) = if params.is_greedy() {
+            (argmax, fused::sum_exp(logits, max, 1.0))
+        } else {
+            let inv_t = 1.0 / o.temperature;
+            let at_one = o.temperature == 1.0;
+            if untruncated(o, logits.len()) {
+                let total_t = fused::block_sums(&mut self.block_sums, logits, max, inv_t);
+                let token = walk_blocks(&self.block_sums, logits, max, inv_t, u);
+                let total = if at_one {
+                    total_t
+                } else {
+                    fused::sum_exp(logits, max, 1.0)
+                };
+                (token, total)
+            } else {
+                let (total_t, total) = if at_one {
+                    let total = fused::sum_exp(logits, max, 1.0);
+                    (total, total)
+                } else {
+                    fused::sum_exp_pair(logits, max, inv_t)
+                };
+                let token = nucleus_select(&mut self.candidates, logits, max, o, u, total_t);
+                (token, total)
+            }
+        };
+        let log_total = total.ln();
+        let logprob = logits[token as usize] - max - log_total;
+        let top = if o.top_logprobs > 0 {
+            top_logprobs(logits, o.top_logprobs, max + log_total)
+        } else {
+            Vec::new()
+        };
+        Ok(Sampled {
+            token,
+            logprob,
+            top,
+        })
+    }
+
+    /// The reference implementation of [`Sampler::sample`], pass by pass: the row check,
+    /// penalties on a copy, the argmax or the nucleus draw, then the log-sum-exp.
+    pub fn sample_reference(
         &mut self,
         logits: &[f32],
         params: &SamplingParams,
@@ -328,17 +388,41 @@ fn nucleus_draw(
     u: f32,
 ) -> (TokenId, f32) {
     let inv_t = 1.0 / o.temperature;
-    let weight = |i: u32| fast_exp((row[i as usize] - max) * inv_t);
     let total = sum_exp(row, max, inv_t);
-    let limit = if o.top_k == 0 {
-        row.len()
-    } else {
-        o.top_k.min(row.len())
-    };
-    if o.top_p >= 1.0 && limit == row.len() && o.min_p <= 0.0 {
+    if untruncated(o, row.len()) {
         // No truncation: the nucleus is the whole row, and no sort is needed.
         return (whole_row_draw(block_sums, row, max, inv_t, u), total);
     }
+    (nucleus_select(candidates, row, max, o, u, total), total)
+}
+
+/// The most tokens top-k leaves of a row of `len`.
+fn top_k_limit(o: &SamplingOptions, len: usize) -> usize {
+    if o.top_k == 0 {
+        len
+    } else {
+        o.top_k.min(len)
+    }
+}
+
+/// Whether the options keep the whole row (no top-k, top-p or min-p truncation).
+fn untruncated(o: &SamplingOptions, len: usize) -> bool {
+    o.top_p >= 1.0 && top_k_limit(o, len) == len && o.min_p <= 0.0
+}
+
+/// Draws from the truncated nucleus of `row` (some of top-k, top-p, min-p set), given
+/// `total = sum exp((row - max) / t)`.
+fn nucleus_select(
+    candidates: &mut Vec<u32>,
+    row: &[f32],
+    max: f32,
+    o: &SamplingOptions,
+    u: f32,
+    total: f32,
+) -> TokenId {
+    let inv_t = 1.0 / o.temperature;
+    let weight = |i: u32| fast_exp((row[i as usize] - max) * inv_t);
+    let limit = top_k_limit(o, row.len());
 
     // Candidates: every token within `delta` logits of the best, sorted. They are a
     // prefix of the full sorted order, so once they hold `top_p` of the mass (or
@@ -393,7 +477,7 @@ fn nucleus_draw(
             break;
         }
     }
-    (token, total)
+    token
 }
 
 /// Tokens per block of [`whole_row_draw`]'s first pass.
@@ -404,9 +488,14 @@ const DRAW_BLOCK: usize = 64;
 /// then skips whole blocks and reads the weights of one block only. A draw that rounding
 /// carries past the last weight takes the block's last token of positive weight.
 fn whole_row_draw(block_sums: &mut Vec<f32>, row: &[f32], max: f32, inv_t: f32, u: f32) -> TokenId {
-    let weight = |l: f32| fast_exp((l - max) * inv_t);
     block_sums.clear();
     block_sums.extend(row.chunks(DRAW_BLOCK).map(|b| sum_exp(b, max, inv_t)));
+    walk_blocks(block_sums, row, max, inv_t, u)
+}
+
+/// The walk of [`whole_row_draw`] over `block_sums` (one per [`DRAW_BLOCK`] tokens).
+fn walk_blocks(block_sums: &[f32], row: &[f32], max: f32, inv_t: f32, u: f32) -> TokenId {
+    let weight = |l: f32| fast_exp((l - max) * inv_t);
     let total: f32 = block_sums.iter().sum();
     let target = u * total;
     let mut acc = 0.0f32;
@@ -577,6 +666,71 @@ mod tests {
     fn pseudo_logits(n: usize, spread: f32) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         (0..n).map(|_| rng.random::<f32>() * spread).collect()
+    }
+
+    #[test]
+    fn the_fused_sampler_equals_the_reference_token_for_token_and_bit_for_bit() {
+        let mut rows = vec![
+            pseudo_logits(49_152, 12.0),
+            pseudo_logits(49_157, 3.0),
+            pseudo_logits(1_000, 30.0),
+            pseudo_logits(13, 1.0),
+        ];
+        let mut holes = pseudo_logits(49_152, 8.0);
+        for (i, l) in holes.iter_mut().enumerate() {
+            if i % 3 != 0 {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        holes[777] = 9.5;
+        holes[30_000] = 9.5;
+        rows.push(holes);
+        let settings = [
+            (0.0, 1.0, 0, 0.0, 0),
+            (0.7, 0.95, 0, 0.0, 0),
+            (1.0, 0.95, 0, 0.0, 3),
+            (1.0, 1.0, 0, 0.0, 0),
+            (0.7, 1.0, 0, 0.0, 5),
+            (1.3, 0.9, 20, 0.0, 0),
+            (0.8, 1.0, 50, 0.0, 0),
+            (1.0, 1.0, 0, 0.05, 0),
+            (0.05, 0.5, 0, 0.0, 0),
+        ];
+        let mut fused = Sampler::default();
+        let mut reference = Sampler::default();
+        for (r, row) in rows.iter().enumerate() {
+            for &(temperature, top_p, top_k, min_p, top_logprobs) in &settings {
+                let p = SamplingParams::new(SamplingOptions {
+                    temperature,
+                    top_p,
+                    top_k,
+                    min_p,
+                    top_logprobs,
+                    seed: Some(1),
+                    ..SamplingOptions::default()
+                })
+                .unwrap();
+                for k in 0..97 {
+                    let u = (k as f32 + 0.5) / 97.0;
+                    let a = fused.sample(row, &p, u, &[]).unwrap();
+                    let b = reference.sample_reference(row, &p, u, &[]).unwrap();
+                    assert_eq!(a.token, b.token, "row {r} t {temperature} p {top_p} u {u}");
+                    assert_eq!(a.logprob.to_bits(), b.logprob.to_bits(), "row {r}");
+                    assert_eq!(a.top, b.top);
+                }
+            }
+        }
+        // Penalized rows take the reference path itself.
+        let p = with(SamplingOptions {
+            temperature: 0.7,
+            presence_penalty: 1.5,
+            ..SamplingOptions::default()
+        });
+        let row = &rows[0];
+        assert_eq!(
+            fused.sample(row, &p, 0.3, &[5, 9]),
+            reference.sample_reference(row, &p, 0.3, &[5, 9])
+        );
     }
 
     #[test]
