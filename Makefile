@@ -10,7 +10,7 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: setup venv model reward-models data build demo test server-tests schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
 setup: venv model reward-models data build
 
@@ -53,18 +53,37 @@ demo: setup
 	@echo
 	@echo '$$ tpo search --max-new-tokens 128 "How do I wrap a present neatly?"   # TPO D2-N5, judge RM'
 	@$(TPO) search --max-new-tokens 128 --trace target/demo-trace.json "How do I wrap a present neatly?"
+	@echo
+	@echo '$$ tpo trace view target/demo-trace.json   # that search, step by step, as one HTML page'
+	@$(TPO) trace view target/demo-trace.json --output target/demo-trace.html
+	@echo
+	@echo 'Watch a search live: run  $(TPO) serve --port 8000  and open http://127.0.0.1:8000/'
+	@echo 'Saved search above:  file://$(CURDIR)/target/demo-trace.html'
 
 # The HTTP server's Python suite (tests/server): official openai client, bad input,
 # overload, disconnects, drain, metrics. Its packages go into the same venv.
 SERVER_TESTS := tests/server
+# The search viewer in headless Chromium (tests/ui): a live TPO search typed into the page
+# of a running `tpo serve`, and `tpo trace view` of its trace. Its setup installs Debian's
+# chromium (apt) when missing and playwright-core (npm).
+UI_TESTS := tests/ui
 
 $(VENV)/.server-tests-installed: $(VENV)/.installed $(SERVER_TESTS)/requirements.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r $(SERVER_TESTS)/requirements.txt
 	touch $@
 
-test: setup $(VENV)/.server-tests-installed deploy-check
+test: setup $(VENV)/.server-tests-installed deploy-check $(UI_TESTS)/node_modules/.installed
 	$(CARGO) test --release --locked
 	$(VPY) -m pytest -q $(SERVER_TESTS)
+	SCREENSHOTS=target/ui-screenshots node $(UI_TESTS)/viewer.test.mjs
+
+$(UI_TESTS)/node_modules/.installed: $(UI_TESTS)/package.json $(UI_TESTS)/package-lock.json $(UI_TESTS)/setup.sh
+	$(UI_TESTS)/setup.sh
+	touch $@
+
+# `make test`'s browser test alone, writing the README's screenshots (docs/viewer-*.png).
+ui-test: setup $(UI_TESTS)/node_modules/.installed
+	node $(UI_TESTS)/viewer.test.mjs
 
 # Static checks of deploy/: kubernetes-validate --strict (Kubernetes 1.33.0) on every
 # manifest, hadolint on the Dockerfile. Installs deploy/requirements.txt into the venv.

@@ -11,7 +11,8 @@
 //!   the edge (CLI, server, tests) and passed down;
 //! - [`app`]: opens the policy engine and the reward services from one options struct;
 //! - [`bench`]: benchmark machinery (statistics, peer engines, bandwidth ceiling, plots);
-//! - [`server`]: `tpo serve`, the OpenAI-compatible HTTP API over an [`app::App`].
+//! - [`server`]: `tpo serve`, the OpenAI-compatible HTTP API over an [`app::App`];
+//! - [`viewer`]: the search viewer page (live from the server's stream, or from saved traces).
 //!
 //! The `tpo` binary (`src/main.rs`, `src/cli/`) translates command lines into calls of these.
 
@@ -25,6 +26,7 @@ pub mod reward;
 pub mod runtime;
 pub mod search;
 pub mod server;
+pub mod viewer;
 
 /// Any error of the library, by layer.
 #[derive(Debug, thiserror::Error)]

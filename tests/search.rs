@@ -72,6 +72,13 @@ fn timeless(mut trace: Trace) -> Trace {
     trace
 }
 
+/// `search::events_of(trace)` gives the same reports the live search made (compared as
+/// JSON, where a `NaN` best reward is `null` on both sides).
+fn assert_replays(live: &[StepEvent], trace: &Trace) {
+    let json = |e: &[StepEvent]| serde_json::to_value(e).unwrap();
+    assert_eq!(json(&search::events_of(trace)), json(live));
+}
+
 #[test]
 fn tpo_best_score_never_decreases_and_the_trace_accounts_for_every_candidate() {
     let engine = start_engine(8);
@@ -171,6 +178,19 @@ fn tpo_best_score_never_decreases_and_the_trace_accounts_for_every_candidate() {
     let mut expected = vec![(0, initial_best)];
     expected.extend(trace.steps.iter().map(|s| (s.step, s.best_score_so_far)));
     assert_eq!(reported, expected);
+    // Each report carries the step's candidates and record, and a saved trace replays
+    // exactly these reports (the viewer's two modes show the same thing).
+    for e in &events {
+        let ids: Vec<usize> = e.candidates.iter().map(|c| c.id).collect();
+        let want: Vec<usize> = (e.step * width..(e.step + 1) * width).collect();
+        assert_eq!(ids, want, "step {}", e.step);
+        assert_eq!(e.kept + e.dropped, width);
+        assert_eq!(
+            e.tpo_step.as_ref().map(|s| s.step),
+            (e.step > 0).then_some(e.step)
+        );
+    }
+    assert_replays(&events, &trace);
 
     // Cost: 1 + 3·D requests, N + D·(N + 2) completions.
     assert_eq!(trace.totals.requests, 1 + 3 * depth);
@@ -178,6 +198,7 @@ fn tpo_best_score_never_decreases_and_the_trace_accounts_for_every_candidate() {
     let json = serde_json::to_string(&trace).unwrap();
     let back: Trace = serde_json::from_str(&json).unwrap();
     assert_eq!(back, trace);
+    assert_replays(&events, &back);
 }
 
 #[test]
@@ -572,6 +593,12 @@ fn darwin_replacement_forks_the_best_partial_answer_and_the_trace_accounts_for_i
         .unwrap();
     assert_eq!((trace.final_id, trace.final_reward), best);
     assert_eq!(events.last().unwrap().best_reward, trace.final_reward);
+    for (e, it) in events.iter().zip(&darwin.iterations) {
+        assert_eq!(e.darwin_iteration.as_ref(), Some(it));
+        let ids: Vec<usize> = e.candidates.iter().map(|c| c.id).collect();
+        assert_eq!(ids, it.candidate_ids);
+    }
+    assert_replays(&events, &trace);
     // The archive holds each iteration's instructions; iteration 2 mutated the best one.
     let top = darwin
         .archive

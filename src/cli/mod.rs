@@ -12,6 +12,7 @@ mod score;
 mod search;
 mod search_flags;
 mod serve;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench(bench::BenchArgs),
+    /// Saved search traces: `tpo trace view TRACE` writes them as an HTML page.
+    Trace(trace::TraceArgs),
 }
 
 /// Flags shared by every command that loads a policy model.
@@ -181,5 +184,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
         Command::Score(args) => score::run(*args),
         Command::Search(args) => search::run(*args),
         Command::Serve(args) => serve::run(*args),
+        Command::Trace(args) => trace::run(args),
     }
 }

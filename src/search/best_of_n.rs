@@ -34,11 +34,11 @@ pub(crate) async fn sample_and_score(
     progress: Progress<'_>,
 ) -> Result<(), SearchError> {
     let sampling = params.sampling(call_seed(params.seed(), 0, CallRole::Sample), Vec::new())?;
-    let outcome = state
+    state
         .sample_query(sampling, params.width(), Origin::Sample)
         .await?;
     state.require_scored()?;
-    progress(&state.initial_event(depth, outcome));
+    progress(&state.initial_event(depth));
     Ok(())
 }
 

@@ -63,19 +63,13 @@ pub async fn darwin(
         if let Some(best) = best_entry(&archive) {
             parent = best.instruction.clone();
         }
-        let made = || {
-            record
-                .candidate_ids
-                .iter()
-                .map(|&id| &state.log.candidates[id])
-        };
-        progress(&StepEvent {
-            step: iteration,
-            depth: options.iterations,
-            best_reward: state.best_score(),
-            kept: made().filter(|c| c.is_kept()).count(),
-            dropped: made().filter(|c| c.dropped.is_some()).count(),
-        });
+        progress(&StepEvent::after(
+            iteration,
+            options.iterations,
+            &state.log,
+            None,
+            Some(record.clone()),
+        ));
         iterations.push(record);
     }
     let mut trace_settings = trace_params(params, rewards, options.iterations);

@@ -16,11 +16,11 @@ pub async fn greedy(
     progress: Progress<'_>,
 ) -> Result<Trace, SearchError> {
     let mut state = SearchState::new(engine, rewards, query, reference);
-    let outcome = state
+    state
         .sample_query(params.greedy_sampling()?, 1, Origin::Greedy)
         .await?;
     state.require_scored()?;
-    progress(&state.initial_event(0, outcome));
+    progress(&state.initial_event(0));
     let trace_params = TraceParams {
         width: 1,
         depth: 0,

@@ -5,9 +5,10 @@
 //!
 //! Rooms: `params` (validated search settings and per-call seeds), `prompts` (our TPO role
 //! prompts), `tags` (pulling the rewritten answer out of an update), `guard` (dropping
-//! candidates that are not answers: leaked prompt text, echoes, loops), `state` (what every strategy does: policy calls,
-//! samples → scored candidates, the cache), `trace` (the JSON record of a search), and one
-//! room per strategy: `greedy`, `best_of_n`, `tpo`, `darwin`.
+//! candidates that are not answers: leaked prompt text, echoes, loops), `state` (what every
+//! strategy does: policy calls, samples → scored candidates, the cache), `trace` (the JSON
+//! record of a search), `progress` (the step events a running search reports, and the same
+//! rebuilt from a trace), and one room per strategy: `greedy`, `best_of_n`, `tpo`, `darwin`.
 //!
 //! Not here: flags, files and printing (the CLI), sampling and batching (the engine),
 //! reward arithmetic and the batching reward service (the reward layer).
@@ -17,6 +18,7 @@ pub mod darwin;
 mod greedy;
 pub mod guard;
 mod params;
+mod progress;
 pub mod prompts;
 mod state;
 pub mod tags;
@@ -29,11 +31,13 @@ pub use greedy::greedy;
 pub use params::{
     call_seed, segment_seed, CallRole, DarwinOptions, SearchOptions, SearchParams, Strategy,
 };
+pub use progress::{events_of, Progress, StepEvent};
 pub use tags::{extract_revised_answer, DropReason};
 pub use tpo::tpo;
 pub use trace::{
-    ArchiveEntry, Candidate, DarwinIteration, DarwinRecord, Finish, MemberScore, MutationRecord,
-    Origin, Replacement, RoundRecord, StepRecord, Totals, Trace, TraceParams, SCHEMA_VERSION,
+    parse_traces, ArchiveEntry, Candidate, DarwinIteration, DarwinRecord, Finish, MemberScore,
+    MutationRecord, Origin, Replacement, RoundRecord, StepRecord, Totals, Trace, TraceFileError,
+    TraceParams, SCHEMA_VERSION,
 };
 
 use crate::engine::{Engine, EngineError};
@@ -50,25 +54,6 @@ pub enum SearchError {
     Reward(#[from] ServiceError),
     #[error("no candidate could be scored ({0}); the search has nothing to return")]
     NothingScored(String),
-}
-
-/// Where a search reports progress: called after the initial samples are scored (step 0)
-/// and after each TPO step, as it happens.
-pub type Progress<'a> = &'a mut (dyn FnMut(&StepEvent) + Send);
-
-/// One progress report of a search.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StepEvent {
-    /// 0 for the initial samples, then 1..=depth.
-    pub step: usize,
-    /// Steps this search will run (0 for greedy and Best-of-N).
-    pub depth: usize,
-    /// Highest reward in the search's cache so far.
-    pub best_reward: f32,
-    /// Candidates of this step that were scored.
-    pub kept: usize,
-    /// Candidates of this step that were dropped (see the trace for why).
-    pub dropped: usize,
 }
 
 /// Runs the search `params` asks for on `query` (with `reference` for similarity rewards).

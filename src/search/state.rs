@@ -260,19 +260,8 @@ impl<'a> SearchState<'a> {
     }
 
     /// The progress report after the initial candidates were scored (step 0 of `depth`).
-    pub fn initial_event(&self, depth: usize, outcome: Outcome) -> StepEvent {
-        StepEvent {
-            step: 0,
-            depth,
-            best_reward: self.best_score(),
-            kept: outcome.kept,
-            dropped: outcome.dropped,
-        }
-    }
-
-    /// Highest reward in the log (`NaN` while nothing is scored).
-    pub fn best_score(&self) -> f32 {
-        self.log.best().and_then(|c| c.score).unwrap_or(f32::NAN)
+    pub fn initial_event(&self, depth: usize) -> StepEvent {
+        StepEvent::after(0, depth, &self.log, None, None)
     }
 
     /// Fails the search when nothing was scored: there is no answer to return.

@@ -39,13 +39,13 @@ pub async fn tpo(
     let mut steps = Vec::with_capacity(depth);
     for step in 1..=depth {
         let record = run_step(&mut state, params, step).await?;
-        progress(&StepEvent {
+        progress(&StepEvent::after(
             step,
             depth,
-            best_reward: record.best_score_so_far,
-            kept: record.kept,
-            dropped: record.dropped,
-        });
+            &state.log,
+            Some(record.clone()),
+            None,
+        ));
         steps.push(record);
     }
     state.finish(Strategy::Tpo, trace_params(params, rewards, depth), steps)

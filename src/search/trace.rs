@@ -388,6 +388,46 @@ impl CandidateLog {
     }
 }
 
+/// Why a trace file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceFileError {
+    #[error("the file holds no trace")]
+    Empty,
+    #[error("not a search trace (schema version {SCHEMA_VERSION}): {0}")]
+    Document(serde_json::Error),
+    #[error("line {line}: not a search trace (schema version {SCHEMA_VERSION}): {source}")]
+    Line {
+        line: usize,
+        source: serde_json::Error,
+    },
+}
+
+/// The traces in `text`, as `tpo search --trace` writes them: one (pretty) JSON trace for
+/// one question, or JSON lines, one trace per prompt of a `--file` run.
+pub fn parse_traces(text: &str) -> Result<Vec<Trace>, TraceFileError> {
+    let body = text.trim();
+    if body.is_empty() {
+        return Err(TraceFileError::Empty);
+    }
+    let whole = serde_json::from_str::<Trace>(body);
+    let pretty = body.lines().next().is_some_and(|l| l.trim() == "{");
+    match whole {
+        Ok(trace) => return Ok(vec![trace]),
+        Err(e) if pretty || body.lines().count() == 1 => return Err(TraceFileError::Document(e)),
+        Err(_) => {}
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| TraceFileError::Line {
+                line: i + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Whether `a` scores strictly higher than `b` (scored candidates only).
 fn better(a: &Candidate, b: &Candidate) -> bool {
     match (a.score, b.score) {
@@ -505,5 +545,44 @@ mod tests {
         assert!(json["candidates"][1]["score"].is_null());
         let back: Trace = serde_json::from_value(json).unwrap();
         assert_eq!(back, trace);
+    }
+
+    #[test]
+    fn trace_files_parse_as_one_pretty_trace_or_json_lines_and_errors_name_the_line() {
+        let trace = |q: &str| {
+            CandidateLog {
+                candidates: vec![candidate(0, Some(0.5))],
+            }
+            .into_trace(
+                q,
+                Strategy::BestOfN,
+                params(),
+                Vec::new(),
+                Totals::default(),
+            )
+            .unwrap()
+        };
+        let (a, b) = (trace("a"), trace("b"));
+        let pretty = serde_json::to_string_pretty(&a).unwrap();
+        assert_eq!(parse_traces(&pretty).unwrap(), vec![a.clone()]);
+        let lines = format!(
+            "{}\n\n{}\n",
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        assert_eq!(parse_traces(&lines).unwrap(), vec![a.clone(), b]);
+        assert!(matches!(parse_traces(" \n"), Err(TraceFileError::Empty)));
+        let bad = format!("{}\n{{\"query\": 1}}\n", serde_json::to_string(&a).unwrap());
+        let e = parse_traces(&bad).unwrap_err();
+        assert!(matches!(e, TraceFileError::Line { line: 2, .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("line 2: not a search trace"),
+            "{e}"
+        );
+        let broken = pretty.replace("\"final_id\"", "\"final\"");
+        assert!(matches!(
+            parse_traces(&broken),
+            Err(TraceFileError::Document(_))
+        ));
     }
 }

@@ -280,6 +280,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi::document))
+        .route("/", get(viewer_page))
+        .route("/ui", get(viewer_page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -318,6 +320,20 @@ async fn gate(State(state): State<Arc<ServerState>>, request: Request, next: Nex
         }
     }
     next.run(request).await
+}
+
+/// The search viewer (`crate::viewer`): a static page, so no key is needed to load it; the
+/// searches it runs go through `/v1` with the key typed into it.
+async fn viewer_page() -> Response {
+    static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(crate::viewer::live_page);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE.as_str(),
+    )
+        .into_response()
 }
 
 async fn not_found(request: Request) -> Response {
@@ -634,7 +650,7 @@ async fn models(State(state): State<Arc<ServerState>>) -> Json<ModelList> {
             object: "model",
             created: state.started,
             owned_by: "tpo-engine",
-            strategy: Some(search::strategy_label(*strategy)),
+            strategy: Some(strategy.as_str()),
             reward_models: reward_models.clone(),
         });
     }

@@ -345,14 +345,29 @@ pub struct SearchSummary {
     pub trace: Option<Value>,
 }
 
-/// A streamed search step (`choices: []` plus this object).
+/// A streamed search step (`choices: []` plus this object): the step's candidates with
+/// their rewards or drop reasons, and for TPO the chosen and rejected answers, critique and
+/// suggestions, for DARWIN the iteration's mutations and replacements (the trace's records).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SearchProgress {
+    /// 0 for the initial samples, then 1..=depth (DARWIN: iterations from 1).
     pub step: usize,
     pub depth: usize,
-    pub best_reward: f32,
+    /// Best reward so far (`null` while nothing is scored).
+    pub best_reward: Option<f32>,
     pub kept: usize,
     pub dropped: usize,
+    /// The candidates this step made (trace `candidates` entries).
+    #[schema(value_type = Vec<Object>)]
+    pub candidates: Vec<Value>,
+    /// TPO: the step's record (trace `steps` entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub tpo_step: Option<Value>,
+    /// DARWIN: the iteration's record (trace `darwin.iterations` entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub darwin_iteration: Option<Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

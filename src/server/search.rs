@@ -14,7 +14,7 @@ use futures::Stream;
 use serde_json::json;
 
 use crate::reward::RewardService;
-use crate::search::{self, StepEvent, Strategy, Trace};
+use crate::search::{self, StepEvent, Trace};
 
 use super::admission::Ticket;
 use super::error::ApiError;
@@ -25,15 +25,6 @@ use super::schema::{
 use super::stream::{chunk_id, data_event, done_event, error_event, unix_now};
 use super::validate::SearchJob;
 use super::ServerState;
-
-pub fn strategy_label(strategy: Strategy) -> &'static str {
-    match strategy {
-        Strategy::Tpo => "tpo",
-        Strategy::BestOfN => "bon",
-        Strategy::Darwin => "darwin",
-        Strategy::Greedy => "greedy",
-    }
-}
 
 fn rewards<'a>(state: &'a ServerState, job: &SearchJob) -> Result<&'a RewardService, ApiError> {
     state.app.reward(&job.reward_model).ok_or_else(|| {
@@ -50,7 +41,7 @@ fn summary(job: &SearchJob, trace: &Trace) -> SearchSummary {
         None => trace.steps.len(),
     };
     SearchSummary {
-        strategy: strategy_label(job.params.strategy()),
+        strategy: job.params.strategy().as_str(),
         steps,
         policy_calls: trace.totals.requests,
         completions: trace.totals.completions,
@@ -82,13 +73,22 @@ fn record(job: &SearchJob, trace: &Trace) {
     metrics::tokens(trace.totals.prompt_tokens, trace.totals.tokens_generated);
 }
 
+/// A trace record as JSON (these records have string keys only, so encoding cannot fail;
+/// `null` if it ever did).
+fn json<T: serde::Serialize>(record: &T) -> serde_json::Value {
+    serde_json::to_value(record).unwrap_or(serde_json::Value::Null)
+}
+
 fn progress(event: &StepEvent) -> SearchProgress {
     SearchProgress {
         step: event.step,
         depth: event.depth,
-        best_reward: event.best_reward,
+        best_reward: Some(event.best_reward).filter(|r| r.is_finite()),
         kept: event.kept,
         dropped: event.dropped,
+        candidates: event.candidates.iter().map(json).collect(),
+        tpo_step: event.tpo_step.as_ref().map(json),
+        darwin_iteration: event.darwin_iteration.as_ref().map(json),
     }
 }
 

@@ -276,6 +276,16 @@ def test_streaming_search(client):
             p = extra(c, "tpo")
             assert p is not None and {"step", "depth", "best_reward", "kept", "dropped"} <= set(p)
             assert p["depth"] == 1
+            # The step's candidates (what the viewer renders), and TPO's record after step 0.
+            assert [c["step"] for c in p["candidates"]] == [p["step"]] * 2
+            assert p["kept"] + p["dropped"] == 2
+            for c in p["candidates"]:
+                assert (c["score"] is not None) or (c["dropped"] is not None), c
+            if p["step"] == 0:
+                assert "tpo_step" not in p
+            else:
+                assert p["tpo_step"]["step"] == p["step"]
+                assert isinstance(p["tpo_step"]["critique"], str)
             kinds.append("progress")
         else:
             kinds.append("answer")
@@ -392,3 +402,13 @@ def test_health_and_openapi(base_url):
     assert doc["openapi"].startswith("3.")
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/score", "/v1/models"):
         assert path in doc["paths"], path
+
+
+def test_the_viewer_page_is_served_without_the_key(base_url):
+    # A static page (the searches it runs go through /v1 with the key typed into it).
+    for path in ("/", "/ui"):
+        r = httpx.get(base_url + path, timeout=10)
+        assert r.status_code == 200, (path, r.status_code)
+        assert r.headers["content-type"].startswith("text/html")
+        assert 'data-mode="live"' in r.text and "/v1/chat/completions" in r.text
+    assert httpx.get(base_url + "/uix", timeout=10).status_code == 404
