@@ -69,45 +69,36 @@ impl StepEvent {
 /// for DARWIN, whose first report is iteration 1), then one per TPO step or DARWIN
 /// iteration.
 pub fn events_of(trace: &Trace) -> Vec<StepEvent> {
-    let mut log = CandidateLog::default();
-    let up_to = |step: usize, log: &mut CandidateLog| {
-        log.candidates = trace
-            .candidates
-            .iter()
-            .filter(|c| c.step <= step)
-            .cloned()
-            .collect();
+    type Report = (usize, Option<StepRecord>, Option<DarwinIteration>);
+    let (depth, reports): (usize, Vec<Report>) = match &trace.darwin {
+        Some(darwin) => (
+            darwin.iterations.len(),
+            darwin
+                .iterations
+                .iter()
+                .map(|it| (it.iteration, None, Some(it.clone())))
+                .collect(),
+        ),
+        None => (
+            trace.params.depth,
+            std::iter::once((0, None, None))
+                .chain(trace.steps.iter().map(|r| (r.step, Some(r.clone()), None)))
+                .collect(),
+        ),
     };
-    let mut events = Vec::new();
-    match &trace.darwin {
-        Some(darwin) => {
-            let depth = darwin.iterations.len();
-            for iteration in &darwin.iterations {
-                up_to(iteration.iteration, &mut log);
-                events.push(StepEvent::after(
-                    iteration.iteration,
-                    depth,
-                    &log,
-                    None,
-                    Some(iteration.clone()),
-                ));
-            }
-        }
-        None => {
-            let depth = trace.params.depth;
-            up_to(0, &mut log);
-            events.push(StepEvent::after(0, depth, &log, None, None));
-            for record in &trace.steps {
-                up_to(record.step, &mut log);
-                events.push(StepEvent::after(
-                    record.step,
-                    depth,
-                    &log,
-                    Some(record.clone()),
-                    None,
-                ));
-            }
-        }
-    }
-    events
+    reports
+        .into_iter()
+        .map(|(step, tpo_step, darwin_iteration)| {
+            // The log as it stood then: everything made up to this step.
+            let log = CandidateLog {
+                candidates: trace
+                    .candidates
+                    .iter()
+                    .filter(|c| c.step <= step)
+                    .cloned()
+                    .collect(),
+            };
+            StepEvent::after(step, depth, &log, tpo_step, darwin_iteration)
+        })
+        .collect()
 }
