@@ -359,15 +359,15 @@ pub struct SearchProgress {
     pub dropped: usize,
     /// The candidates this step made (trace `candidates` entries).
     #[schema(value_type = Vec<Object>)]
-    pub candidates: Vec<Value>,
+    pub candidates: Vec<crate::search::Candidate>,
     /// TPO: the step's record (trace `steps` entry).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub tpo_step: Option<Value>,
+    pub tpo_step: Option<crate::search::StepRecord>,
     /// DARWIN: the iteration's record (trace `darwin.iterations` entry).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub darwin_iteration: Option<Value>,
+    pub darwin_iteration: Option<crate::search::DarwinIteration>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -73,22 +73,16 @@ fn record(job: &SearchJob, trace: &Trace) {
     metrics::tokens(trace.totals.prompt_tokens, trace.totals.tokens_generated);
 }
 
-/// A trace record as JSON (these records have string keys only, so encoding cannot fail;
-/// `null` if it ever did).
-fn json<T: serde::Serialize>(record: &T) -> serde_json::Value {
-    serde_json::to_value(record).unwrap_or(serde_json::Value::Null)
-}
-
-fn progress(event: &StepEvent) -> SearchProgress {
+fn progress(event: StepEvent) -> SearchProgress {
     SearchProgress {
         step: event.step,
         depth: event.depth,
         best_reward: Some(event.best_reward).filter(|r| r.is_finite()),
         kept: event.kept,
         dropped: event.dropped,
-        candidates: event.candidates.iter().map(json).collect(),
-        tpo_step: event.tpo_step.as_ref().map(json),
-        darwin_iteration: event.darwin_iteration.as_ref().map(json),
+        candidates: event.candidates,
+        tpo_step: event.tpo_step,
+        darwin_iteration: event.darwin_iteration,
     }
 }
 
@@ -176,12 +170,12 @@ pub fn stream(
                 result = &mut run => Ok(result),
             };
             match next {
-                Err(event) => yield Ok(data_event(&base(json!({"tpo": progress(&event)})))),
+                Err(event) => yield Ok(data_event(&base(json!({"tpo": progress(event)})))),
                 Ok(result) => break result,
             }
         };
         while let Ok(event) = rx.try_recv() {
-            yield Ok(data_event(&base(json!({"tpo": progress(&event)}))));
+            yield Ok(data_event(&base(json!({"tpo": progress(event)}))));
         }
         match result {
             Ok(trace) => {
