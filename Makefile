@@ -10,7 +10,7 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: kernels-setup setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
 setup: venv model reward-models data build
 
@@ -72,7 +72,14 @@ $(VENV)/.server-tests-installed: $(VENV)/.installed $(SERVER_TESTS)/requirements
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r $(SERVER_TESTS)/requirements.txt
 	touch $@
 
-test: setup $(VENV)/.server-tests-installed deploy-check $(UI_TESTS)/node_modules/.installed
+# NVRTC (no GPU needed) for the kernels' compile check in tests/gpu_parity.rs.
+kernels-setup: $(VENV)/.nvrtc-installed
+
+$(VENV)/.nvrtc-installed: $(VENV)/.installed kernels/requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r kernels/requirements.txt
+	touch $@
+
+test: setup $(VENV)/.server-tests-installed $(VENV)/.nvrtc-installed deploy-check $(UI_TESTS)/node_modules/.installed
 	$(CARGO) test --release --locked
 	$(VPY) -m pytest -q $(SERVER_TESTS)
 	SCREENSHOTS=target/ui-screenshots node $(UI_TESTS)/viewer.test.mjs

@@ -4,6 +4,8 @@
 //! - [`runtime`]: ONNX Runtime itself (library, execution providers, in-place tensors);
 //! - [`model`]: a model folder on disk (config, tokenizer, chat template);
 //! - [`engine`]: decoding (decoder session, KV arena, sampling, generation);
+//! - [`gpu`]: the CUDA kernels (top-p sampling, reward pooling) behind the CPU paths' functions,
+//!   compiled at run time with NVRTC, used only where a driver is present;
 //! - [`reward`]: reward models (classifier heads, the judge, similarity, DPO/MRPO);
 //! - [`dataset`]: preference datasets in and scored rows out, resumable and sharded;
 //! - [`search`]: greedy, Best-of-N and TPO over an engine and a reward model, with traces;
@@ -20,6 +22,7 @@ pub mod app;
 pub mod bench;
 pub mod dataset;
 pub mod engine;
+pub mod gpu;
 pub mod model;
 pub mod paths;
 pub mod reward;
@@ -43,4 +46,6 @@ pub enum Error {
     Dataset(#[from] dataset::DatasetError),
     #[error(transparent)]
     Search(#[from] search::SearchError),
+    #[error(transparent)]
+    Gpu(#[from] gpu::GpuError),
 }

@@ -113,6 +113,40 @@ pub fn onnxruntime_library() -> Result<PathBuf, RuntimeError> {
     })
 }
 
+/// Where NVRTC (`libnvrtc.so.13`, CUDA 13) may be, most specific first: `TPO_NVRTC_PATH`,
+/// the `nvidia-cuda-nvrtc` wheel in a project venv (`nvidia/cu13/lib/`, or the older
+/// `nvidia/cuda_nvrtc/lib/` layout), then `$CUDA_HOME/lib64` and `/usr/local/cuda/lib64`.
+pub fn nvrtc_library_candidates() -> Vec<PathBuf> {
+    const SONAME: &str = "libnvrtc.so.13";
+    let mut out = Vec::new();
+    if let Ok(explicit) = std::env::var("TPO_NVRTC_PATH") {
+        if !explicit.is_empty() {
+            out.push(PathBuf::from(explicit));
+        }
+    }
+    for root in project_roots() {
+        let venv_lib = root.join(".venv").join("lib");
+        let Ok(pythons) = std::fs::read_dir(&venv_lib) else {
+            continue;
+        };
+        for python in pythons.flatten() {
+            let nvidia = python.path().join("site-packages").join("nvidia");
+            out.push(nvidia.join("cu13").join("lib").join(SONAME));
+            out.push(nvidia.join("cuda_nvrtc").join("lib").join(SONAME));
+        }
+    }
+    for home in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Ok(dir) = std::env::var(home) {
+            if !dir.is_empty() {
+                out.push(PathBuf::from(dir).join("lib64").join(SONAME));
+            }
+        }
+    }
+    out.push(PathBuf::from("/usr/local/cuda/lib64").join(SONAME));
+    out.dedup();
+    out
+}
+
 /// Finds ONNX Runtime and loads it (once per process): what every command that runs a
 /// model does first.
 pub fn init_runtime() -> Result<&'static crate::runtime::OrtLibrary, RuntimeError> {

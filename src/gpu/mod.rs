@@ -1,0 +1,56 @@
+//! The GPU kernels (`kernels/*.cu`) behind the same functions as their CPU references:
+//! batched top-p sampling (reference: `engine`'s `Sampler`) and reward-head pooling
+//! (reference: `reward::pool`).
+//!
+//! Rooms: `kernels` (the embedded CUDA sources and their compilation to PTX with NVRTC),
+//! `nvrtc` (finding and loading the NVRTC library, which needs no GPU), `device` (the CUDA
+//! driver: is one there, and a context on it), `sampler` and `pool` (launching the kernels).
+//!
+//! Everything is loaded at run time through `cudarc`'s dynamic loading, so the crate builds
+//! and its CPU paths run on machines without CUDA. `cudarc` panics when a library it needs is
+//! missing, so this module checks for each library before `cudarc` touches it and turns its
+//! absence into a [`GpuError`] that names what to install; callers fall back to the CPU path
+//! with that one-line reason (`tpo doctor` shows it).
+
+mod device;
+mod kernels;
+mod nvrtc;
+mod pool;
+mod sampler;
+
+pub use device::{driver_status, GpuDevice};
+pub use kernels::{compile_ptx, KernelSource, ALL_KERNELS, REWARD_POOL, TOP_P};
+pub use nvrtc::{load_nvrtc, nvrtc_status, NVRTC_SONAME};
+pub use pool::GpuPool;
+pub use sampler::{GpuSampler, RowSampling};
+
+/// Errors of the GPU layer.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no CUDA driver: {0}")]
+    NoDriver(String),
+    #[error(
+        "NVRTC (the CUDA runtime compiler) was not found (looked in: {searched}); install the \
+         nvidia-cuda-nvrtc wheel (CUDA 13) into .venv (`make kernels-setup`), or set \
+         TPO_NVRTC_PATH to libnvrtc.so.13"
+    )]
+    NvrtcNotFound { searched: String },
+    #[error("could not load NVRTC from {path}: {reason}")]
+    NvrtcLoad { path: String, reason: String },
+    #[error("kernel {kernel} does not compile for {arch}: {log}")]
+    Compile {
+        kernel: &'static str,
+        arch: &'static str,
+        log: String,
+    },
+    #[error("GPU {ordinal} has compute capability {major}.{minor}, which the kernels do not target (sm_70 and newer)")]
+    UnsupportedArch {
+        ordinal: usize,
+        major: i32,
+        minor: i32,
+    },
+    #[error("CUDA driver error: {0}")]
+    Driver(#[from] cudarc::driver::DriverError),
+    #[error("invalid kernel input: {0}")]
+    Input(String),
+}
