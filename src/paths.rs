@@ -88,6 +88,16 @@ pub fn reward_source(name: &str) -> RewardSource {
 /// The ONNX Runtime library: `ORT_DYLIB_PATH`, else
 /// `.venv/lib/python3*/site-packages/onnxruntime/capi/` under a project root.
 pub fn onnxruntime_library() -> Result<PathBuf, RuntimeError> {
+    onnxruntime_library_for(crate::runtime::Device::Cpu)
+}
+
+/// The venv `make gpu-setup` creates with the `onnxruntime-gpu` wheel (kept apart from
+/// `.venv`, whose CPU wheel installs into the same `onnxruntime` package folder).
+pub const GPU_VENV: &str = ".venv-gpu";
+
+/// The ONNX Runtime library for `device`: as [`onnxruntime_library`], except that a GPU
+/// device looks in [`GPU_VENV`] first.
+pub fn onnxruntime_library_for(device: crate::runtime::Device) -> Result<PathBuf, RuntimeError> {
     if let Ok(explicit) = std::env::var("ORT_DYLIB_PATH") {
         if !explicit.is_empty() {
             let path = PathBuf::from(&explicit);
@@ -100,12 +110,19 @@ pub fn onnxruntime_library() -> Result<PathBuf, RuntimeError> {
             };
         }
     }
+    let venvs: &[&str] = if device.gpu_ordinal().is_some() {
+        &[GPU_VENV, ".venv"]
+    } else {
+        &[".venv"]
+    };
     let mut searched = Vec::new();
-    for root in project_roots() {
-        let venv_lib = root.join(".venv").join("lib");
-        searched.push(venv_lib.display().to_string());
-        if let Some(found) = find_in_venv(&venv_lib) {
-            return Ok(found);
+    for venv in venvs {
+        for root in project_roots() {
+            let venv_lib = root.join(venv).join("lib");
+            searched.push(venv_lib.display().to_string());
+            if let Some(found) = find_in_venv(&venv_lib) {
+                return Ok(found);
+            }
         }
     }
     Err(RuntimeError::LibraryNotFound {
@@ -154,6 +171,20 @@ pub fn init_runtime() -> Result<&'static crate::runtime::OrtLibrary, RuntimeErro
         return Ok(lib);
     }
     crate::runtime::init(&onnxruntime_library()?)
+}
+
+/// Where TensorRT keeps the engines it builds: `TPO_TENSORRT_CACHE`, else
+/// `.cache/tensorrt/` under the first project root.
+pub fn tensorrt_cache_dir() -> PathBuf {
+    match std::env::var("TPO_TENSORRT_CACHE") {
+        Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => project_roots()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".cache")
+            .join("tensorrt"),
+    }
 }
 
 fn find_in_venv(venv_lib: &Path) -> Option<PathBuf> {

@@ -30,6 +30,11 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
         }
     }
     println!("cuda driver      {}", cuda_driver_status());
+    println!("nvrtc            {}", tpo_engine::gpu::nvrtc_status());
+    println!(
+        "kernels          {}",
+        tpo_engine::gpu::KernelPath::for_device(args.model.device)
+    );
     let dir = args.model.model_dir();
     match ModelDir::open(&dir) {
         Ok(model) => {
@@ -111,13 +116,12 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
     })
 }
 
-/// Whether the NVIDIA driver library can be loaded (GPU kernels and CUDA EPs need it).
+/// Whether the NVIDIA driver is there (GPU kernels and CUDA EPs need it).
 fn cuda_driver_status() -> String {
-    // SAFETY: loading libcuda runs the driver's initializers only; we drop it right away.
-    match unsafe { libloading::Library::new("libcuda.so.1") } {
-        Ok(_) => "found (libcuda.so.1)".into(),
-        Err(_) => {
-            "not found: GPU execution providers and kernels are unavailable; CPU paths run".into()
-        }
+    match tpo_engine::gpu::driver_status() {
+        Ok(n) => format!("found, {n} GPU(s)"),
+        Err(e) => format!(
+            "not found ({e}): GPU execution providers and kernels are unavailable; CPU paths run"
+        ),
     }
 }

@@ -82,7 +82,7 @@ pub struct ModelArgs {
     /// SmolLM2-135M-Instruct export under models/.
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// Execution device: cpu, cuda or tensorrt.
+    /// Execution device: cpu, cuda[:N] or tensorrt[:N] (GPU N; GPU runs need `make gpu-setup`).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
     /// ONNX Runtime intra-op threads (0 = one per physical core).
@@ -155,7 +155,7 @@ impl ModelArgs {
         rm_batch_tokens: usize,
     ) -> Result<AppOptions, tpo_engine::Error> {
         Ok(AppOptions {
-            onnxruntime: tpo_engine::paths::onnxruntime_library()?,
+            onnxruntime: tpo_engine::paths::onnxruntime_library_for(self.device)?,
             policy: self.model_dir(),
             engine: self.engine_options(),
             reward_models: reward_models
@@ -177,6 +177,7 @@ impl ModelArgs {
 
 /// Runs the parsed command; `Err` is a failure of the run, printed by `main`.
 pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
+    tpo_engine::runtime::set_tensorrt_cache_dir(tpo_engine::paths::tensorrt_cache_dir());
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Doctor(args) => doctor::run(args),

@@ -74,7 +74,7 @@ pub struct ScoreArgs {
     response_column: String,
     #[arg(long, default_value = "reference", value_name = "NAME")]
     reference_column: String,
-    /// Execution device: cpu, cuda or tensorrt.
+    /// Execution device: cpu, cuda[:N] or tensorrt[:N] (GPU N; GPU runs need `make gpu-setup`).
     #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
     device: Device,
     /// ONNX Runtime intra-op threads per model (0 = one per physical core).
@@ -114,7 +114,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
         device: args.device,
         threads: args.threads,
     };
-    tpo_engine::paths::init_runtime()?;
+    if tpo_engine::runtime::library().is_err() {
+        tpo_engine::runtime::init(&tpo_engine::paths::onnxruntime_library_for(args.device)?)?;
+    }
     let reward = if no_rm {
         None
     } else {

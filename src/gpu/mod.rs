@@ -4,7 +4,8 @@
 //!
 //! Rooms: `kernels` (the embedded CUDA sources and their compilation to PTX with NVRTC),
 //! `nvrtc` (finding and loading the NVRTC library, which needs no GPU), `device` (the CUDA
-//! driver: is one there, and a context on it), `sampler` and `pool` (launching the kernels).
+//! driver: is one there, and a context on it), `sampler` and `pool` (launching the kernels),
+//! `path` (which implementation runs, and why).
 //!
 //! Everything is loaded at run time through `cudarc`'s dynamic loading, so the crate builds
 //! and its CPU paths run on machines without CUDA. `cudarc` panics when a library it needs is
@@ -15,12 +16,14 @@
 mod device;
 mod kernels;
 mod nvrtc;
+mod path;
 mod pool;
 mod sampler;
 
 pub use device::{driver_status, GpuDevice};
 pub use kernels::{compile_ptx, KernelSource, ALL_KERNELS, REWARD_POOL, TOP_P};
 pub use nvrtc::{load_nvrtc, nvrtc_status, NVRTC_SONAME};
+pub use path::KernelPath;
 pub use pool::GpuPool;
 pub use sampler::{GpuSampler, RowSampling};
 

@@ -1,10 +1,14 @@
-//! Execution-provider choice: `--device cpu|cuda|tensorrt`.
+//! Execution-provider choice: `--device cpu | cuda[:N] | tensorrt[:N]`.
 //!
 //! An EP that is asked for and missing is an error naming what to install; never a silent
-//! fallback to CPU.
+//! fallback to CPU. TensorRT runs in fp16 with an engine cache folder (engines are built on
+//! the first run of a graph, minutes, and loaded from the cache after), and the CUDA EP is
+//! registered after it for the nodes TensorRT does not take.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use ort::ep::{self, ExecutionProvider};
 
@@ -15,18 +19,30 @@ use super::RuntimeError;
 pub enum Device {
     #[default]
     Cpu,
-    Cuda,
-    TensorRt,
+    /// ONNX Runtime's CUDA EP on GPU `N`.
+    Cuda(usize),
+    /// ONNX Runtime's TensorRT EP on GPU `N` (CUDA EP as the fallback for other nodes).
+    TensorRt(usize),
 }
 
 impl FromStr for Device {
     type Err = RuntimeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" | "gpu" => Ok(Device::Cuda),
-            "tensorrt" | "trt" => Ok(Device::TensorRt),
+        let lower = s.to_ascii_lowercase();
+        let (kind, ordinal) = match lower.split_once(':') {
+            Some((kind, n)) => {
+                let n = n
+                    .parse::<usize>()
+                    .map_err(|_| RuntimeError::UnknownDevice(s.to_string()))?;
+                (kind, Some(n))
+            }
+            None => (lower.as_str(), None),
+        };
+        match (kind, ordinal) {
+            ("cpu", None) => Ok(Device::Cpu),
+            ("cuda" | "gpu", n) => Ok(Device::Cuda(n.unwrap_or(0))),
+            ("tensorrt" | "trt", n) => Ok(Device::TensorRt(n.unwrap_or(0))),
             _ => Err(RuntimeError::UnknownDevice(s.to_string())),
         }
     }
@@ -34,30 +50,76 @@ impl FromStr for Device {
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-            Device::TensorRt => "tensorrt",
-        })
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::TensorRt(n) => write!(f, "tensorrt:{n}"),
+        }
     }
 }
 
+/// The TensorRT engine cache folder, set once by the caller (`crate::paths` resolves it);
+/// `tensorrt-cache` in the working directory when unset.
+static TENSORRT_CACHE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets where TensorRT keeps built engines (first call wins).
+pub fn set_tensorrt_cache_dir(dir: PathBuf) {
+    let _ = TENSORRT_CACHE.set(dir);
+}
+
+fn tensorrt_cache_dir() -> PathBuf {
+    TENSORRT_CACHE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("tensorrt-cache"))
+}
+
 impl Device {
+    /// The GPU ordinal, for the GPU devices.
+    pub fn gpu_ordinal(self) -> Option<usize> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda(n) | Device::TensorRt(n) => Some(n),
+        }
+    }
+
     /// Execution providers to register for this device, erroring if the loaded ONNX Runtime
     /// lacks them. CPU needs none (ONNX Runtime always has it).
     pub fn execution_providers(self) -> Result<Vec<ep::ExecutionProviderDispatch>, RuntimeError> {
+        let ordinal =
+            |n: usize| i32::try_from(n).map_err(|_| RuntimeError::UnknownDevice(format!("{self}")));
         match self {
             Device::Cpu => Ok(Vec::new()),
-            Device::Cuda => {
+            Device::Cuda(n) => {
                 require::<ep::CUDA>("CUDAExecutionProvider")?;
-                Ok(vec![ep::CUDA::default().build().error_on_failure()])
+                Ok(vec![ep::CUDA::default()
+                    .with_device_id(ordinal(n)?)
+                    .build()
+                    .error_on_failure()])
             }
-            Device::TensorRt => {
+            Device::TensorRt(n) => {
                 require::<ep::TensorRT>("TensorrtExecutionProvider")?;
                 require::<ep::CUDA>("CUDAExecutionProvider")?;
+                let cache = tensorrt_cache_dir();
+                std::fs::create_dir_all(&cache).map_err(|e| RuntimeError::TensorRtCache {
+                    path: cache.clone(),
+                    reason: e.to_string(),
+                })?;
+                let cache = cache.display().to_string();
                 Ok(vec![
-                    ep::TensorRT::default().build().error_on_failure(),
-                    ep::CUDA::default().build().error_on_failure(),
+                    ep::TensorRT::default()
+                        .with_device_id(ordinal(n)?)
+                        .with_fp16(true)
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(&cache)
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(&cache)
+                        .build()
+                        .error_on_failure(),
+                    ep::CUDA::default()
+                        .with_device_id(ordinal(n)?)
+                        .build()
+                        .error_on_failure(),
                 ])
             }
         }
@@ -82,4 +144,26 @@ pub fn available_providers() -> Vec<&'static str> {
         names.push("TensorrtExecutionProvider");
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_with_and_without_an_ordinal() {
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("CUDA".parse::<Device>().unwrap(), Device::Cuda(0));
+        assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
+        assert_eq!("gpu:1".parse::<Device>().unwrap(), Device::Cuda(1));
+        assert_eq!("trt".parse::<Device>().unwrap(), Device::TensorRt(0));
+        assert_eq!("tensorrt:2".parse::<Device>().unwrap(), Device::TensorRt(2));
+        for bad in ["cpu:0", "cuda:", "cuda:x", "cuda:-1", "tpu", ""] {
+            let err = bad.parse::<Device>().unwrap_err();
+            assert!(err.to_string().contains("expected one of"), "{bad}: {err}");
+        }
+        assert_eq!(Device::TensorRt(2).to_string(), "tensorrt:2");
+        assert_eq!(Device::Cuda(0).gpu_ordinal(), Some(0));
+        assert_eq!(Device::Cpu.gpu_ordinal(), None);
+    }
 }

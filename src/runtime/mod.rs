@@ -12,7 +12,7 @@ mod library;
 mod session;
 mod tensor;
 
-pub use device::{available_providers, Device};
+pub use device::{available_providers, set_tensorrt_cache_dir, Device};
 pub use library::{init, library, OrtLibrary, REQUIRED_ORT_MINOR};
 pub use session::{open_session, SessionOptions};
 pub use tensor::alias_f32_tensor;
@@ -45,13 +45,16 @@ pub enum RuntimeError {
         found: String,
         required: u32,
     },
-    #[error("unknown device {0:?}: expected one of cpu, cuda, tensorrt")]
+    #[error("unknown device {0:?}: expected one of cpu, cuda[:N], tensorrt[:N]")]
     UnknownDevice(String),
     #[error(
         "execution provider {provider} was asked for but this ONNX Runtime build does not have it; \
-         install the onnxruntime-gpu wheel into the venv (and a CUDA driver) or use --device cpu"
+         run `make gpu-setup` (the onnxruntime-gpu 1.31.1 wheel, CUDA 13, in .venv-gpu; TensorRT \
+         also needs TensorRT 10 and cuDNN 9) and a CUDA driver, or use --device cpu"
     )]
     ProviderMissing { provider: &'static str },
+    #[error("cannot use {path} as the TensorRT engine cache: {reason}")]
+    TensorRtCache { path: PathBuf, reason: String },
     #[error("could not load the ONNX model {path}: {reason}")]
     SessionLoad { path: PathBuf, reason: String },
     #[error("ONNX Runtime error: {0}")]
