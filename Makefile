@@ -10,7 +10,7 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: kernels-setup setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: gpu-setup kernels-setup setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
 setup: venv model reward-models data build
 
@@ -70,6 +70,17 @@ UI_TESTS := tests/ui
 
 $(VENV)/.server-tests-installed: $(VENV)/.installed $(SERVER_TESTS)/requirements.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r $(SERVER_TESTS)/requirements.txt
+	touch $@
+
+# Opt-in GPU setup (never part of setup/demo/test): onnxruntime-gpu 1.31.1 (CUDA 13) in its
+# own venv, which `--device cuda[:N]` / `tensorrt[:N]` load ONNX Runtime from, plus NVRTC.
+GPU_VENV := .venv-gpu
+gpu-setup: $(GPU_VENV)/.installed $(VENV)/.nvrtc-installed
+
+$(GPU_VENV)/.installed: kernels/requirements.txt
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check onnxruntime-gpu==1.31.1
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r kernels/requirements.txt
 	touch $@
 
 # NVRTC (no GPU needed) for the kernels' compile check in tests/gpu_parity.rs.
