@@ -124,7 +124,7 @@ fn a_wrong_onnxruntime_library_is_a_clear_error() {
 #[test]
 fn an_unknown_device_lists_the_valid_ones() {
     let out = common::tpo(&["generate", "--device", "tpu", "hi"]);
-    assert_clean_failure(&out, "cpu, cuda, tensorrt");
+    assert_clean_failure(&out, "cpu, cuda[:N], tensorrt[:N]");
 }
 
 #[test]
