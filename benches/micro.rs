@@ -11,7 +11,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tpo_engine::engine::{KvArena, KvShape, PrefixCache, Sampler, SamplingOptions, SamplingParams};
+use tpo_engine::engine::{
+    KvArena, KvDtype, KvShape, PrefixCache, Sampler, SamplingOptions, SamplingParams,
+};
 use tpo_engine::reward::pool::{head_dot, last_token, masked_mean, Hidden};
 
 const VOCAB: usize = 49_152;
@@ -142,6 +144,7 @@ fn prefix_cache(c: &mut Criterion) {
         kv_heads: 1,
         max_len: 2048,
         head_dim: 1,
+        dtype: KvDtype::F32,
     };
     for entries in [64usize, 512] {
         let Ok(mut arena) = KvArena::new(shape, entries + 1) else {

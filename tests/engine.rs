@@ -142,6 +142,58 @@ fn ragged_batch_admitted_at_different_steps_equals_each_prompt_alone() {
 }
 
 #[test]
+fn the_float16_export_runs_on_a_float16_kv_arena_batched_and_answers_as_float32_does() {
+    let model = ModelDir::open(&common::policy_f16_dir()).unwrap();
+    let options = EngineOptions {
+        kv_slots: 4,
+        max_seq_len: 512,
+        ..EngineOptions::default()
+    };
+    let f16 = Engine::start(&model, options).unwrap();
+    let f32 = start(4, 512);
+    let questions = [
+        "What is the capital of France?",
+        "Name a fruit.",
+        "Why is the sea salty?",
+    ];
+    let greedy = SamplingParams::greedy(16).unwrap();
+    let prompts: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|q| f16.question_prompt(q).unwrap())
+        .collect();
+    // All three at once: prefill and ragged decode over float16 KV views of the arena.
+    let streams: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            f16.submit(GenerateRequest::new(p.clone(), greedy.clone()))
+                .unwrap()
+        })
+        .collect();
+    for ((q, p), s) in questions.iter().zip(&prompts).zip(streams) {
+        let batched = futures::executor::block_on(s.collect()).unwrap().remove(0);
+        let single = alone(&f16, p, &greedy);
+        assert_eq!(
+            batched.tokens, single.tokens,
+            "{q}: float16 batched vs alone"
+        );
+        // models/parity.py gates the same: float16 greedy answers equal float32's.
+        let reference = alone(&f32, p, &greedy);
+        assert_eq!(batched.tokens, reference.tokens, "{q}: float16 vs float32");
+        for (a, b) in batched.logprobs.iter().zip(&reference.logprobs) {
+            assert!(
+                (a - b).abs() <= 0.05,
+                "{q}: float16 log-prob {a} vs float32 {b}"
+            );
+        }
+    }
+    let answer = f16
+        .tokenizer()
+        .decode(&alone(&f16, &prompts[0], &greedy).tokens)
+        .unwrap();
+    assert!(answer.contains("Paris"), "{answer:?}");
+}
+
+#[test]
 fn a_seeded_request_returns_the_same_text_alone_and_among_fifteen_others() {
     let engine = start(32, 1024);
     let prompts = prompts(&engine);

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use ort::memory::MemoryInfo;
 use ort::session::Session;
-use ort::value::Tensor;
+use ort::value::{Tensor, TensorElementType, ValueType};
 
-use super::kv::{KvArena, KvShape, SlotId};
+use super::kv::{KvArena, KvDtype, KvPlacement, KvShape, SlotId};
 use super::EngineError;
 use crate::model::{DecoderConfig, ModelDir, TokenId};
 use crate::runtime;
@@ -49,6 +49,8 @@ pub struct Decoder {
     session: Session,
     config: DecoderConfig,
     names: IoNames,
+    /// Element type of the graph's `past_key_values.*` (float32, or float16 for an f16 export).
+    kv_dtype: KvDtype,
     last_run_time: Duration,
 }
 
@@ -90,10 +92,12 @@ impl Decoder {
                     .any(|i| i.name() == LOGITS_TO_KEEP))
             .then(|| LOGITS_TO_KEEP.to_string()),
         };
+        let kv_dtype = kv_dtype_of(&session, &names.past[0].0)?;
         let decoder = Self {
             session,
             config,
             names,
+            kv_dtype,
             last_run_time: Duration::ZERO,
         };
         decoder.check_graph_io()?;
@@ -148,6 +152,7 @@ impl Decoder {
             kv_heads: self.config.num_kv_heads,
             max_len,
             head_dim: self.config.head_size,
+            dtype: self.kv_dtype,
         }
     }
 
@@ -219,6 +224,21 @@ impl Decoder {
             binding.bind_input(name, &pos).map_err(ort_err)?;
         }
         let shape = arena.shape();
+        if shape.dtype != self.kv_dtype {
+            return Err(EngineError::Internal(format!(
+                "the KV arena holds {} but the graph's KV is {}",
+                shape.dtype.name(),
+                self.kv_dtype.name()
+            )));
+        }
+        let element = match shape.dtype {
+            KvDtype::F32 => runtime::AliasElement::F32,
+            KvDtype::F16 => runtime::AliasElement::F16,
+        };
+        let memory = match arena.placement() {
+            KvPlacement::Host => MemoryInfo::default(),
+            KvPlacement::Cuda(ordinal) => runtime::cuda_memory_info(ordinal)?,
+        };
         let view_shape = [
             b as i64,
             shape.kv_heads as i64,
@@ -228,12 +248,13 @@ impl Decoder {
         for layer in 0..self.config.num_layers {
             let (k_ptr, v_ptr) = arena.layer_ptrs(layer, lo);
             // SAFETY: the pointers address slots lo..lo+b of this layer's buffers, which hold
-            // b * kv_heads * max_len * head_dim floats (checked above: lo + b <= slots). The
-            // arena is borrowed mutably for this whole call and its buffers never move, so
-            // nothing else touches the memory while ONNX Runtime uses the views; the views and
-            // the binding are dropped before this function returns.
-            let mut k = unsafe { runtime::alias_f32_tensor(k_ptr, &view_shape) }?;
-            let mut v = unsafe { runtime::alias_f32_tensor(v_ptr, &view_shape) }?;
+            // b * kv_heads * max_len * head_dim elements of the arena's type (checked above:
+            // lo + b <= slots, and the type is the graph's) in the memory `memory` describes
+            // (the arena's placement). The arena is borrowed mutably for this whole call and
+            // its buffers never move, so nothing else touches the memory while ONNX Runtime
+            // uses the views; the views and the binding are dropped before this returns.
+            let mut k = unsafe { runtime::alias_tensor(k_ptr, element, &view_shape, &memory) }?;
+            let mut v = unsafe { runtime::alias_tensor(v_ptr, element, &view_shape, &memory) }?;
             let (past_k, past_v) = &self.names.past[layer];
             let (present_k, present_v) = &self.names.present[layer];
             binding.bind_input(past_k, &k).map_err(ort_err)?;
@@ -288,5 +309,29 @@ impl Decoder {
                 out
             }
         })
+    }
+}
+
+/// The element type of the graph input `name` (a KV buffer): float32 or float16.
+fn kv_dtype_of(session: &Session, name: &str) -> Result<KvDtype, EngineError> {
+    let input = session
+        .inputs()
+        .iter()
+        .find(|i| i.name() == name)
+        .ok_or_else(|| {
+            EngineError::InvalidConfig(format!("the ONNX graph has no KV input {name}"))
+        })?;
+    match input.dtype() {
+        ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            ..
+        } => Ok(KvDtype::F32),
+        ValueType::Tensor {
+            ty: TensorElementType::Float16,
+            ..
+        } => Ok(KvDtype::F16),
+        other => Err(EngineError::InvalidConfig(format!(
+            "the graph's KV input {name} is {other:?}; the engine supports float32 and float16 KV"
+        ))),
     }
 }

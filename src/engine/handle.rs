@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::decoder::{Decoder, DecoderOptions};
-use super::kv::KvArena;
+use super::kv::{KvArena, KvPlacement};
 use super::request::{
     Command, ContinuationLogprobs, GenerateRequest, GenerationStream, PendingGuard, SampleOutput,
 };
@@ -82,7 +82,14 @@ impl Engine {
         let max_seq_len = options.max_seq_len.min(decoder.config().context_length);
         let vocab_size = decoder.config().vocab_size;
         let shape = decoder.kv_shape(max_seq_len);
-        super::kv::check_arena_fits(shape, options.kv_slots)?;
+        // A CUDA / TensorRT session gets its KV arena in the same GPU's memory, bound in place.
+        let placement = match options.decoder.device.gpu_ordinal() {
+            Some(ordinal) => KvPlacement::Cuda(ordinal),
+            None => {
+                super::kv::check_arena_fits(shape, options.kv_slots)?;
+                KvPlacement::Host
+            }
+        };
         // Never more commands than requests in flight (checked before each send).
         let (tx, rx) = crossbeam_channel::bounded(options.max_pending);
         let stats = Arc::new(EngineStats::default());
@@ -99,7 +106,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("tpo-scheduler".into())
             .spawn(move || {
-                let arena = match KvArena::new(shape, kv_slots) {
+                let arena = match KvArena::on(placement, shape, kv_slots) {
                     Ok(a) => a,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

@@ -14,10 +14,16 @@
 //!   lengths against `max_len` before a step (`KvArena::check_len`).
 //!
 //! A slot is owned by a [`Slot`] handle and returns to the free list when the handle drops.
+//!
+//! The bytes live in a [`KvStorage`]: host memory, or device memory on the GPU a CUDA session
+//! runs on (`kv_storage`), in the graph's KV type (float32, or float16 for an f16 export).
 
 use std::cell::RefCell;
+use std::ffi::c_void;
 use std::rc::Rc;
 
+pub use super::kv_storage::{KvDtype, KvPlacement};
+use super::kv_storage::{KvPart, KvStorage, Run};
 use super::EngineError;
 
 /// Index of a slot in the arena.
@@ -31,10 +37,12 @@ pub struct KvShape {
     pub kv_heads: usize,
     pub max_len: usize,
     pub head_dim: usize,
+    /// Element type of the cached keys and values.
+    pub dtype: KvDtype,
 }
 
 impl KvShape {
-    /// Floats of one slot in one layer's key (or value) buffer.
+    /// Elements of one slot in one layer's key (or value) buffer.
     pub fn slot_elems(&self) -> usize {
         self.kv_heads * self.max_len * self.head_dim
     }
@@ -47,7 +55,7 @@ impl KvShape {
             .saturating_mul(self.kv_heads)
             .saturating_mul(self.max_len)
             .saturating_mul(self.head_dim)
-            .saturating_mul(2 * std::mem::size_of::<f32>())
+            .saturating_mul(2 * self.dtype.bytes())
     }
 }
 
@@ -86,8 +94,7 @@ pub fn check_arena_fits(shape: KvShape, slots: usize) -> Result<usize, EngineErr
 pub struct KvArena {
     shape: KvShape,
     slots: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    storage: KvStorage,
     free: Rc<RefCell<Vec<SlotId>>>,
 }
 
@@ -111,28 +118,64 @@ impl Drop for Slot {
 }
 
 impl KvArena {
-    /// Allocates the arena (zeroed pages are only committed when first written).
+    /// Allocates the arena in host memory (zeroed pages are only committed when first written).
     pub fn new(shape: KvShape, slots: usize) -> Result<Self, EngineError> {
+        Self::on(KvPlacement::Host, shape, slots)
+    }
+
+    /// Allocates the arena at `placement` (on a GPU: one zeroed device allocation per layer
+    /// buffer, refused when the device has less free memory than it needs).
+    pub fn on(placement: KvPlacement, shape: KvShape, slots: usize) -> Result<Self, EngineError> {
         if slots == 0 || shape.max_len == 0 {
             return Err(EngineError::InvalidConfig(
                 "the KV arena needs at least one slot and max_seq_len > 0".into(),
             ));
         }
-        let per_layer = slots * shape.slot_elems();
-        let buffers = || {
-            (0..shape.layers)
-                .map(|_| vec![0.0f32; per_layer])
-                .collect::<Vec<_>>()
+        let per_layer = slots
+            .checked_mul(shape.slot_elems())
+            .ok_or_else(|| EngineError::InvalidConfig("the KV arena is too large".into()))?;
+        let too_large = |bytes, free| EngineError::KvTooLarge {
+            slots,
+            max_len: shape.max_len,
+            bytes,
+            available: Some(free),
         };
+        let storage = KvStorage::new(placement, shape.dtype, shape.layers, per_layer, too_large)?;
         // Lowest slot ids are handed out first (pop from the end), keeping the batch dense.
         let free = (0..slots).rev().map(SlotId).collect();
         Ok(Self {
             shape,
             slots,
-            keys: buffers(),
-            values: buffers(),
+            storage,
             free: Rc::new(RefCell::new(free)),
         })
+    }
+
+    /// Where the arena's memory is (host, or the GPU it was allocated on).
+    pub fn placement(&self) -> KvPlacement {
+        self.storage.placement()
+    }
+
+    /// The runs that move the first `len` positions of slot `from` to slot `to`, in every
+    /// layer, part and head.
+    fn prefix_runs(&self, from: SlotId, to: SlotId, len: usize) -> Vec<Run> {
+        let s = self.shape;
+        let mut runs = Vec::with_capacity(2 * s.layers * s.kv_heads);
+        for layer in 0..s.layers {
+            for part in [KvPart::Keys, KvPart::Values] {
+                for h in 0..s.kv_heads {
+                    let head = h * s.max_len * s.head_dim;
+                    runs.push(Run {
+                        layer,
+                        part,
+                        from: from.0 * s.slot_elems() + head,
+                        to: to.0 * s.slot_elems() + head,
+                        len: len * s.head_dim,
+                    });
+                }
+            }
+        }
+        runs
     }
 
     pub fn shape(&self) -> KvShape {
@@ -185,21 +228,11 @@ impl KvArena {
     /// (the prefix-fork primitive: N samples of one prompt, DARWIN replacement).
     pub fn copy_prefix(&mut self, from: SlotId, to: SlotId, len: usize) -> Result<(), EngineError> {
         self.check_len(len)?;
-        if from == to {
+        if from == to || len == 0 {
             return Ok(());
         }
-        let s = self.shape;
-        let row = len * s.head_dim;
-        for buffers in [&mut self.keys, &mut self.values] {
-            for layer in buffers.iter_mut() {
-                for h in 0..s.kv_heads {
-                    let src = from.0 * s.slot_elems() + h * s.max_len * s.head_dim;
-                    let dst = to.0 * s.slot_elems() + h * s.max_len * s.head_dim;
-                    layer.copy_within(src..src + row, dst);
-                }
-            }
-        }
-        Ok(())
+        let runs = self.prefix_runs(from, to, len);
+        self.storage.copy(&runs)
     }
 
     /// Exchanges the first `len` cached positions of slots `a` and `b`, in every layer and
@@ -207,43 +240,56 @@ impl KvArena {
     /// sequence moves into its slot).
     pub fn swap_prefix(&mut self, a: SlotId, b: SlotId, len: usize) -> Result<(), EngineError> {
         self.check_len(len)?;
-        if a == b {
+        if a == b || len == 0 {
             return Ok(());
         }
-        let s = self.shape;
-        let row = len * s.head_dim;
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        for buffers in [&mut self.keys, &mut self.values] {
-            for layer in buffers.iter_mut() {
-                // Slot `lo` lies wholly before slot `hi`, so the split separates them.
-                let (first, second) = layer.split_at_mut(hi.0 * s.slot_elems());
-                for h in 0..s.kv_heads {
-                    let head = h * s.max_len * s.head_dim;
-                    let x = lo.0 * s.slot_elems() + head;
-                    first[x..x + row].swap_with_slice(&mut second[head..head + row]);
-                }
-            }
-        }
-        Ok(())
+        let runs = self.prefix_runs(a, b, len);
+        self.storage.swap(&runs)
     }
 
-    /// Raw pointers to slot `lo` of layer `layer` (keys, values), for binding a view of
-    /// slots `lo..lo+n` as a `[n, kv_heads, max_len, head_dim]` tensor.
+    /// Addresses of slot `lo` of layer `layer` (keys, values), for binding a view of slots
+    /// `lo..lo+n` as a `[n, kv_heads, max_len, head_dim]` tensor: host addresses, or device
+    /// addresses on the GPU of [`KvArena::placement`].
     ///
-    /// The pointers stay valid while the arena lives: its buffers are never reallocated.
-    pub(crate) fn layer_ptrs(&mut self, layer: usize, lo: SlotId) -> (*mut f32, *mut f32) {
-        let offset = lo.0 * self.shape.slot_elems();
+    /// The addresses stay valid while the arena lives: its buffers are never reallocated.
+    pub(crate) fn layer_ptrs(&mut self, layer: usize, lo: SlotId) -> (*mut c_void, *mut c_void) {
         // `offset` is within the buffer for any slot id the arena handed out.
-        let k = self.keys[layer][offset..].as_mut_ptr();
-        let v = self.values[layer][offset..].as_mut_ptr();
+        let offset = lo.0 * self.shape.slot_elems();
+        let k = self.storage.ptr(layer, KvPart::Keys, offset);
+        let v = self.storage.ptr(layer, KvPart::Values, offset);
         (k, v)
     }
 
-    /// The cached keys of one slot, layer and head: `[max_len, head_dim]` (for tests).
-    pub fn key_rows(&self, layer: usize, slot: SlotId, head: usize) -> &[f32] {
+    /// The cached keys of one slot, layer and head as float32: `[max_len, head_dim]` (tests).
+    pub fn key_rows(
+        &self,
+        layer: usize,
+        slot: SlotId,
+        head: usize,
+    ) -> Result<Vec<f32>, EngineError> {
         let s = self.shape;
         let start = slot.0 * s.slot_elems() + head * s.max_len * s.head_dim;
-        &self.keys[layer][start..start + s.max_len * s.head_dim]
+        self.storage
+            .read(layer, KvPart::Keys, start, s.max_len * s.head_dim)
+    }
+
+    /// Writes `data` (converted to the arena's type) into the keys of one slot, layer and head
+    /// from position 0 (tests and the GPU parity harness).
+    pub fn write_key_rows(
+        &mut self,
+        layer: usize,
+        slot: SlotId,
+        head: usize,
+        data: &[f32],
+    ) -> Result<(), EngineError> {
+        let s = self.shape;
+        if data.len() > s.max_len * s.head_dim || slot.0 >= self.slots || head >= s.kv_heads {
+            return Err(EngineError::Internal(
+                "write_key_rows outside the slot".into(),
+            ));
+        }
+        let start = slot.0 * s.slot_elems() + head * s.max_len * s.head_dim;
+        self.storage.write(layer, KvPart::Keys, start, data)
     }
 }
 
@@ -257,6 +303,7 @@ mod tests {
             kv_heads: 2,
             max_len: 4,
             head_dim: 3,
+            dtype: KvDtype::F32,
         }
     }
 
@@ -266,11 +313,17 @@ mod tests {
             check_arena_fits(shape(), 2).unwrap(),
             2 * 2 * 2 * 2 * 4 * 3 * 4
         );
+        let f16 = KvShape {
+            dtype: KvDtype::F16,
+            ..shape()
+        };
+        assert_eq!(f16.arena_bytes(2), 2 * 2 * 2 * 2 * 4 * 3 * 2);
         let smollm = KvShape {
             layers: 30,
             kv_heads: 3,
             max_len: 2048,
             head_dim: 64,
+            dtype: KvDtype::F32,
         };
         // 45 KiB per token: 64 slots of 2048 tokens are 5.6 GiB.
         assert_eq!(smollm.arena_bytes(1) / 2048, 46_080);
@@ -295,32 +348,56 @@ mod tests {
         assert_eq!(arena.allocate().unwrap().id(), SlotId(0));
     }
 
-    #[test]
-    fn copy_prefix_copies_only_the_prefix_rows_of_every_head() {
-        let mut arena = KvArena::new(shape(), 2).unwrap();
+    /// Fills every head of every slot's keys with distinct values (exact in float16 too).
+    fn numbered(dtype: KvDtype) -> KvArena {
+        let mut arena = KvArena::new(KvShape { dtype, ..shape() }, 2).unwrap();
         let s = arena.shape();
         for layer in 0..s.layers {
-            for (i, x) in arena.keys[layer].iter_mut().enumerate() {
-                *x = i as f32;
+            for slot in 0..2 {
+                for head in 0..s.kv_heads {
+                    let base = (((layer * 2 + slot) * s.kv_heads + head) * 100) as f32;
+                    let rows: Vec<f32> = (0..s.max_len * s.head_dim)
+                        .map(|i| base + i as f32)
+                        .collect();
+                    arena
+                        .write_key_rows(layer, SlotId(slot), head, &rows)
+                        .unwrap();
+                }
             }
         }
-        arena.copy_prefix(SlotId(0), SlotId(1), 2).unwrap();
-        for head in 0..s.kv_heads {
-            let src = arena.key_rows(1, SlotId(0), head).to_vec();
-            let dst = arena.key_rows(1, SlotId(1), head);
-            assert_eq!(&dst[..2 * s.head_dim], &src[..2 * s.head_dim]);
-            assert_ne!(&dst[2 * s.head_dim..], &src[2 * s.head_dim..]);
+        arena
+    }
+
+    #[test]
+    fn copy_and_swap_move_only_the_prefix_rows_of_every_head_in_both_types() {
+        for dtype in [KvDtype::F32, KvDtype::F16] {
+            let mut arena = numbered(dtype);
+            let s = arena.shape();
+            let rows =
+                |a: &KvArena, layer, slot, head| a.key_rows(layer, SlotId(slot), head).unwrap();
+            let before: Vec<Vec<f32>> = (0..s.kv_heads).map(|h| rows(&arena, 1, 1, h)).collect();
+            arena.copy_prefix(SlotId(0), SlotId(1), 2).unwrap();
+            for (head, before) in before.iter().enumerate() {
+                let src = rows(&arena, 1, 0, head);
+                let dst = rows(&arena, 1, 1, head);
+                assert_eq!(&dst[..2 * s.head_dim], &src[..2 * s.head_dim], "{dtype:?}");
+                assert_eq!(
+                    &dst[2 * s.head_dim..],
+                    &before[2 * s.head_dim..],
+                    "{dtype:?}"
+                );
+            }
+            let before0 = rows(&arena, 0, 0, 1);
+            let before1 = rows(&arena, 0, 1, 1);
+            arena.swap_prefix(SlotId(1), SlotId(0), 3).unwrap();
+            let row = 3 * s.head_dim;
+            assert_eq!(&rows(&arena, 0, 0, 1)[..row], &before1[..row], "{dtype:?}");
+            assert_eq!(&rows(&arena, 0, 1, 1)[..row], &before0[..row], "{dtype:?}");
+            assert_eq!(&rows(&arena, 0, 0, 1)[row..], &before0[row..], "{dtype:?}");
+            assert!(matches!(
+                arena.copy_prefix(SlotId(0), SlotId(1), 5),
+                Err(EngineError::SequenceTooLong { .. })
+            ));
         }
-        let before0 = arena.key_rows(0, SlotId(0), 1).to_vec();
-        let before1 = arena.key_rows(0, SlotId(1), 1).to_vec();
-        arena.swap_prefix(SlotId(1), SlotId(0), 3).unwrap();
-        let row = 3 * s.head_dim;
-        assert_eq!(&arena.key_rows(0, SlotId(0), 1)[..row], &before1[..row]);
-        assert_eq!(&arena.key_rows(0, SlotId(1), 1)[..row], &before0[..row]);
-        assert_eq!(&arena.key_rows(0, SlotId(0), 1)[row..], &before0[row..]);
-        assert!(matches!(
-            arena.copy_prefix(SlotId(0), SlotId(1), 5),
-            Err(EngineError::SequenceTooLong { .. })
-        ));
     }
 }

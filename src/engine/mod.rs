@@ -13,6 +13,7 @@
 mod decoder;
 mod handle;
 mod kv;
+mod kv_storage;
 mod prefix_cache;
 mod request;
 mod sampler;
@@ -20,7 +21,9 @@ mod scheduler;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
 pub use handle::{Engine, EngineOptions};
-pub use kv::{available_memory_bytes, check_arena_fits, KvArena, KvShape, Slot, SlotId};
+pub use kv::{
+    available_memory_bytes, check_arena_fits, KvArena, KvDtype, KvPlacement, KvShape, Slot, SlotId,
+};
 pub use prefix_cache::{PrefixCache, PrefixMatch, BLOCK as PREFIX_BLOCK};
 pub use request::{
     ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, GenerationStream,

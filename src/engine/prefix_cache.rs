@@ -222,7 +222,7 @@ impl PrefixCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::kv::{KvArena, KvShape};
+    use crate::engine::kv::{KvArena, KvDtype, KvShape};
 
     fn arena(slots: usize) -> KvArena {
         let shape = KvShape {
@@ -230,6 +230,7 @@ mod tests {
             kv_heads: 1,
             max_len: 256,
             head_dim: 1,
+            dtype: KvDtype::F32,
         };
         KvArena::new(shape, slots).unwrap()
     }

@@ -90,6 +90,10 @@ impl GpuDevice {
         self.arch
     }
 
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.context
+    }
+
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }

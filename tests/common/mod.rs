@@ -36,6 +36,20 @@ pub fn policy_dir() -> PathBuf {
     dir
 }
 
+/// The float16 export of the policy (`make f16-model`, which `make test` runs).
+pub fn policy_f16_dir() -> PathBuf {
+    init_runtime();
+    let dir = project_root()
+        .join("models")
+        .join("smollm2-135m-instruct-f16");
+    assert!(
+        dir.join("genai_config.json").is_file(),
+        "{} is missing: run `make f16-model` (or `make test`) first",
+        dir.display()
+    );
+    dir
+}
+
 pub fn python() -> PathBuf {
     let py = project_root().join(".venv").join("bin").join("python");
     assert!(
