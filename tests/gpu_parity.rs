@@ -24,7 +24,10 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use tpo_engine::engine::{LogitsError, Sampled, Sampler, SamplingOptions, SamplingParams};
+use tpo_engine::engine::{
+    KvArena, KvDtype, KvPlacement, KvShape, LogitsError, Sampled, Sampler, SamplingOptions,
+    SamplingParams, SlotId,
+};
 use tpo_engine::gpu::{self, GpuDevice, GpuPool, GpuSampler, RowSampling};
 use tpo_engine::reward::pool::{self as cpu_pool, Hidden};
 
@@ -495,6 +498,74 @@ fn pool_case(what: &'static str, dim: usize, labels: usize) -> Result<(), Failed
     Ok(())
 }
 
+/// The KV arena on the device against the host arena: the same writes, prefix copies and
+/// swaps leave the same keys in every slot and head (device copies vs `copy_within`).
+fn arena_case(dtype: KvDtype) -> Result<(), Failed> {
+    let shape = KvShape {
+        layers: 3,
+        kv_heads: 3,
+        max_len: 64,
+        head_dim: 64,
+        dtype,
+    };
+    let slots = 4;
+    let mut host = KvArena::on(KvPlacement::Host, shape, slots).map_err(|e| e.to_string())?;
+    let mut device = KvArena::on(KvPlacement::Cuda(0), shape, slots).map_err(|e| e.to_string())?;
+    let rng = ChaCha8Rng::seed_from_u64(7);
+    for arena in [&mut host, &mut device] {
+        let mut rng = rng.clone();
+        for layer in 0..shape.layers {
+            for slot in 0..slots {
+                for head in 0..shape.kv_heads {
+                    let rows: Vec<f32> = (0..shape.max_len * shape.head_dim)
+                        .map(|_| rng.random_range(-4.0f32..4.0))
+                        .collect();
+                    arena
+                        .write_key_rows(layer, SlotId(slot), head, &rows)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    let ops: [(bool, usize, usize, usize); 5] = [
+        (true, 0, 1, 17),
+        (false, 1, 3, 64),
+        (true, 3, 2, 1),
+        (false, 2, 0, 40),
+        (true, 0, 3, 0),
+    ];
+    for (copy, a, b, len) in ops {
+        for arena in [&mut host, &mut device] {
+            let r = if copy {
+                arena.copy_prefix(SlotId(a), SlotId(b), len)
+            } else {
+                arena.swap_prefix(SlotId(a), SlotId(b), len)
+            };
+            r.map_err(|e| e.to_string())?;
+        }
+        for layer in 0..shape.layers {
+            for slot in 0..slots {
+                for head in 0..shape.kv_heads {
+                    let want = host
+                        .key_rows(layer, SlotId(slot), head)
+                        .map_err(|e| e.to_string())?;
+                    let got = device
+                        .key_rows(layer, SlotId(slot), head)
+                        .map_err(|e| e.to_string())?;
+                    if want != got {
+                        return Err(format!(
+                            "after {} {a}->{b} len {len}: layer {layer} slot {slot} head {head} differs",
+                            if copy { "copy" } else { "swap" }
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = gpu::ALL_KERNELS
@@ -547,6 +618,11 @@ fn main() {
             format!("pool::{what}::h{dim}_l{labels}"),
             move || pool_case(what, dim, labels),
         ));
+    }
+    for dtype in [KvDtype::F32, KvDtype::F16] {
+        gpu_trials.push(Trial::test(format!("kv_arena::{dtype:?}"), move || {
+            arena_case(dtype)
+        }));
     }
     if let Some(reason) = &no_driver {
         eprintln!(
