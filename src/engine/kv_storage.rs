@@ -15,7 +15,7 @@ use std::sync::Arc;
 use cudarc::driver::{result as cu, CudaContext, CudaStream};
 
 use super::EngineError;
-use crate::gpu::{GpuDevice, GpuError};
+use crate::gpu::{DeviceBuffer, GpuDevice, GpuError};
 
 /// Element type of the cached keys and values (the decoder graph's `past_key_values.*` type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -238,10 +238,6 @@ impl HostStorage {
     }
 }
 
-/// A raw device address. The arena hands its buffers' addresses to ONNX Runtime, so they are
-/// plain allocations freed on drop rather than cudarc slices tracked per stream.
-type DevicePtr = cudarc::driver::sys::CUdeviceptr;
-
 /// One device allocation per buffer on one GPU, plus a scratch run for swaps.
 pub struct CudaStorage {
     ordinal: usize,
@@ -249,8 +245,8 @@ pub struct CudaStorage {
     elems: usize,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    buffers: Vec<DevicePtr>,
-    scratch: DevicePtr,
+    buffers: Vec<DeviceBuffer>,
+    scratch: DeviceBuffer,
 }
 
 impl CudaStorage {
@@ -264,44 +260,30 @@ impl CudaStorage {
         let device = GpuDevice::open(ordinal).map_err(gpu_err)?;
         let context = Arc::clone(device.context());
         let stream = Arc::clone(device.stream());
-        context.bind_to_thread().map_err(|e| gpu_err(e.into()))?;
         let bytes = elems * dtype.bytes();
         let total = bytes.saturating_mul(2 * layers);
-        // The context is current on this thread (bound above).
-        let (free, _) = cu::mem_get_info().map_err(|e| gpu_err(e.into()))?;
+        let free = DeviceBuffer::free_bytes(&context).map_err(gpu_err)?;
         if total > free {
             return Err(too_large(total, free));
         }
-        let mut storage = Self {
+        let buffers = (0..2 * layers)
+            .map(|_| DeviceBuffer::zeroed(&context, bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(gpu_err)?;
+        let scratch = DeviceBuffer::zeroed(&context, bytes).map_err(gpu_err)?;
+        Ok(Self {
             ordinal,
             dtype,
             elems,
             context,
             stream,
-            buffers: Vec::with_capacity(2 * layers),
-            scratch: 0,
-        };
-        for _ in 0..2 * layers {
-            let ptr = storage.alloc_zeroed(bytes)?;
-            storage.buffers.push(ptr);
-        }
-        storage.scratch = storage.alloc_zeroed(bytes)?;
-        Ok(storage)
-    }
-
-    fn alloc_zeroed(&self, bytes: usize) -> Result<DevicePtr, EngineError> {
-        // SAFETY: the arena's context is current on this thread (bound in `new`, and the arena
-        // never leaves the scheduler thread that created it); the allocation is `bytes` long
-        // and zeroed before use; `Drop` frees it.
-        unsafe {
-            let ptr = cu::malloc_sync(bytes.max(1)).map_err(|e| gpu_err(e.into()))?;
-            cu::memset_d8_sync(ptr, 0, bytes).map_err(|e| gpu_err(e.into()))?;
-            Ok(ptr)
-        }
+            buffers,
+            scratch,
+        })
     }
 
     fn ptr(&self, layer: usize, part: KvPart, offset: usize) -> u64 {
-        self.buffers[index(layer, part)] + (offset * self.dtype.bytes()) as u64
+        self.buffers[index(layer, part)].ptr() + (offset * self.dtype.bytes()) as u64
     }
 
     fn check(&self, r: &Run) -> Result<(), GpuError> {
@@ -351,9 +333,9 @@ impl CudaStorage {
                 self.ptr(r.layer, r.part, r.to),
             );
             // The stream orders the three copies, so one scratch run serves every swap.
-            self.dtod(self.scratch, a, r.len)?;
+            self.dtod(self.scratch.ptr(), a, r.len)?;
             self.dtod(a, b, r.len)?;
-            self.dtod(b, self.scratch, r.len)?;
+            self.dtod(b, self.scratch.ptr(), r.len)?;
         }
         Ok(self.stream.synchronize()?)
     }
@@ -434,16 +416,9 @@ impl CudaStorage {
 
 impl Drop for CudaStorage {
     fn drop(&mut self) {
-        if self.context.bind_to_thread().is_err() {
-            return;
-        }
-        let _ = self.stream.synchronize();
-        for &ptr in self.buffers.iter().chain([&self.scratch]) {
-            if ptr != 0 {
-                // SAFETY: each pointer came from `malloc_sync` in this context and is freed
-                // once, after the stream finished every copy that used it.
-                let _ = unsafe { cu::free_sync(ptr) };
-            }
+        // Every copy that used the buffers finishes before they are freed (fields drop after).
+        if self.context.bind_to_thread().is_ok() {
+            let _ = self.stream.synchronize();
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Rooms: `kernels` (the embedded CUDA sources and their compilation to PTX with NVRTC),
 //! `nvrtc` (finding and loading the NVRTC library, which needs no GPU), `device` (the CUDA
-//! driver: is one there, and a context on it), `sampler` and `pool` (launching the kernels),
+//! driver: is one there, and a context on it), `buffer` (raw device memory we hand to ONNX
+//! Runtime), `sampler` and `pool` (launching the kernels),
 //! `path` (which implementation runs, and why).
 //!
 //! Everything is loaded at run time through `cudarc`'s dynamic loading, so the crate builds
@@ -13,6 +14,7 @@
 //! absence into a [`GpuError`] that names what to install; callers fall back to the CPU path
 //! with that one-line reason (`tpo doctor` shows it).
 
+mod buffer;
 mod device;
 mod kernels;
 mod nvrtc;
@@ -20,6 +22,7 @@ mod path;
 mod pool;
 mod sampler;
 
+pub use buffer::DeviceBuffer;
 pub use device::{driver_status, GpuDevice};
 pub use kernels::{compile_ptx, KernelSource, ALL_KERNELS, REWARD_POOL, TOP_P};
 pub use nvrtc::{load_nvrtc, nvrtc_status, NVRTC_SONAME};

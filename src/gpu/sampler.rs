@@ -6,7 +6,9 @@
 //! presence/frequency penalties over the generated tokens (as the fused CPU sampler also
 //! defers them to the reference path) and `top_logprobs`.
 
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::{GpuDevice, GpuError, TOP_P};
 use crate::engine::{LogitsError, Sampled, SamplingParams};
@@ -63,9 +65,9 @@ fn row_result(status: i32, token: i32, logprob: f32) -> Result<Sampled, LogitsEr
     }
 }
 
-/// The sampling kernel, loaded on one device, with its parameter buffers.
-pub struct GpuSampler<'d> {
-    device: &'d GpuDevice,
+/// The sampling kernel, loaded on one device, launched on that device's stream.
+pub struct GpuSampler {
+    stream: Arc<CudaStream>,
     function: CudaFunction,
 }
 
@@ -81,12 +83,15 @@ struct RowBuffers {
     status: CudaSlice<i32>,
 }
 
-impl<'d> GpuSampler<'d> {
+impl GpuSampler {
     /// Compiles and loads the kernel on `device`.
-    pub fn new(device: &'d GpuDevice) -> Result<Self, GpuError> {
+    pub fn new(device: &GpuDevice) -> Result<Self, GpuError> {
         let module = device.load(&TOP_P)?;
         let function = module.load_function("sample_rows")?;
-        Ok(Self { device, function })
+        Ok(Self {
+            stream: Arc::clone(device.stream()),
+            function,
+        })
     }
 
     /// Samples every row of host `logits` (`rows.len()` rows of `vocab`), uploading them
@@ -101,7 +106,7 @@ impl<'d> GpuSampler<'d> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let stream = self.device.stream();
+        let stream = &self.stream;
         let device_logits = stream.clone_htod(logits)?;
         let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&device_logits, stream);
         // SAFETY: `ptr` addresses `rows.len() * vocab` floats of `device_logits`, which lives
@@ -128,7 +133,7 @@ impl<'d> GpuSampler<'d> {
             .map_err(|_| GpuError::Input(format!("vocabulary of {vocab} exceeds i32")))?;
         let batch = u32::try_from(rows.len())
             .map_err(|_| GpuError::Input(format!("{} rows exceed a grid", rows.len())))?;
-        let stream = self.device.stream();
+        let stream = &self.stream;
         let column = |f: fn(&RowSampling) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
         let top_k: Vec<i32> = rows.iter().map(|r| r.top_k).collect();
         let mut buffers = RowBuffers {
