@@ -31,10 +31,18 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
     }
     println!("cuda driver      {}", cuda_driver_status());
     println!("nvrtc            {}", tpo_engine::gpu::nvrtc_status());
-    println!(
-        "kernels          {}",
-        tpo_engine::gpu::KernelPath::for_device(args.model.device)
-    );
+    let kernels = tpo_engine::gpu::KernelPath::for_device(args.model.device);
+    println!("kernels          {kernels}");
+    let logits = if args.model.device.gpu_ordinal().is_none() {
+        "host (CPU sampler)"
+    } else if !args.model.engine_options().sample_on_device {
+        "host: --sample-on-host brings them back for the CPU sampler"
+    } else if kernels.is_gpu() {
+        "on the GPU: decode steps write logits to device memory and top_p.cu samples them"
+    } else {
+        "host: the KV arena is on the GPU but logits come back for the CPU sampler"
+    };
+    println!("decode logits    {logits}");
     let dir = args.model.model_dir();
     match ModelDir::open(&dir) {
         Ok(model) => {

@@ -101,6 +101,10 @@ pub struct ModelArgs {
     /// prompts that start with the same tokens); outputs are the same either way.
     #[arg(long)]
     no_prefix_cache: bool,
+    /// On a GPU device, bring decode logits to the host and sample them on the CPU instead
+    /// of with the top-p kernel on the device (the results are the same; for comparison).
+    #[arg(long)]
+    sample_on_host: bool,
 }
 
 /// A duration flag in seconds: positive, finite, at most a day.
@@ -142,6 +146,7 @@ impl ModelArgs {
             max_seq_len: self.max_seq_len as usize,
             prefill_budget: self.prefill_budget as usize,
             prefix_cache: !self.no_prefix_cache,
+            sample_on_device: !self.sample_on_host,
             ..tpo_engine::engine::EngineOptions::default()
         }
     }

@@ -51,6 +51,8 @@ pub struct Decoder {
     names: IoNames,
     /// Element type of the graph's `past_key_values.*` (float32, or float16 for an f16 export).
     kv_dtype: KvDtype,
+    /// Whether the graph's logits are float32 (an f16 export casts them back to float32).
+    logits_f32: bool,
     last_run_time: Duration,
 }
 
@@ -93,11 +95,22 @@ impl Decoder {
             .then(|| LOGITS_TO_KEEP.to_string()),
         };
         let kv_dtype = kv_dtype_of(&session, &names.past[0].0)?;
+        let logits_f32 = session.outputs().iter().any(|o| {
+            o.name() == config.logits_name
+                && matches!(
+                    o.dtype(),
+                    ValueType::Tensor {
+                        ty: TensorElementType::Float32,
+                        ..
+                    }
+                )
+        });
         let decoder = Self {
             session,
             config,
             names,
             kv_dtype,
+            logits_f32,
             last_run_time: Duration::ZERO,
         };
         decoder.check_graph_io()?;
@@ -164,6 +177,53 @@ impl Decoder {
         lo: SlotId,
         rows: &[RowInput<'_>],
         wanted: LogitsWanted,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.run_step(arena, lo, rows, wanted, None)
+    }
+
+    /// Whether [`Decoder::step_to_device`] can run: the graph's logits are float32.
+    pub fn logits_are_f32(&self) -> bool {
+        self.logits_f32
+    }
+
+    /// A decode step (one new token per row) over a device arena whose `[B, 1, V]` float32
+    /// logits ONNX Runtime writes to device address `logits`, so they never leave the GPU.
+    ///
+    /// # Safety
+    /// `logits` must address at least `rows.len() * vocab_size` float32s of device memory on
+    /// the arena's GPU that nothing else reads or writes until this call returns. ONNX
+    /// Runtime synchronizes its CUDA stream at the end of a run (we never set
+    /// `disable_synchronize_execution_providers`), so the logits are complete on return.
+    pub unsafe fn step_to_device(
+        &mut self,
+        arena: &mut KvArena,
+        lo: SlotId,
+        rows: &[RowInput<'_>],
+        logits: u64,
+    ) -> Result<(), EngineError> {
+        if rows.iter().any(|r| r.tokens.len() != 1) {
+            return Err(EngineError::Internal(
+                "device logits are for decode steps (one new token per row)".into(),
+            ));
+        }
+        if !matches!(arena.placement(), KvPlacement::Cuda(_)) || !self.logits_f32 {
+            return Err(EngineError::Internal(
+                "device logits need a device KV arena and float32 logits".into(),
+            ));
+        }
+        self.run_step(arena, lo, rows, LogitsWanted::Last, Some(logits))
+            .map(|_| ())
+    }
+
+    /// The step; with `device_logits`, the logits go to that device address (see
+    /// [`Decoder::step_to_device`]) and the returned vector is empty.
+    fn run_step(
+        &mut self,
+        arena: &mut KvArena,
+        lo: SlotId,
+        rows: &[RowInput<'_>],
+        wanted: LogitsWanted,
+        device_logits: Option<u64>,
     ) -> Result<Vec<f32>, EngineError> {
         let b = rows.len();
         if b == 0 {
@@ -273,18 +333,43 @@ impl Decoder {
             let value = Tensor::from_array(((), vec![keep as i64])).map_err(ort_err)?;
             binding.bind_input(name, &value).map_err(ort_err)?;
         }
-        binding
-            .bind_output_to_device(&self.config.logits_name, &MemoryInfo::default())
-            .map_err(ort_err)?;
+        let v = self.config.vocab_size;
+        // The device logits view lives until the run is over (declared before its use).
+        let mut device_view;
+        match device_logits {
+            Some(ptr) => {
+                let logits_shape = [b as i64, 1, v as i64];
+                // SAFETY: the caller of `step_to_device` guarantees `ptr` addresses b * v
+                // float32s of device memory on the arena's GPU (which `memory` describes),
+                // untouched by anything else until this returns; s == 1 here, so the graph's
+                // logits are exactly [b, 1, v].
+                device_view = unsafe {
+                    runtime::alias_tensor(
+                        ptr as *mut std::ffi::c_void,
+                        runtime::AliasElement::F32,
+                        &logits_shape,
+                        &memory,
+                    )
+                }?;
+                binding
+                    .bind_output(&self.config.logits_name, &mut device_view)
+                    .map_err(ort_err)?;
+            }
+            None => binding
+                .bind_output_to_device(&self.config.logits_name, &MemoryInfo::default())
+                .map_err(ort_err)?,
+        }
 
         let run_started = Instant::now();
         let outputs = self.session.run_binding(&binding).map_err(ort_err)?;
         self.last_run_time = run_started.elapsed();
+        if device_logits.is_some() {
+            return Ok(Vec::new());
+        }
         let logits = outputs
             .get(&self.config.logits_name)
             .ok_or_else(|| EngineError::Internal("the graph returned no logits".into()))?;
         let (logits_shape, data) = logits.try_extract_tensor::<f32>().map_err(ort_err)?;
-        let v = self.config.vocab_size;
         if last_only {
             if data.len() != b * v {
                 return Err(EngineError::Internal(format!(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::decoder::{Decoder, DecoderOptions};
+use super::device_sampling::DeviceSampling;
 use super::kv::{KvArena, KvPlacement};
 use super::request::{
     Command, ContinuationLogprobs, GenerateRequest, GenerationStream, PendingGuard, SampleOutput,
@@ -32,6 +33,9 @@ pub struct EngineOptions {
     /// Keep finished sequences' KV rows in free slots so later prompts that start with the
     /// same tokens prefill only the rest (outputs are unchanged; see `prefix_cache`).
     pub prefix_cache: bool,
+    /// With the KV arena on a GPU, keep decode logits there and sample them with the top-p
+    /// kernel (false: logits come to the host for the CPU sampler, e.g. to compare the two).
+    pub sample_on_device: bool,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +47,7 @@ impl Default for EngineOptions {
             prefill_budget: 512,
             max_pending: 4096,
             prefix_cache: true,
+            sample_on_device: true,
         }
     }
 }
@@ -66,6 +71,8 @@ struct Shared {
     /// Requests in flight now, and the limit.
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    /// Decode logits stay on the GPU and the top-p kernel samples them.
+    logits_on_device: bool,
 }
 
 impl Engine {
@@ -97,6 +104,8 @@ impl Engine {
             prefill_budget: options.prefill_budget,
             prefix_cache: options.prefix_cache,
         };
+        let logits_f32 = decoder.logits_are_f32();
+        let sample_on_device = options.sample_on_device;
         let thread_tokenizer = Arc::clone(&tokenizer);
         let thread_stats = Arc::clone(&stats);
         let kv_slots = options.kv_slots;
@@ -113,11 +122,25 @@ impl Engine {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(()));
-                Scheduler::new(decoder, arena, thread_tokenizer, rx, thread_stats, limits).run();
+                let device = if sample_on_device {
+                    device_sampling(placement, logits_f32, kv_slots, vocab_size)
+                } else {
+                    None
+                };
+                let _ = ready_tx.send(Ok(device.is_some()));
+                Scheduler::new(
+                    decoder,
+                    arena,
+                    thread_tokenizer,
+                    rx,
+                    thread_stats,
+                    limits,
+                    device,
+                )
+                .run();
             })
             .map_err(|e| EngineError::Internal(format!("spawning the scheduler thread: {e}")))?;
-        ready_rx.recv().map_err(|_| {
+        let logits_on_device = ready_rx.recv().map_err(|_| {
             EngineError::Internal("the scheduler thread exited during start".into())
         })??;
         Ok(Self {
@@ -132,8 +155,16 @@ impl Engine {
                 vocab_size,
                 pending: Arc::new(AtomicUsize::new(0)),
                 max_pending: options.max_pending,
+                logits_on_device,
             }),
         })
+    }
+
+    /// Whether decode steps keep their logits on the GPU and sample them with the top-p
+    /// kernel (a CUDA / TensorRT engine whose kernels loaded); otherwise logits come to the
+    /// host and the CPU sampler takes them.
+    pub fn logits_on_device(&self) -> bool {
+        self.shared.logits_on_device
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -330,5 +361,29 @@ impl Engine {
         continuation: Vec<TokenId>,
     ) -> Result<ContinuationLogprobs, EngineError> {
         futures::executor::block_on(self.logprobs(prompt, continuation))
+    }
+}
+
+/// Decode logits on the GPU for a device arena with float32 logits, when the sampling kernel
+/// loads there; otherwise `None` (host logits, CPU sampling), with the reason logged once.
+fn device_sampling(
+    placement: KvPlacement,
+    logits_f32: bool,
+    slots: usize,
+    vocab: usize,
+) -> Option<DeviceSampling> {
+    let KvPlacement::Cuda(ordinal) = placement else {
+        return None;
+    };
+    if !logits_f32 {
+        tracing::warn!("the graph's logits are not float32; decode logits come to the host");
+        return None;
+    }
+    match DeviceSampling::open(ordinal, slots, vocab) {
+        Ok(device) => Some(device),
+        Err(e) => {
+            tracing::warn!(error = %e, "the sampling kernel is unavailable; decode logits come to the host and the CPU samples them");
+            None
+        }
     }
 }

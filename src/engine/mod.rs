@@ -4,13 +4,15 @@
 //!
 //! Rooms: `decoder` (one forward step over KV slots), `kv` (the arena), `prefix_cache`
 //! (finished sequences' KV rows, found by their tokens), `sampler` (sampling
-//! parameters and the CPU sampler), `scheduler` (the batching loop), `request` (what goes in
+//! parameters and the CPU sampler), `device_sampling` (decode logits kept on the GPU and
+//! sampled there), `scheduler` (the batching loop), `request` (what goes in
 //! and comes out), `handle` (the `Engine` callers hold).
 //!
 //! Lower layers only: the engine knows token ids and sampling parameters, never HTTP, CLI
 //! flags or traces.
 
 mod decoder;
+mod device_sampling;
 mod handle;
 mod kv;
 mod kv_storage;

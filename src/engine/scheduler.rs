@@ -49,15 +49,17 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
 use super::decoder::{Decoder, LogitsWanted, RowInput};
+use super::device_sampling::{DeviceSampling, SKIPPED_ROW};
 use super::kv::{KvArena, Slot, SlotId};
 use super::prefix_cache::PrefixCache;
 use super::request::{
     Command, ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, SampleOutput,
 };
 use super::sampler::{
-    log_softmax_at, InjectedFault, Sampled, Sampler, SamplingParams, SequenceRng,
+    log_softmax_at, InjectedFault, LogitsError, Sampled, Sampler, SamplingParams, SequenceRng,
 };
 use super::EngineError;
+use crate::gpu::RowSampling;
 use crate::model::{find_stop, IncrementalText, TokenId, Tokenizer};
 
 /// Counters the scheduler publishes (read by benchmarks and `/metrics`).
@@ -207,6 +209,18 @@ enum StepLogits {
 }
 
 impl StepLogits {
+    /// Whether row `i`'s step succeeded (for device logits, where rows are not on the host).
+    fn status(&self, i: usize) -> Result<(), &str> {
+        match self {
+            StepLogits::Batch(_) => Ok(()),
+            StepLogits::Rows(rows) => match rows.get(i) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(message)) => Err(message),
+                None => Err("the step returned fewer rows than the batch"),
+            },
+        }
+    }
+
     fn row(&self, i: usize, vocab: usize) -> Result<&[f32], &str> {
         match self {
             StepLogits::Batch(all) => all
@@ -354,6 +368,10 @@ pub(crate) struct Scheduler {
     finished: Vec<(Rc<Group>, SampleOutput)>,
     /// A row of NaN, for the logits-poisoning test hook.
     poisoned_row: Vec<f32>,
+    /// Decode logits on the GPU and the sampling kernel (`None`: logits come to the host).
+    device: Option<DeviceSampling>,
+    /// One row of device logits copied back for a row the CPU samples.
+    host_row: Vec<f32>,
     disconnected: bool,
 }
 
@@ -365,6 +383,7 @@ impl Scheduler {
         commands: Receiver<Command>,
         stats: Arc<EngineStats>,
         limits: SchedulerLimits,
+        device: Option<DeviceSampling>,
     ) -> Self {
         let eos = decoder.config().eos_token_ids.clone();
         Self {
@@ -382,6 +401,8 @@ impl Scheduler {
             cache: limits.prefix_cache.then(PrefixCache::new),
             finished: Vec::new(),
             poisoned_row: Vec::new(),
+            device,
+            host_row: Vec::new(),
             disconnected: false,
         }
     }
@@ -928,12 +949,109 @@ impl Scheduler {
                 tokens: t,
             })
             .collect();
-        self.decoder.step(
-            &mut self.arena,
-            SlotId(range.start),
-            &rows,
-            LogitsWanted::Last,
-        )
+        let Some(device) = &self.device else {
+            return self.decoder.step(
+                &mut self.arena,
+                SlotId(range.start),
+                &rows,
+                LogitsWanted::Last,
+            );
+        };
+        // Row k of the step lands in row range.start + k of the device buffer, which has
+        // one row per slot.
+        let ptr = device
+            .row_ptr(range.start)
+            .map_err(|e| EngineError::Internal(format!("device logits: {e}")))?;
+        if range.end > self.arena.slots() {
+            return Err(EngineError::Internal(format!(
+                "decode rows {range:?} exceed the {} slots",
+                self.arena.slots()
+            )));
+        }
+        // SAFETY: the buffer has one row of `vocab` float32s per KV slot on the arena's GPU
+        // and `range` lies within the slots (checked), so rows range.start.. hold the step's
+        // rows; only this thread uses the buffer, and not during the step.
+        unsafe {
+            self.decoder
+                .step_to_device(&mut self.arena, SlotId(range.start), &rows, ptr)
+        }?;
+        Ok(Vec::new())
+    }
+
+    /// Samples on the GPU, in one launch, every row the kernel handles (`Some` at its
+    /// index); the other rows (`None`) take the CPU sampler. Empty without device logits.
+    fn sample_on_device(
+        &self,
+        logits: &StepLogits,
+        uniforms: &[f32],
+    ) -> Vec<Option<Result<Sampled, LogitsError>>> {
+        let Some(device) = &self.device else {
+            return Vec::new();
+        };
+        let none = || (0..uniforms.len()).map(|_| None).collect();
+        let plan: Vec<Option<RowSampling>> = self
+            .decoding
+            .iter()
+            .zip(uniforms)
+            .enumerate()
+            .map(|(i, (seq, &u))| {
+                let eligible =
+                    logits.status(i).is_ok() && !seq.poisons_logits() && !seq.group.cancelled();
+                eligible
+                    .then(|| RowSampling::for_row(&seq.group.params, u, &seq.tokens))
+                    .flatten()
+            })
+            .collect();
+        if plan.iter().all(Option::is_none) {
+            return none();
+        }
+        let rows: Vec<RowSampling> = plan.iter().map(|p| p.unwrap_or(SKIPPED_ROW)).collect();
+        match device.sample(&rows) {
+            Ok(results) => results
+                .into_iter()
+                .zip(&plan)
+                .map(|(r, p)| p.map(|_| r))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the sampling kernel failed; sampling this step on the CPU");
+                none()
+            }
+        }
+    }
+
+    /// Takes the kernel's result for decoding sequence `i`.
+    fn accept_kernel_result(&mut self, i: usize, result: Result<Sampled, LogitsError>) -> Outcome {
+        let seq = &self.decoding[i];
+        if seq.group.cancelled() {
+            return Outcome::Dropped;
+        }
+        match result {
+            Ok(sampled) => self.accept_sampled(i, sampled),
+            Err(e) => {
+                seq.group.fail(EngineError::Logits(e));
+                Outcome::Dropped
+            }
+        }
+    }
+
+    /// Copies decoding sequence `i`'s device logits to the host and samples them there.
+    fn sample_device_row_on_cpu(&mut self, i: usize, u: f32) -> Outcome {
+        let mut row = std::mem::take(&mut self.host_row);
+        let copied = match &self.device {
+            Some(device) => device.row_to_host(i, &mut row).map_err(|e| e.to_string()),
+            None => Err("no device logits".to_string()),
+        };
+        let outcome = match copied {
+            Ok(()) => self.sample_row(i, &row, u),
+            Err(message) => {
+                self.decoding[i].group.fail(EngineError::Internal(format!(
+                    "copying a logits row from the GPU: {message}"
+                )));
+                Outcome::Dropped
+            }
+        };
+        self.host_row = row;
+        outcome
     }
 
     /// Logits of every decoding row: the batch step, retried once; then each row alone, so
@@ -967,15 +1085,30 @@ impl Scheduler {
         // Sampling on this thread: a parallel split measured no faster on 2 cores, where
         // ONNX Runtime's spinning workers compete for the same cores between runs.
         let sampling_started = Instant::now();
+        // Every row draws its uniform, used or not, so its stream never depends on what
+        // else happened in the step.
+        let uniforms: Vec<f32> = self
+            .decoding
+            .iter_mut()
+            .map(|s| s.rng.next_uniform())
+            .collect();
+        let on_device = self.device.is_some();
+        let mut kernel = self.sample_on_device(&logits, &uniforms);
         let mut ended = Vec::new();
-        for i in 0..b {
-            // Every row draws its uniform, used or not, so its stream never depends on
-            // what else happened in the step.
-            let u = self.decoding[i].rng.next_uniform();
-            let outcome = match logits.row(i, v) {
+        for (i, &u) in uniforms.iter().enumerate() {
+            let row = if on_device {
+                logits.status(i).map(|()| &[][..])
+            } else {
+                logits.row(i, v)
+            };
+            let outcome = match row {
                 Ok(row) => {
                     self.decoding[i].len += 1;
-                    self.sample_row(i, row, u)
+                    match kernel.get_mut(i).and_then(Option::take) {
+                        Some(result) => self.accept_kernel_result(i, result),
+                        None if on_device => self.sample_device_row_on_cpu(i, u),
+                        None => self.sample_row(i, row, u),
+                    }
                 }
                 Err(message) => {
                     self.decoding[i].group.fail(EngineError::Internal(format!(
