@@ -5,7 +5,8 @@
 //! their ratio, and the share of decode-step time spent outside ONNX Runtime's `run`.
 //! `tpo bench score`: see `bench_score`. `tpo bench search`: see `bench_search`.
 //! `tpo bench quality`: see `bench_quality`. `tpo bench serve`: see `bench_serve`.
-//! `tpo bench peers` / `tpo bench --peers`: see `bench_peers`.
+//! `tpo bench peers` / `tpo bench --peers`: see `bench_peers`. `tpo bench kernels`: see
+//! `bench_kernels`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -66,6 +67,11 @@ enum BenchKind {
     ///
     /// Example: tpo bench peers --rounds 5 --out docs/peers
     Peers(Box<super::bench_peers::PeersArgs>),
+    /// The CUDA kernels (top-p sampling, reward pooling) against the GPU's device-to-device
+    /// copy bandwidth, side by side in one run. Needs a GPU.
+    ///
+    /// Example: tpo bench kernels --batch 64 --vocab 49152,128256 --json kernels.json
+    Kernels(super::bench_kernels::KernelBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,7 +114,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
             return super::bench_peers::run(super::bench_peers::default_args()?);
         }
         return Err(EngineError::InvalidConfig(
-            "tpo bench needs a subcommand (engine, score, search, quality, serve, peers) or --peers; see tpo bench --help".into(),
+            "tpo bench needs a subcommand (engine, score, search, quality, serve, peers, kernels) or --peers; see tpo bench --help".into(),
         )
         .into());
     };
@@ -119,6 +125,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         BenchKind::Search(a) => super::bench_search::run(*a),
         BenchKind::Quality(a) => super::bench_quality::run(a),
         BenchKind::Serve(a) => bench_serve::run(*a),
+        BenchKind::Kernels(a) => super::bench_kernels::run(a),
     }
 }
 

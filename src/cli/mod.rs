@@ -2,6 +2,7 @@
 //! Nothing below `cli` knows about flags.
 
 mod bench;
+mod bench_kernels;
 mod bench_peers;
 mod bench_quality;
 mod bench_score;

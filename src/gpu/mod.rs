@@ -6,7 +6,8 @@
 //! `nvrtc` (finding and loading the NVRTC library, which needs no GPU), `device` (the CUDA
 //! driver: is one there, and a context on it), `buffer` (raw device memory we hand to ONNX
 //! Runtime), `sampler` and `pool` (launching the kernels),
-//! `path` (which implementation runs, and why).
+//! `path` (which implementation runs, and why), `throughput` (the kernels against the
+//! GPU's copy bandwidth, for `tpo bench kernels`).
 //!
 //! Everything is loaded at run time through `cudarc`'s dynamic loading, so the crate builds
 //! and its CPU paths run on machines without CUDA. `cudarc` panics when a library it needs is
@@ -21,6 +22,7 @@ mod nvrtc;
 mod path;
 mod pool;
 mod sampler;
+pub mod throughput;
 
 pub use buffer::DeviceBuffer;
 pub use device::{driver_status, GpuDevice};

@@ -2,13 +2,37 @@
 //! Same inputs and outputs as the CPU reference in `reward::pool` (host buffers in, host
 //! results out here; the parity harness compares the two).
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::{GpuDevice, GpuError, REWARD_POOL};
 use crate::reward::pool::Hidden;
 
 /// Threads per block: must equal `POOL_THREADS` in `kernels/reward_pool.cu`.
 const THREADS: u32 = 256;
+
+/// `pool_last_token_head`'s inputs and outputs on the device.
+struct LastTokenInputs {
+    rows: usize,
+    seq: i32,
+    dim: i32,
+    labels: i32,
+    hidden: CudaSlice<f32>,
+    mask: CudaSlice<i64>,
+    weight: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+    out: CudaSlice<f32>,
+    status: CudaSlice<i32>,
+}
+
+/// `pool_masked_mean`'s inputs and output on the device.
+struct MaskedMeanInputs {
+    rows: usize,
+    seq: i32,
+    dim: i32,
+    hidden: CudaSlice<f32>,
+    mask: CudaSlice<i64>,
+    out: CudaSlice<f32>,
+}
 
 /// The pooling kernels, loaded on one device.
 pub struct GpuPool<'d> {
@@ -72,39 +96,16 @@ impl<'d> GpuPool<'d> {
         bias: &[f32],
         labels: usize,
     ) -> Result<Vec<Option<Vec<f32>>>, GpuError> {
-        check_head(weight, bias, labels, hidden.hidden)?;
-        let mask = Self::flat_masks(hidden, masks)?;
         if hidden.batch == 0 {
+            check_head(weight, bias, labels, hidden.hidden)?;
+            Self::flat_masks(hidden, masks)?;
             return Ok(Vec::new());
         }
+        let mut x = self.upload_last_token(hidden, masks, weight, bias, labels)?;
+        self.launch_last_token(&mut x)?;
         let s = self.device.stream();
-        let h = s.clone_htod(hidden.data)?;
-        let m = s.clone_htod(&mask)?;
-        let w = s.clone_htod(weight)?;
-        let bi = s.clone_htod(bias)?;
-        let mut out = s.alloc_zeros::<f32>(hidden.batch * labels)?;
-        let mut status = s.alloc_zeros::<i32>(hidden.batch)?;
-        let (seq, dim, lab) = (
-            int("seq", hidden.seq)?,
-            int("hidden", hidden.hidden)?,
-            int("labels", labels)?,
-        );
-        let mut launch = s.launch_builder(&self.last_token_head);
-        launch
-            .arg(&h)
-            .arg(&m)
-            .arg(&seq)
-            .arg(&dim)
-            .arg(&w)
-            .arg(&bi)
-            .arg(&lab)
-            .arg(&mut out)
-            .arg(&mut status);
-        // SAFETY: arguments match `pool_last_token_head` in kernels/reward_pool.cu; every
-        // buffer has the size the kernel indexes (checked above); block size = POOL_THREADS.
-        unsafe { launch.launch(grid(hidden.batch)?) }?;
-        let out = s.clone_dtoh(&out)?;
-        let status = s.clone_dtoh(&status)?;
+        let out = s.clone_dtoh(&x.out)?;
+        let status = s.clone_dtoh(&x.status)?;
         Ok(out
             .chunks(labels)
             .zip(status)
@@ -119,24 +120,121 @@ impl<'d> GpuPool<'d> {
         hidden: &Hidden<'_>,
         masks: &[&[i64]],
     ) -> Result<Vec<Vec<f32>>, GpuError> {
-        let mask = Self::flat_masks(hidden, masks)?;
         if hidden.batch == 0 {
+            Self::flat_masks(hidden, masks)?;
             return Ok(Vec::new());
         }
-        let s = self.device.stream();
-        let h = s.clone_htod(hidden.data)?;
-        let m = s.clone_htod(&mask)?;
-        let mut out = s.alloc_zeros::<f32>(hidden.batch * hidden.hidden)?;
-        let (seq, dim) = (int("seq", hidden.seq)?, int("hidden", hidden.hidden)?);
-        let mut launch = s.launch_builder(&self.masked_mean);
-        launch.arg(&h).arg(&m).arg(&seq).arg(&dim).arg(&mut out);
-        // SAFETY: arguments match `pool_masked_mean`; sizes checked above.
-        unsafe { launch.launch(grid(hidden.batch)?) }?;
-        let out = s.clone_dtoh(&out)?;
+        let mut x = self.upload_masked_mean(hidden, masks)?;
+        self.launch_masked_mean(&mut x)?;
+        let out = self.device.stream().clone_dtoh(&x.out)?;
         Ok(out
             .chunks(hidden.hidden.max(1))
             .map(<[f32]>::to_vec)
             .collect())
+    }
+
+    /// Wall time of `launches` back-to-back `pool_last_token_head` launches over inputs
+    /// uploaded once (nothing read back): the kernel's own cost for `tpo bench kernels`.
+    pub fn time_last_token_head(
+        &self,
+        hidden: &Hidden<'_>,
+        masks: &[&[i64]],
+        weight: &[f32],
+        bias: &[f32],
+        labels: usize,
+        launches: usize,
+    ) -> Result<std::time::Duration, GpuError> {
+        let mut x = self.upload_last_token(hidden, masks, weight, bias, labels)?;
+        super::throughput::time_repeated(self.device.stream(), launches, || {
+            self.launch_last_token(&mut x)
+        })
+    }
+
+    /// As [`Self::time_last_token_head`], for `pool_masked_mean`.
+    pub fn time_masked_mean(
+        &self,
+        hidden: &Hidden<'_>,
+        masks: &[&[i64]],
+        launches: usize,
+    ) -> Result<std::time::Duration, GpuError> {
+        let mut x = self.upload_masked_mean(hidden, masks)?;
+        super::throughput::time_repeated(self.device.stream(), launches, || {
+            self.launch_masked_mean(&mut x)
+        })
+    }
+
+    fn upload_last_token(
+        &self,
+        hidden: &Hidden<'_>,
+        masks: &[&[i64]],
+        weight: &[f32],
+        bias: &[f32],
+        labels: usize,
+    ) -> Result<LastTokenInputs, GpuError> {
+        check_head(weight, bias, labels, hidden.hidden)?;
+        let mask = Self::flat_masks(hidden, masks)?;
+        let s = self.device.stream();
+        Ok(LastTokenInputs {
+            rows: hidden.batch,
+            seq: int("seq", hidden.seq)?,
+            dim: int("hidden", hidden.hidden)?,
+            labels: int("labels", labels)?,
+            hidden: s.clone_htod(hidden.data)?,
+            mask: s.clone_htod(&mask)?,
+            weight: s.clone_htod(weight)?,
+            bias: s.clone_htod(bias)?,
+            out: s.alloc_zeros::<f32>(hidden.batch * labels)?,
+            status: s.alloc_zeros::<i32>(hidden.batch)?,
+        })
+    }
+
+    fn launch_last_token(&self, x: &mut LastTokenInputs) -> Result<(), GpuError> {
+        let mut launch = self.device.stream().launch_builder(&self.last_token_head);
+        launch
+            .arg(&x.hidden)
+            .arg(&x.mask)
+            .arg(&x.seq)
+            .arg(&x.dim)
+            .arg(&x.weight)
+            .arg(&x.bias)
+            .arg(&x.labels)
+            .arg(&mut x.out)
+            .arg(&mut x.status);
+        // SAFETY: arguments match `pool_last_token_head` in kernels/reward_pool.cu; every
+        // buffer has the size the kernel indexes (checked in `upload_last_token`); block
+        // size = POOL_THREADS.
+        unsafe { launch.launch(grid(x.rows)?) }?;
+        Ok(())
+    }
+
+    fn upload_masked_mean(
+        &self,
+        hidden: &Hidden<'_>,
+        masks: &[&[i64]],
+    ) -> Result<MaskedMeanInputs, GpuError> {
+        let mask = Self::flat_masks(hidden, masks)?;
+        let s = self.device.stream();
+        Ok(MaskedMeanInputs {
+            rows: hidden.batch,
+            seq: int("seq", hidden.seq)?,
+            dim: int("hidden", hidden.hidden)?,
+            hidden: s.clone_htod(hidden.data)?,
+            mask: s.clone_htod(&mask)?,
+            out: s.alloc_zeros::<f32>(hidden.batch * hidden.hidden)?,
+        })
+    }
+
+    fn launch_masked_mean(&self, x: &mut MaskedMeanInputs) -> Result<(), GpuError> {
+        let mut launch = self.device.stream().launch_builder(&self.masked_mean);
+        launch
+            .arg(&x.hidden)
+            .arg(&x.mask)
+            .arg(&x.seq)
+            .arg(&x.dim)
+            .arg(&mut x.out);
+        // SAFETY: arguments match `pool_masked_mean`; sizes checked in `upload_masked_mean`.
+        unsafe { launch.launch(grid(x.rows)?) }?;
+        Ok(())
     }
 
     /// `weight · x + bias` for each row `x` of `pooled` (`[rows, dim]`): `[rows][labels]`.

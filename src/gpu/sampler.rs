@@ -73,6 +73,7 @@ pub struct GpuSampler {
 
 /// Per-row inputs and outputs on the device for one launch.
 struct RowBuffers {
+    rows: usize,
     temperature: CudaSlice<f32>,
     top_p: CudaSlice<f32>,
     min_p: CudaSlice<f32>,
@@ -129,14 +130,47 @@ impl GpuSampler {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let vocab_i32 = i32::try_from(vocab)
-            .map_err(|_| GpuError::Input(format!("vocabulary of {vocab} exceeds i32")))?;
-        let batch = u32::try_from(rows.len())
-            .map_err(|_| GpuError::Input(format!("{} rows exceed a grid", rows.len())))?;
+        let mut buffers = self.upload(rows)?;
+        // SAFETY: the caller's guarantee on `logits`, passed on.
+        unsafe { self.launch(logits, vocab, &mut buffers) }?;
+        let stream = &self.stream;
+        let tokens = stream.clone_dtoh(&buffers.token)?;
+        let logprobs = stream.clone_dtoh(&buffers.logprob)?;
+        let statuses = stream.clone_dtoh(&buffers.status)?;
+        Ok(statuses
+            .iter()
+            .zip(tokens.iter().zip(&logprobs))
+            .map(|(&s, (&t, &l))| row_result(s, t, l))
+            .collect())
+    }
+
+    /// Wall time of `launches` back-to-back launches over the same device logits (row
+    /// parameters uploaded once, nothing read back), synchronized at the end: the kernel's
+    /// own cost for `tpo bench kernels`.
+    ///
+    /// # Safety
+    /// As for [`Self::sample_device`].
+    pub unsafe fn time_launches(
+        &self,
+        logits: u64,
+        vocab: usize,
+        rows: &[RowSampling],
+        launches: usize,
+    ) -> Result<std::time::Duration, GpuError> {
+        let mut buffers = self.upload(rows)?;
+        super::throughput::time_repeated(&self.stream, launches, || {
+            // SAFETY: the caller's guarantee on `logits`, passed on.
+            unsafe { self.launch(logits, vocab, &mut buffers) }
+        })
+    }
+
+    /// The per-row parameters on the device, and room for the per-row results.
+    fn upload(&self, rows: &[RowSampling]) -> Result<RowBuffers, GpuError> {
         let stream = &self.stream;
         let column = |f: fn(&RowSampling) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
         let top_k: Vec<i32> = rows.iter().map(|r| r.top_k).collect();
-        let mut buffers = RowBuffers {
+        Ok(RowBuffers {
+            rows: rows.len(),
             temperature: stream.clone_htod(&column(|r| r.temperature))?,
             top_p: stream.clone_htod(&column(|r| r.top_p))?,
             min_p: stream.clone_htod(&column(|r| r.min_p))?,
@@ -145,14 +179,26 @@ impl GpuSampler {
             token: stream.alloc_zeros::<i32>(rows.len())?,
             logprob: stream.alloc_zeros::<f32>(rows.len())?,
             status: stream.alloc_zeros::<i32>(rows.len())?,
-        };
+        })
+    }
+
+    /// One launch of `sample_rows` over `b.rows` rows of device logits (queued, not waited
+    /// for).
+    ///
+    /// # Safety
+    /// `logits` must point to at least `b.rows * vocab` floats of this context's memory that
+    /// nothing writes while the launch runs.
+    unsafe fn launch(&self, logits: u64, vocab: usize, b: &mut RowBuffers) -> Result<(), GpuError> {
+        let vocab_i32 = i32::try_from(vocab)
+            .map_err(|_| GpuError::Input(format!("vocabulary of {vocab} exceeds i32")))?;
+        let batch = u32::try_from(b.rows)
+            .map_err(|_| GpuError::Input(format!("{} rows exceed a grid", b.rows)))?;
         let config = LaunchConfig {
             grid_dim: (batch, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let b = &mut buffers;
-        let mut launch = stream.launch_builder(&self.function);
+        let mut launch = self.stream.launch_builder(&self.function);
         launch
             .arg(&logits)
             .arg(&vocab_i32)
@@ -169,14 +215,7 @@ impl GpuSampler {
         // output arrays of `batch` elements); the caller guarantees the logits pointer; the
         // block size equals the kernel's THREADS, which its shared reductions assume.
         unsafe { launch.launch(config) }?;
-        let tokens = stream.clone_dtoh(&b.token)?;
-        let logprobs = stream.clone_dtoh(&b.logprob)?;
-        let statuses = stream.clone_dtoh(&b.status)?;
-        Ok(statuses
-            .iter()
-            .zip(tokens.iter().zip(&logprobs))
-            .map(|(&s, (&t, &l))| row_result(s, t, l))
-            .collect())
+        Ok(())
     }
 }
 
