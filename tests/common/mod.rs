@@ -6,8 +6,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+/// The repo root: `TPO_HOME` when set (a test binary run on another machine, as
+/// `scripts/gpu/run-all.sh` does), else the source tree it was built from.
 pub fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    match std::env::var("TPO_HOME") {
+        Ok(home) if !home.is_empty() => PathBuf::from(home),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
 }
 
 /// Loads ONNX Runtime from the project's venv (once; what the CLI does at start).
