@@ -10,7 +10,7 @@ MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
 
-.PHONY: f16-model gpu-setup kernels-setup setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
 setup: venv model reward-models data build
 
@@ -90,7 +90,7 @@ $(VENV)/.nvrtc-installed: $(VENV)/.installed kernels/requirements.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r kernels/requirements.txt
 	touch $@
 
-test: setup f16-model $(VENV)/.server-tests-installed $(VENV)/.nvrtc-installed deploy-check $(UI_TESTS)/node_modules/.installed
+test: setup f16-model f16-reward-models $(VENV)/.server-tests-installed $(VENV)/.nvrtc-installed deploy-check $(UI_TESTS)/node_modules/.installed
 	$(CARGO) test --release --locked
 	$(VPY) -m pytest -q $(SERVER_TESTS)
 	SCREENSHOTS=target/ui-screenshots node $(UI_TESTS)/viewer.test.mjs
@@ -137,6 +137,12 @@ F16_MODEL := models/smollm2-135m-instruct-f16
 f16-model: model
 	$(VPY) models/export_smollm2.py --weights f16 --out $(F16_MODEL)
 	@test -f $(F16_MODEL)/.parity-passed || { $(VPY) models/parity.py $(MODEL) $(F16_MODEL) --json $(F16_MODEL)/parity.json > /dev/null && touch $(F16_MODEL)/.parity-passed && echo "$(F16_MODEL): parity with float32 passed ($(F16_MODEL)/parity.json)"; }
+
+# The float16 reward models (the GPU layout; docs/gpu.md). Each export validates itself
+# against numpy; tests/reward_models.rs checks them against the float32 folders.
+f16-reward-models: reward-models
+	$(VPY) models/export_judge.py --weights f16
+	$(VPY) models/export_minilm.py --weights f16
 
 # Ours against llama.cpp and onnxruntime-genai side by side (docs/performance.md).
 bench-peers: bench-setup

@@ -381,3 +381,107 @@ fn dpo_and_mrpo_equal_an_independent_numpy_implementation() {
         close(m.rejected.unwrap(), &expected["mrpo"][1], "mrpo rejected");
     }
 }
+
+/// The first `n` AlpacaEval pairs as (prompt, chosen, rejected, reference).
+fn alpaca_pairs(n: usize) -> Vec<[String; 4]> {
+    let path = common::project_root().join("data/alpaca_eval/pairs.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make setup`)", path.display()));
+    text.lines()
+        .take(n)
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            ["prompt", "chosen", "rejected", "reference"].map(|k| row[k].as_str().unwrap().into())
+        })
+        .collect()
+}
+
+/// A float16 folder next to its float32 one (`make f16-reward-models`, which `make test` runs).
+fn f16_dir(f32_dir: &Path) -> PathBuf {
+    let name = format!("{}-f16", f32_dir.file_name().unwrap().to_string_lossy());
+    let dir = f32_dir.with_file_name(name);
+    assert!(
+        dir.join("reward_config.json").is_file(),
+        "{} is missing: run `make f16-reward-models` (or `make test`)",
+        dir.display()
+    );
+    dir
+}
+
+/// The float16 judge (the GPU layout) against the float32 one through the same Rust reward
+/// service, on real preference pairs: scores within a stated tolerance, and the same
+/// preference on every pair whose float32 margin is larger than that tolerance.
+#[test]
+fn float16_judge_tracks_the_float32_judge_on_real_preference_pairs() {
+    const SCORE_TOLERANCE: f32 = 0.05;
+    let pairs = alpaca_pairs(4);
+    let rows: Vec<RewardInput<'_>> = pairs
+        .iter()
+        .flat_map(|[prompt, chosen, rejected, _]| {
+            [chosen, rejected].map(|response| RewardInput {
+                prompt,
+                response,
+                reference: None,
+            })
+        })
+        .collect();
+    let dir = judge_dir();
+    let full = ok(reward::load_dir(&dir, None, RewardOptions::default())
+        .unwrap()
+        .score(&rows)
+        .unwrap());
+    let half = ok(
+        reward::load_dir(&f16_dir(&dir), None, RewardOptions::default())
+            .unwrap()
+            .score(&rows)
+            .unwrap(),
+    );
+    let diff = common::max_abs_diff(&full, &half);
+    eprintln!(
+        "judge float16 vs float32 on {} rows: max |diff| = {diff:.2e}",
+        rows.len()
+    );
+    assert!(diff < SCORE_TOLERANCE, "float32 {full:?}\nfloat16 {half:?}");
+    for (pair, (f, h)) in full.chunks(2).zip(half.chunks(2)).enumerate() {
+        let (margin_full, margin_half) = (f[0] - f[1], h[0] - h[1]);
+        if margin_full.abs() > 2.0 * SCORE_TOLERANCE {
+            assert_eq!(
+                margin_full > 0.0,
+                margin_half > 0.0,
+                "pair {pair}: float32 margin {margin_full}, float16 margin {margin_half}"
+            );
+        }
+    }
+}
+
+/// The float16 MiniLM against the float32 one: cosine and BERTScore of real answers to their
+/// reference answers.
+#[test]
+fn float16_minilm_tracks_the_float32_encoder_on_real_answers() {
+    const TOLERANCE: f32 = 2e-3;
+    let pairs = alpaca_pairs(12);
+    let rows: Vec<RewardInput<'_>> = pairs
+        .iter()
+        .flat_map(|[prompt, chosen, rejected, reference]| {
+            [chosen, rejected].map(|response| RewardInput {
+                prompt,
+                response,
+                reference: Some(reference),
+            })
+        })
+        .collect();
+    let dir = encoder_dir();
+    for metric in [SimilarityMetric::Cosine, SimilarityMetric::Bertscore] {
+        let full = ok(similarity(&dir, metric).score(&rows).unwrap());
+        let half = ok(similarity(&f16_dir(&dir), metric).score(&rows).unwrap());
+        let diff = common::max_abs_diff(&full, &half);
+        eprintln!(
+            "MiniLM {metric:?} float16 vs float32 on {} rows: max |diff| = {diff:.2e}",
+            rows.len()
+        );
+        assert!(
+            diff < TOLERANCE,
+            "{metric:?}: float32 {full:?}\nfloat16 {half:?}"
+        );
+    }
+}

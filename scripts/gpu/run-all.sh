@@ -10,11 +10,11 @@
 #
 #   kernels  needs part 00 only: nvidia-smi, every kernel parity case (none may be ignored),
 #            `tpo bench kernels` (top-p and pooling against device-to-device copy bandwidth).
-#   engine   needs every part: exports the float32 and float16 policy and the judge from the
+#   engine   needs every part: exports the float32 and float16 policy and judge from the
 #            GGUF with the machine's Python, runs tests/gpu_engine.rs, `tpo bench engine` on
 #            CUDA with device KV (decode tokens/s at 1/32/128 and the share of step time
 #            outside ONNX Runtime), `tpo bench search` (TPO depth 2, width 5 at 32 and 128
-#            concurrent), and records what `--device tensorrt` says.
+#            concurrent; 128 again float16 end to end), and records what `--device tensorrt` says.
 #
 # Everything lands in $OUT (the folder the device tool returns): one .txt per step, JSON
 # where the command writes it, and summary.txt with each step's exit status.
@@ -116,6 +116,7 @@ EOF
   step export-f32 600 "$py" models/export_smollm2.py --gguf "$gguf" || die "float32 export failed"
   step export-f16 600 "$py" models/export_smollm2.py --gguf "$gguf" --weights f16
   step export-judge 600 "$py" models/export_judge.py --gguf "$gguf"
+  step export-judge-f16 600 "$py" models/export_judge.py --gguf "$gguf" --weights f16
 
   step doctor-cuda 60 tpo doctor --device cuda
   step gpu_engine 300 gpu_engine --include-ignored
@@ -128,6 +129,11 @@ EOF
       --sequential-searches 4 --strategy tpo --depth 2 --width 5 --max-new-tokens 64 \
       --reward-model judge --input scripts/gpu/prompts.jsonl --json "$OUT/bench-search-$n.json"
   done
+  # float16 end to end: the float16 policy and the float16 judge
+  step bench-search-128-f16 600 tpo bench search --device cuda --kv-slots 128 --searches 128 \
+    --model models/smollm2-135m-instruct-f16 --sequential-searches 4 --strategy tpo --depth 2 \
+    --width 5 --max-new-tokens 64 --reward-model models/smollm2-judge-f16 \
+    --input scripts/gpu/prompts.jsonl --json "$OUT/bench-search-128-f16.json"
   # No TensorRT on the lent machines: record the error `--device tensorrt` gives.
   step tensorrt 120 tpo generate --device tensorrt --max-new-tokens 8 "What is 2+2?"
 }
