@@ -9,6 +9,11 @@
 //! Seeded top-p rows may split where a uniform falls within float rounding of a nucleus
 //! boundary (see `tests/gpu_parity.rs`), so at least 3 of 4 must be identical.
 //!
+//! The judge on the same GPU pooled by `reward_pool.cu` over hidden states left in device
+//! memory, against the judge with its hidden states brought to the host for the CPU pooling:
+//! rewards within 1e-4 + 1e-5·|r| (the same hidden states; only the summation order of the
+//! head's dot product differs).
+//!
 //! Runs where a CUDA driver is present and ONNX Runtime's CUDA EP loads (`make gpu-setup`);
 //! elsewhere each case is reported as ignored with the reason, never as passed.
 
@@ -20,6 +25,8 @@ use tpo_engine::engine::{
     Engine, EngineOptions, GenerateRequest, SampleOutput, SamplingOptions, SamplingParams,
 };
 use tpo_engine::model::ModelDir;
+use tpo_engine::reward::classifier::ClassifierRm;
+use tpo_engine::reward::{RewardConfig, RewardInput, RewardModel, DEFAULT_BATCH_TOKENS};
 use tpo_engine::runtime::{self, Device, SessionOptions};
 
 const QUESTIONS: [&str; 4] = [
@@ -172,6 +179,62 @@ fn engine_case(dir: &'static str) -> Result<(), Failed> {
     Ok(())
 }
 
+const ANSWERS: [&str; 4] = [
+    "4",
+    "Hold papers together, reset a device through its pinhole, and clean a groove.",
+    "Rivers carry dissolved minerals from rocks into the sea, and evaporation leaves the salt behind.",
+    "Red leaves drift down / the maple lets go slowly / cold wind keeps the count",
+];
+
+fn reward_case(dir: &'static str) -> Result<(), Failed> {
+    let dir = common::project_root().join("models").join(dir);
+    let config = RewardConfig::load(&dir).map_err(|e| e.to_string())?;
+    let load = |on_device: bool| {
+        ClassifierRm::load(
+            &dir,
+            &config,
+            SessionOptions {
+                device: Device::Cuda(0),
+                threads: 0,
+            },
+            DEFAULT_BATCH_TOKENS,
+            on_device,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let device = load(true)?;
+    if !device.pools_on_device() {
+        return Err("the CUDA judge did not pool on the device (see its warning)".into());
+    }
+    let host = load(false)?;
+    if host.pools_on_device() {
+        return Err("pool_on_device: false still pooled on the device".into());
+    }
+    let inputs: Vec<RewardInput<'_>> = QUESTIONS
+        .iter()
+        .zip(ANSWERS)
+        .map(|(prompt, response)| RewardInput {
+            prompt,
+            response,
+            reference: None,
+        })
+        .collect();
+    let score = |rm: &ClassifierRm| -> Result<Vec<f32>, String> {
+        rm.score(&inputs)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    };
+    let (got, want) = (score(&device)?, score(&host)?);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        if (g - w).abs() > 1e-4 + 1e-5 * w.abs() {
+            return Err(format!("row {i}: device-pooled {g} vs host-pooled {w}").into());
+        }
+    }
+    Ok(())
+}
+
 /// Why the cases cannot run here, if they cannot.
 fn not_runnable() -> Option<String> {
     if let Err(e) = tpo_engine::gpu::driver_status() {
@@ -196,7 +259,7 @@ fn not_runnable() -> Option<String> {
 fn main() {
     let args = Arguments::from_args();
     let reason = not_runnable();
-    let trials: Vec<Trial> = ["smollm2-135m-instruct", "smollm2-135m-instruct-f16"]
+    let mut trials: Vec<Trial> = ["smollm2-135m-instruct", "smollm2-135m-instruct-f16"]
         .into_iter()
         .map(|dir| {
             Trial::test(format!("device_logits_vs_host::{dir}"), move || {
@@ -205,6 +268,16 @@ fn main() {
             .with_ignored_flag(reason.is_some())
         })
         .collect();
+    trials.extend(
+        ["smollm2-judge", "smollm2-judge-f16"]
+            .into_iter()
+            .map(|dir| {
+                Trial::test(format!("device_pooling_vs_host::{dir}"), move || {
+                    reward_case(dir)
+                })
+                .with_ignored_flag(reason.is_some())
+            }),
+    );
     if let Some(reason) = &reason {
         eprintln!(
             "gpu engine: {} cases NOT RUN ({reason}); they are listed as ignored",

@@ -450,22 +450,48 @@ fn pool_case(what: &'static str, dim: usize, labels: usize) -> Result<(), Failed
         }
         Ok(())
     };
+    let check_last_token = |got: &[Option<Vec<f32>>]| -> Result<(), Failed> {
+        for (r, (g, want)) in got
+            .iter()
+            .zip(cpu_pool::last_token(&hidden, &masks))
+            .enumerate()
+        {
+            match (g, want) {
+                (None, None) => {}
+                (Some(g), Some(x)) => check(r, g, &head(x))?,
+                _ => return Err(format!("row {r}: empty-row handling differs").into()),
+            }
+        }
+        Ok(())
+    };
     match what {
         "last_token_head" => {
             let got = pool
                 .last_token_head(&hidden, &masks, &weight, &bias, labels)
                 .map_err(|e| e.to_string())?;
-            for (r, (g, want)) in got
-                .iter()
-                .zip(cpu_pool::last_token(&hidden, &masks))
-                .enumerate()
-            {
-                match (g, want) {
-                    (None, None) => {}
-                    (Some(g), Some(x)) => check(r, g, &head(x))?,
-                    _ => return Err(format!("row {r}: empty-row handling differs").into()),
-                }
-            }
+            check_last_token(&got)?;
+        }
+        "last_token_head_device" => {
+            // The hidden states already in device memory, as a reward graph's output bound
+            // there leaves them (what the reward service's device pooling reads).
+            let buffer = tpo_engine::gpu::DeviceBuffer::zeroed(
+                device.context(),
+                std::mem::size_of_val(&inputs.hidden[..]),
+            )
+            .map_err(|e| e.to_string())?;
+            // SAFETY: the buffer holds exactly `inputs.hidden.len()` float32s (allocated above
+            // in the current context) and nothing else uses it; the copy is synchronous.
+            unsafe { cudarc::driver::result::memcpy_htod_sync(buffer.ptr(), &inputs.hidden[..]) }
+                .map_err(|e| e.to_string())?;
+            let dhead = pool
+                .upload_head(&weight, &bias, labels, dim)
+                .map_err(|e| e.to_string())?;
+            // SAFETY: the buffer holds batch × seq × dim float32s, written synchronously above,
+            // and nothing writes it during the call.
+            let got =
+                unsafe { pool.last_token_head_device(buffer.ptr(), inputs.seq, &masks, &dhead) }
+                    .map_err(|e| e.to_string())?;
+            check_last_token(&got)?;
         }
         "masked_mean_head" => {
             let means = cpu_pool::masked_mean(&hidden, &masks);
@@ -610,6 +636,8 @@ fn main() {
     for (what, dim, labels) in [
         ("last_token_head", 576, 1),
         ("last_token_head", 384, 3),
+        ("last_token_head_device", 576, 1),
+        ("last_token_head_device", 384, 3),
         ("masked_mean_head", 384, 1),
         ("masked_mean_head", 576, 2),
         ("cosine", 384, 1),

@@ -14,7 +14,8 @@
 #            GGUF with the machine's Python, runs tests/gpu_engine.rs, `tpo bench engine` on
 #            CUDA with device KV (decode tokens/s at 1/32/128 and the share of step time
 #            outside ONNX Runtime), `tpo bench search` (TPO depth 2, width 5 at 32 and 128
-#            concurrent; 128 again float16 end to end), and records what `--device tensorrt` says.
+#            concurrent; 128 again with --sample-on-host, and float16 end to end), and records
+#            what `--device tensorrt` says.
 #
 # Everything lands in $OUT (the folder the device tool returns): one .txt per step, JSON
 # where the command writes it, and summary.txt with each step's exit status.
@@ -129,6 +130,10 @@ EOF
       --sequential-searches 4 --strategy tpo --depth 2 --width 5 --max-new-tokens 64 \
       --reward-model judge --input scripts/gpu/prompts.jsonl --json "$OUT/bench-search-$n.json"
   done
+  # the same 128 searches with decode logits and judge hidden states brought to the host
+  step bench-search-128-host 600 tpo bench search --device cuda --kv-slots 128 --searches 128 \
+    --sample-on-host --sequential-searches 4 --strategy tpo --depth 2 --width 5 --max-new-tokens 64 \
+    --reward-model judge --input scripts/gpu/prompts.jsonl --json "$OUT/bench-search-128-host.json"
   # float16 end to end: the float16 policy and the float16 judge
   step bench-search-128-f16 600 tpo bench search --device cuda --kv-slots 128 --searches 128 \
     --model models/smollm2-135m-instruct-f16 --sequential-searches 4 --strategy tpo --depth 2 \

@@ -134,6 +134,7 @@ pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
                 ..SessionOptions::default()
             },
             batch_tokens: args.rm_batch_tokens,
+            ..RewardOptions::default()
         },
     )?;
     let ours_out = work.join("ours.jsonl");

@@ -43,6 +43,16 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
         "host: the KV arena is on the GPU but logits come back for the CPU sampler"
     };
     println!("decode logits    {logits}");
+    let pooling = if args.model.device.gpu_ordinal().is_none() {
+        "host (CPU pooling)"
+    } else if !args.model.engine_options().sample_on_device {
+        "host: --sample-on-host brings reward hidden states back for the CPU"
+    } else if kernels.is_gpu() {
+        "on the GPU: hidden-states reward models write [B, T, H] to device memory and reward_pool.cu applies the head there"
+    } else {
+        "host: the kernels are unavailable, so reward hidden states come back for the CPU"
+    };
+    println!("reward pooling   {pooling}");
     let dir = args.model.model_dir();
     match ModelDir::open(&dir) {
         Ok(model) => {

@@ -102,8 +102,9 @@ pub struct ModelArgs {
     /// prompts that start with the same tokens); outputs are the same either way.
     #[arg(long)]
     no_prefix_cache: bool,
-    /// On a GPU device, bring decode logits to the host and sample them on the CPU instead
-    /// of with the top-p kernel on the device (the results are the same; for comparison).
+    /// On a GPU device, bring decode logits (and reward models' hidden states) to the host
+    /// and sample (pool) them on the CPU instead of with the top-p (reward-pooling) kernels
+    /// on the device (the results are the same; for comparison).
     #[arg(long)]
     sample_on_host: bool,
 }
@@ -171,6 +172,7 @@ impl ModelArgs {
             reward: tpo_engine::reward::RewardOptions {
                 session: self.decoder_options(),
                 batch_tokens: rm_batch_tokens,
+                pool_on_device: !self.sample_on_host,
             },
         })
     }

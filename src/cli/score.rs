@@ -125,6 +125,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
             RewardOptions {
                 session,
                 batch_tokens: args.rm_batch_tokens as usize,
+                ..RewardOptions::default()
             },
         )?)
     };

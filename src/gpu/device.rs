@@ -13,6 +13,8 @@ use super::GpuError;
 
 /// A context and stream on one GPU (the device's primary context, which ONNX Runtime's CUDA
 /// execution provider also uses, so device pointers from either are valid in the other).
+/// A clone shares the context and the stream.
+#[derive(Clone)]
 pub struct GpuDevice {
     ordinal: usize,
     name: String,

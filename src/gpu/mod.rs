@@ -29,7 +29,7 @@ pub use device::{driver_status, GpuDevice};
 pub use kernels::{compile_ptx, KernelSource, ALL_KERNELS, REWARD_POOL, TOP_P};
 pub use nvrtc::{load_nvrtc, nvrtc_status, NVRTC_SONAME};
 pub use path::KernelPath;
-pub use pool::GpuPool;
+pub use pool::{DeviceHead, GpuPool};
 pub use sampler::{GpuSampler, RowSampling};
 
 /// Errors of the GPU layer.

@@ -1,6 +1,8 @@
 //! Launching `kernels/reward_pool.cu`: last-token gather + head, masked mean, head, cosine.
 //! Same inputs and outputs as the CPU reference in `reward::pool` (host buffers in, host
-//! results out here; the parity harness compares the two).
+//! results out; the parity harness compares the two), and the last-token head over hidden
+//! states already on the device (a reward graph's output bound to device memory), where only
+//! the masks go up and `[B, labels]` comes back.
 
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -10,16 +12,35 @@ use crate::reward::pool::Hidden;
 /// Threads per block: must equal `POOL_THREADS` in `kernels/reward_pool.cu`.
 const THREADS: u32 = 256;
 
-/// `pool_last_token_head`'s inputs and outputs on the device.
+/// A classification head (`[labels, dim]` weights and `[labels]` biases) on the device.
+pub struct DeviceHead {
+    labels: usize,
+    dim: usize,
+    weight: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+}
+
+impl DeviceHead {
+    pub fn labels(&self) -> usize {
+        self.labels
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// `pool_last_token_head`'s per-batch inputs and outputs on the device (the head is a
+/// [`DeviceHead`]).
 struct LastTokenInputs {
     rows: usize,
     seq: i32,
     dim: i32,
-    labels: i32,
-    hidden: CudaSlice<f32>,
+    /// Device address of the hidden states `[rows, seq, dim]`.
+    hidden: u64,
+    /// The hidden states when they were uploaded from the host (keeps `hidden` valid).
+    _uploaded: Option<CudaSlice<f32>>,
     mask: CudaSlice<i64>,
-    weight: CudaSlice<f32>,
-    bias: CudaSlice<f32>,
     out: CudaSlice<f32>,
     status: CudaSlice<i32>,
 }
@@ -35,8 +56,8 @@ struct MaskedMeanInputs {
 }
 
 /// The pooling kernels, loaded on one device.
-pub struct GpuPool<'d> {
-    device: &'d GpuDevice,
+pub struct GpuPool {
+    device: GpuDevice,
     last_token_head: CudaFunction,
     masked_mean: CudaFunction,
     head: CudaFunction,
@@ -69,11 +90,23 @@ fn check_head(weight: &[f32], bias: &[f32], labels: usize, dim: usize) -> Result
     Ok(())
 }
 
-impl<'d> GpuPool<'d> {
-    pub fn new(device: &'d GpuDevice) -> Result<Self, GpuError> {
+/// One mask per row, each `seq` long, flattened (what the kernels read).
+fn flat_masks_of(rows: usize, seq: usize, masks: &[&[i64]]) -> Result<Vec<i64>, GpuError> {
+    if masks.len() != rows || masks.iter().any(|m| m.len() != seq) {
+        return Err(GpuError::Input(format!(
+            "{rows} rows of {seq} positions need {rows} masks of {seq}, got {} masks of {:?}",
+            masks.len(),
+            masks.iter().map(|m| m.len()).collect::<Vec<_>>()
+        )));
+    }
+    Ok(masks.iter().flat_map(|m| m.iter().copied()).collect())
+}
+
+impl GpuPool {
+    pub fn new(device: &GpuDevice) -> Result<Self, GpuError> {
         let module = device.load(&REWARD_POOL)?;
         Ok(Self {
-            device,
+            device: device.clone(),
             last_token_head: module.load_function("pool_last_token_head")?,
             masked_mean: module.load_function("pool_masked_mean")?,
             head: module.load_function("pool_head")?,
@@ -101,13 +134,74 @@ impl<'d> GpuPool<'d> {
             Self::flat_masks(hidden, masks)?;
             return Ok(Vec::new());
         }
-        let mut x = self.upload_last_token(hidden, masks, weight, bias, labels)?;
-        self.launch_last_token(&mut x)?;
+        let head = self.upload_head(weight, bias, labels, hidden.hidden)?;
+        let mut x = self.upload_last_token(hidden, masks, labels)?;
+        self.launch_last_token(&mut x, &head)?;
+        self.read_last_token(&x, &head)
+    }
+
+    /// Uploads a head of `labels` rows over `dim` (weights row-major `[labels, dim]`).
+    pub fn upload_head(
+        &self,
+        weight: &[f32],
+        bias: &[f32],
+        labels: usize,
+        dim: usize,
+    ) -> Result<DeviceHead, GpuError> {
+        check_head(weight, bias, labels, dim)?;
+        let s = self.device.stream();
+        Ok(DeviceHead {
+            labels,
+            dim,
+            weight: s.clone_htod(weight)?,
+            bias: s.clone_htod(bias)?,
+        })
+    }
+
+    /// As [`Self::last_token_head`], over hidden states `[masks.len(), seq, head.dim()]`
+    /// already on this device at `hidden`: only the masks go up, `[rows, labels]` comes back.
+    ///
+    /// # Safety
+    /// `hidden` must address `masks.len() * seq * head.dim()` float32s on this device, fully
+    /// written by work that has completed (or is ordered before this device's stream), and
+    /// not written by anything until this returns.
+    pub unsafe fn last_token_head_device(
+        &self,
+        hidden: u64,
+        seq: usize,
+        masks: &[&[i64]],
+        head: &DeviceHead,
+    ) -> Result<Vec<Option<Vec<f32>>>, GpuError> {
+        let rows = masks.len();
+        let mask = flat_masks_of(rows, seq, masks)?;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let s = self.device.stream();
+        let mut x = LastTokenInputs {
+            rows,
+            seq: int("seq", seq)?,
+            dim: int("hidden", head.dim)?,
+            hidden,
+            _uploaded: None,
+            mask: s.clone_htod(&mask)?,
+            out: s.alloc_zeros::<f32>(rows * head.labels)?,
+            status: s.alloc_zeros::<i32>(rows)?,
+        };
+        self.launch_last_token(&mut x, head)?;
+        self.read_last_token(&x, head)
+    }
+
+    fn read_last_token(
+        &self,
+        x: &LastTokenInputs,
+        head: &DeviceHead,
+    ) -> Result<Vec<Option<Vec<f32>>>, GpuError> {
         let s = self.device.stream();
         let out = s.clone_dtoh(&x.out)?;
         let status = s.clone_dtoh(&x.status)?;
         Ok(out
-            .chunks(labels)
+            .chunks(head.labels)
             .zip(status)
             .map(|(row, st)| (st == 0).then(|| row.to_vec()))
             .collect())
@@ -144,9 +238,10 @@ impl<'d> GpuPool<'d> {
         labels: usize,
         launches: usize,
     ) -> Result<std::time::Duration, GpuError> {
-        let mut x = self.upload_last_token(hidden, masks, weight, bias, labels)?;
+        let head = self.upload_head(weight, bias, labels, hidden.hidden)?;
+        let mut x = self.upload_last_token(hidden, masks, labels)?;
         super::throughput::time_repeated(self.device.stream(), launches, || {
-            self.launch_last_token(&mut x)
+            self.launch_last_token(&mut x, &head)
         })
     }
 
@@ -163,46 +258,58 @@ impl<'d> GpuPool<'d> {
         })
     }
 
+    /// The hidden states and masks uploaded from the host (the head comes separately).
     fn upload_last_token(
         &self,
         hidden: &Hidden<'_>,
         masks: &[&[i64]],
-        weight: &[f32],
-        bias: &[f32],
         labels: usize,
     ) -> Result<LastTokenInputs, GpuError> {
-        check_head(weight, bias, labels, hidden.hidden)?;
         let mask = Self::flat_masks(hidden, masks)?;
         let s = self.device.stream();
+        let uploaded = s.clone_htod(hidden.data)?;
+        // The guard only records stream events; everything here runs on `s`.
+        let ptr = cudarc::driver::DevicePtr::device_ptr(&uploaded, s).0;
         Ok(LastTokenInputs {
             rows: hidden.batch,
             seq: int("seq", hidden.seq)?,
             dim: int("hidden", hidden.hidden)?,
-            labels: int("labels", labels)?,
-            hidden: s.clone_htod(hidden.data)?,
+            hidden: ptr,
             mask: s.clone_htod(&mask)?,
-            weight: s.clone_htod(weight)?,
-            bias: s.clone_htod(bias)?,
             out: s.alloc_zeros::<f32>(hidden.batch * labels)?,
             status: s.alloc_zeros::<i32>(hidden.batch)?,
+            _uploaded: Some(uploaded),
         })
     }
 
-    fn launch_last_token(&self, x: &mut LastTokenInputs) -> Result<(), GpuError> {
+    fn launch_last_token(
+        &self,
+        x: &mut LastTokenInputs,
+        head: &DeviceHead,
+    ) -> Result<(), GpuError> {
+        if x.dim != int("hidden", head.dim)? {
+            return Err(GpuError::Input(format!(
+                "a head over {} applied to hidden states of {}",
+                head.dim, x.dim
+            )));
+        }
+        let labels = int("labels", head.labels)?;
         let mut launch = self.device.stream().launch_builder(&self.last_token_head);
         launch
             .arg(&x.hidden)
             .arg(&x.mask)
             .arg(&x.seq)
             .arg(&x.dim)
-            .arg(&x.weight)
-            .arg(&x.bias)
-            .arg(&x.labels)
+            .arg(&head.weight)
+            .arg(&head.bias)
+            .arg(&labels)
             .arg(&mut x.out)
             .arg(&mut x.status);
-        // SAFETY: arguments match `pool_last_token_head` in kernels/reward_pool.cu; every
-        // buffer has the size the kernel indexes (checked in `upload_last_token`); block
-        // size = POOL_THREADS.
+        // SAFETY: arguments match `pool_last_token_head` in kernels/reward_pool.cu; `hidden`
+        // addresses rows * seq * dim float32s (uploaded here, or the caller's guarantee in
+        // `last_token_head_device`), the mask rows * seq, the head labels * dim and labels
+        // (checked when uploaded; its dim matches, checked above), out rows * labels and
+        // status rows; block size = POOL_THREADS.
         unsafe { launch.launch(grid(x.rows)?) }?;
         Ok(())
     }

@@ -6,6 +6,9 @@
 //! sequence-classification export, or `[B, T, labels]`). Inputs are rendered through the
 //! chat template, either as the conversation itself (`chat`, real RMs) or through judging
 //! prompts (`judge`, the embedded SmolLM2 judge: head = unembed("Yes") − unembed("No")).
+//!
+//! On a GPU session the hidden-states layout pools on the device (`reward::device_pool`):
+//! the hidden states stay there and only the rewards come back.
 
 use std::path::Path;
 
@@ -50,6 +53,7 @@ impl ClassifierRm {
         config: &RewardConfig,
         session: SessionOptions,
         batch_tokens: usize,
+        pool_on_device: bool,
     ) -> Result<Self, RewardError> {
         let config_path = dir.join(super::config::CONFIG_FILE);
         let bad = |reason: String| RewardError::BadConfig {
@@ -77,7 +81,10 @@ impl ClassifierRm {
             judge_count = judge.user_templates.len();
             assistant_prefix = judge.assistant_prefix.clone();
         }
-        let model = SequenceModel::load(dir, config, session, batch_tokens)?;
+        let mut model = SequenceModel::load(dir, config, session, batch_tokens)?;
+        if let (Some(head), true) = (&head, pool_on_device) {
+            model.pool_on_device(&head.weight, head.bias);
+        }
         let template = ChatTemplate::load(dir)?;
         Ok(Self {
             model,
@@ -90,6 +97,11 @@ impl ClassifierRm {
             label: config.label,
             name: dir.display().to_string(),
         })
+    }
+
+    /// Whether the hidden states are pooled on the GPU (`reward::device_pool`).
+    pub fn pools_on_device(&self) -> bool {
+        self.model.device_pool().is_some()
     }
 
     /// The texts a (prompt, response) is scored through: the conversation, or one per
@@ -142,6 +154,25 @@ impl ClassifierRm {
             pool::last_real_position(mask).ok_or_else(|| graph_err("an empty row".into()))
         };
         match (batch.shape, &self.head) {
+            // hidden states [B, T, H] left on the device, pooled there
+            (&[bb, t, _], Some(_)) if bb == b && batch.device.is_some() => {
+                let (Some(output), Some(device)) = (batch.device, self.model.device_pool()) else {
+                    return Err(RewardError::Internal(
+                        "a device output without device pooling".into(),
+                    ));
+                };
+                if masks.len() != b || masks.iter().any(|m| m.len() != t) {
+                    return Err(graph_err(format!(
+                        "masks do not match the output [{b}, {t}]"
+                    )));
+                }
+                device
+                    .rewards(output, t, &masks)
+                    .map_err(|e| RewardError::Internal(format!("device pooling: {e}")))?
+                    .into_iter()
+                    .map(|r| r.ok_or_else(|| graph_err("an empty row".into())))
+                    .collect()
+            }
             // hidden states [B, T, H] through the head file
             (&[bb, t, h], Some(head)) if bb == b => {
                 if head.weight.len() != h {

@@ -12,6 +12,7 @@
 
 pub mod classifier;
 pub mod config;
+pub mod device_pool;
 pub mod implicit;
 pub mod pool;
 pub mod sequence;
@@ -97,6 +98,9 @@ pub struct RewardOptions {
     pub session: SessionOptions,
     /// Padded tokens per ONNX Runtime call.
     pub batch_tokens: usize,
+    /// On a GPU session, pool hidden-states classifier outputs on the device (the kernels in
+    /// `reward::device_pool`); false brings the hidden states to the host for the CPU.
+    pub pool_on_device: bool,
 }
 
 impl Default for RewardOptions {
@@ -104,6 +108,7 @@ impl Default for RewardOptions {
         Self {
             session: SessionOptions::default(),
             batch_tokens: DEFAULT_BATCH_TOKENS,
+            pool_on_device: true,
         }
     }
 }
@@ -145,6 +150,7 @@ pub fn load_dir(
             &config,
             options.session,
             options.batch_tokens,
+            options.pool_on_device,
         )?),
         RewardKind::Similarity => Box::new(similarity::SimilarityRm::load(
             dir,

@@ -3,19 +3,22 @@
 //! ONNX Runtime call per batch.
 //!
 //! Both reward kinds (classifier, similarity) run through [`SequenceModel::run_batched`];
-//! they differ only in how they pool the output.
+//! they differ only in how they pool the output. With [`SequenceModel::pool_on_device`] the
+//! output stays in device memory for the GPU pooling kernels (`reward::device_pool`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use ort::session::Session;
-use ort::value::{DynValue, Tensor};
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use parking_lot::Mutex;
 
 use super::config::{PaddingSide, RewardConfig, Truncation};
+use super::device_pool::DeviceHeadPool;
 use super::{RewardError, RowError};
+use crate::gpu::DeviceBuffer;
 use crate::model::{TokenId, Tokenizer};
-use crate::runtime::{self, RuntimeError, SessionOptions};
+use crate::runtime::{self, Device, RuntimeError, SessionOptions};
 
 /// Padded tokens per ONNX Runtime call. On two CPU cores prefill is compute-bound already at
 /// batch 1, and batches much larger than this measured slower (cache spills).
@@ -27,7 +30,19 @@ pub struct BatchOutput<'a> {
     pub rows: &'a [usize],
     pub masks: &'a [Vec<i64>],
     pub shape: &'a [usize],
+    /// The output on the host (empty when it stayed on the device).
     pub data: &'a [f32],
+    /// The output `[B, T, H]` in device memory, when the model pools on the device.
+    pub device: Option<&'a DeviceBuffer>,
+}
+
+/// What one graph run gives back: the masks it was fed, the output's shape, and the output
+/// on the host or on the device.
+struct RunOutput {
+    masks: Vec<Vec<i64>>,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+    device: Option<DeviceBuffer>,
 }
 
 /// Which optional inputs the graph takes.
@@ -49,6 +64,11 @@ pub struct SequenceModel {
     pad_token_id: TokenId,
     add_special_tokens: bool,
     batch_tokens: usize,
+    /// The session's device, and whether the graph's output is float32 (what device pooling
+    /// needs).
+    device: Device,
+    output_f32: bool,
+    device_pool: Option<DeviceHeadPool>,
 }
 
 impl SequenceModel {
@@ -66,6 +86,7 @@ impl SequenceModel {
             });
         }
         let tokenizer = Tokenizer::load(dir)?;
+        let session_device = session.device;
         let session = runtime::open_session(&onnx, session)?;
         let names: Vec<String> = session
             .inputs()
@@ -97,6 +118,16 @@ impl SequenceModel {
                 config.output
             )));
         }
+        let output_f32 = session.outputs().iter().any(|o| {
+            o.name() == config.output
+                && matches!(
+                    o.dtype(),
+                    ValueType::Tensor {
+                        ty: TensorElementType::Float32,
+                        ..
+                    }
+                )
+        });
         let inputs = GraphInputs {
             position_ids: names.iter().any(|n| n == "position_ids"),
             token_type_ids: names.iter().any(|n| n == "token_type_ids"),
@@ -119,7 +150,23 @@ impl SequenceModel {
             pad_token_id: config.pad_token_id,
             add_special_tokens: config.add_special_tokens,
             batch_tokens: batch_tokens.max(1),
+            device: session_device,
+            output_f32,
+            device_pool: None,
         })
+    }
+
+    /// On a GPU session, keeps the output `[B, T, H]` on the device and pools it there with
+    /// the head row `weight`, `bias` (when the kernels load; otherwise nothing changes and the
+    /// reason is logged). Returns whether pooling now runs on the device.
+    pub fn pool_on_device(&mut self, weight: &[f32], bias: f32) -> bool {
+        self.device_pool = DeviceHeadPool::for_session(self.device, self.output_f32, weight, bias);
+        self.device_pool.is_some()
+    }
+
+    /// The device pooling, when [`Self::pool_on_device`] enabled it.
+    pub fn device_pool(&self) -> Option<&DeviceHeadPool> {
+        self.device_pool.as_ref()
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -166,12 +213,13 @@ impl SequenceModel {
     ) -> Result<Vec<T>, RewardError> {
         let mut out: Vec<Option<T>> = (0..seqs.len()).map(|_| None).collect();
         for rows in plan_batches(seqs, self.batch_tokens) {
-            let (masks, shape, data) = self.run_one(seqs, &rows)?;
+            let run = self.run_one(seqs, &rows)?;
             let values = pool(&BatchOutput {
                 rows: &rows,
-                masks: &masks,
-                shape: &shape,
-                data: &data,
+                masks: &run.masks,
+                shape: &run.shape,
+                data: &run.data,
+                device: run.device.as_ref(),
             })?;
             if values.len() != rows.len() {
                 return Err(RewardError::Internal(format!(
@@ -213,12 +261,7 @@ impl SequenceModel {
     }
 
     /// Pads the batch's rows and runs the graph once.
-    #[allow(clippy::type_complexity)]
-    fn run_one(
-        &self,
-        seqs: &[Vec<TokenId>],
-        rows: &[usize],
-    ) -> Result<(Vec<Vec<i64>>, Vec<usize>, Vec<f32>), RewardError> {
+    fn run_one(&self, seqs: &[Vec<TokenId>], rows: &[usize]) -> Result<RunOutput, RewardError> {
         let b = rows.len();
         let t = rows.iter().map(|&r| seqs[r].len()).max().unwrap_or(0);
         let mut ids = vec![i64::from(self.pad_token_id); b * t];
@@ -253,13 +296,52 @@ impl SequenceModel {
             inputs.push(("token_type_ids", tensor(vec![0; b * t])?));
         }
         let mut session = self.session.lock();
+        if let Some(device) = &self.device_pool {
+            let buffer = device
+                .output_buffer(b, t)
+                .map_err(|e| RewardError::Internal(format!("device output: {e}")))?;
+            let shape = [b as i64, t as i64, device.dim() as i64];
+            // SAFETY: `buffer` holds b × t × dim float32s on the session's GPU (allocated for
+            // exactly that shape), which `device.memory()` describes; nothing else reads or
+            // writes it until the run below returns, and the view is dropped with `binding`
+            // before the buffer is handed on.
+            let mut view = unsafe {
+                runtime::alias_tensor(
+                    buffer.ptr() as *mut std::ffi::c_void,
+                    runtime::AliasElement::F32,
+                    &shape,
+                    device.memory(),
+                )
+            }?;
+            let mut binding = session.create_binding().map_err(ort_err)?;
+            for (name, value) in &inputs {
+                binding.bind_input(*name, value).map_err(ort_err)?;
+            }
+            binding
+                .bind_output(self.output.as_str(), &mut view)
+                .map_err(ort_err)?;
+            session.run_binding(&binding).map_err(ort_err)?;
+            drop(binding);
+            drop(view);
+            return Ok(RunOutput {
+                masks,
+                shape: shape.iter().map(|&d| d as usize).collect(),
+                data: Vec::new(),
+                device: Some(buffer),
+            });
+        }
         let outputs = session.run(inputs).map_err(ort_err)?;
         let value = outputs
             .get(self.output.as_str())
             .ok_or_else(|| RewardError::Internal(format!("no output `{}`", self.output)))?;
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
         let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-        Ok((masks, shape, data.to_vec()))
+        Ok(RunOutput {
+            masks,
+            shape,
+            data: data.to_vec(),
+            device: None,
+        })
     }
 }
 
