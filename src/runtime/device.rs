@@ -83,6 +83,15 @@ impl Device {
         }
     }
 
+    /// The ONNX Runtime execution provider this device runs on.
+    pub fn provider_name(self) -> &'static str {
+        match self {
+            Device::Cpu => "CPUExecutionProvider",
+            Device::Cuda(_) => "CUDAExecutionProvider",
+            Device::TensorRt(_) => "TensorrtExecutionProvider",
+        }
+    }
+
     /// Execution providers to register for this device, erroring if the loaded ONNX Runtime
     /// lacks them. CPU needs none (ONNX Runtime always has it).
     pub fn execution_providers(self) -> Result<Vec<ep::ExecutionProviderDispatch>, RuntimeError> {

@@ -53,6 +53,16 @@ pub enum RuntimeError {
          also needs TensorRT 10 and cuDNN 9) and a CUDA driver, or use --device cpu"
     )]
     ProviderMissing { provider: &'static str },
+    #[error(
+        "execution provider {provider} is in this ONNX Runtime build but could not start: \
+         {reason}. It needs an NVIDIA driver and the CUDA 13 libraries (cuBLAS 13, cudart 13, \
+         cuRAND 10, cuDNN 9; TensorRT 10 for TensorRT) on LD_LIBRARY_PATH (docs/gpu.md), or use \
+         --device cpu"
+    )]
+    ProviderStart {
+        provider: &'static str,
+        reason: String,
+    },
     #[error("cannot use {path} as the TensorRT engine cache: {reason}")]
     TensorRtCache { path: PathBuf, reason: String },
     #[error("could not load the ONNX model {path}: {reason}")]

@@ -29,9 +29,12 @@ pub fn open_session(onnx: &Path, options: SessionOptions) -> Result<Session, Run
             .map_err(|e| RuntimeError::Ort(e.into()))?;
     }
     if !providers.is_empty() {
-        builder = builder
-            .with_execution_providers(providers)
-            .map_err(|e| RuntimeError::Ort(e.into()))?;
+        builder = builder.with_execution_providers(providers).map_err(|e| {
+            RuntimeError::ProviderStart {
+                provider: options.device.provider_name(),
+                reason: e.to_string().trim_end().to_string(),
+            }
+        })?;
     }
     builder
         .commit_from_file(onnx)
