@@ -2,20 +2,22 @@
 # The GPU checks on a lent machine, run from the repo root there, fed the parts that
 # scripts/gpu/pack.sh made here (docs/gpu.md has the exact calls).
 #
-#   scripts/gpu/run-all.sh PART [kernels] [engine]
+#   scripts/gpu/run-all.sh PART|- [kernels] [engine] [search]
 #
-# PART (00, 01, ...) is received first: target/gpu-pack/part-PART is checked against
+# PART (00, 01, ...; - for none) is received first: target/gpu-pack/part-PART is checked against
 # target/gpu-pack/SHA256SUMS and kept in $STAGE outside the repo (the machine keeps it only
 # while it stays in use, so send the parts back to back). Then the phases, cheapest first:
 #
 #   kernels  needs part 00 only: nvidia-smi, every kernel parity case (none may be ignored),
 #            `tpo bench kernels` (top-p and pooling against device-to-device copy bandwidth).
 #   engine   needs every part: exports the float32 and float16 policy and judge from the
-#            GGUF with the machine's Python, runs tests/gpu_engine.rs, `tpo bench engine` on
-#            CUDA with device KV (decode tokens/s at 1/32/128 and the share of step time
-#            outside ONNX Runtime), `tpo bench search` (TPO depth 2, width 5 at 32 and 128
-#            concurrent; 128 again with --sample-on-host, and float16 end to end), and records
-#            what `--device tensorrt` says.
+#            GGUF with the machine's Python, runs tests/gpu_engine.rs and `tpo bench engine`
+#            on CUDA with device KV (decode tokens/s at 1/32/128 and the share of step time
+#            outside ONNX Runtime).
+#   search   (a separate call, `run-all.sh - search`, so each call stays within the device
+#            tool's 10 minutes): `tpo bench search` (TPO depth 2, width 5 at 32 and 128
+#            concurrent; 128 again with --sample-on-host, and float16 end to end), and what
+#            `--device tensorrt` says.
 #
 # Everything lands in $OUT (the folder the device tool returns): one .txt per step, JSON
 # where the command writes it, and summary.txt with each step's exit status.
@@ -43,6 +45,7 @@ step() {
 }
 
 receive() {
+  [[ $1 == - ]] && return 0  # nothing carried with this call
   local part="part-$1"
   [[ -f "$PACK/$part" && -f "$PACK/SHA256SUMS" ]] \
     || die "$PACK/$part and $PACK/SHA256SUMS were not carried with this call"
@@ -89,7 +92,9 @@ kernels() {
   step bench-kernels 240 tpo bench kernels --json "$OUT/kernels.json"
 }
 
-engine() {
+# The GPU libraries on the library path and the models exported (idempotent: a later call
+# finds them up to date while the machine stays warm).
+engine_env() {
   unpack_core
   unpack_bulk
   gpu_env
@@ -118,13 +123,20 @@ EOF
   step export-f16 600 "$py" models/export_smollm2.py --gguf "$gguf" --weights f16
   step export-judge 600 "$py" models/export_judge.py --gguf "$gguf"
   step export-judge-f16 600 "$py" models/export_judge.py --gguf "$gguf" --weights f16
+}
 
+engine() {
+  engine_env
   step doctor-cuda 60 tpo doctor --device cuda
   step gpu_engine 300 gpu_engine --include-ignored
   step bench-engine 600 tpo bench engine --device cuda --concurrency 1,32,128 --kv-slots 128 \
     --max-new-tokens 64 --json "$OUT/bench-engine.json"
   step bench-engine-f16 600 tpo bench engine --device cuda --model models/smollm2-135m-instruct-f16 \
     --concurrency 1,32,128 --kv-slots 128 --max-new-tokens 64 --json "$OUT/bench-engine-f16.json"
+}
+
+search() {
+  engine_env
   for n in 32 128; do
     step "bench-search-$n" 600 tpo bench search --device cuda --kv-slots 128 --searches "$n" \
       --sequential-searches 4 --strategy tpo --depth 2 --width 5 --max-new-tokens 64 \
@@ -150,7 +162,8 @@ for phase in "$@"; do
   case $phase in
     kernels) kernels ;;
     engine) engine ;;
-    *) die "unknown phase $phase (kernels, engine)" ;;
+    search) search ;;
+    *) die "unknown phase $phase (kernels, engine, search)" ;;
   esac
 done
 echo "results in $OUT"
