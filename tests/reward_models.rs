@@ -396,6 +396,21 @@ fn alpaca_pairs(n: usize) -> Vec<[String; 4]> {
         .collect()
 }
 
+/// Each pair's chosen then rejected answer as reward inputs, with the pair's reference answer
+/// when `with_reference`.
+fn chosen_and_rejected(pairs: &[[String; 4]], with_reference: bool) -> Vec<RewardInput<'_>> {
+    pairs
+        .iter()
+        .flat_map(|[prompt, chosen, rejected, reference]| {
+            [chosen, rejected].map(|response| RewardInput {
+                prompt,
+                response,
+                reference: with_reference.then_some(reference.as_str()),
+            })
+        })
+        .collect()
+}
+
 /// A float16 folder next to its float32 one (`make f16-reward-models`, which `make test` runs).
 fn f16_dir(f32_dir: &Path) -> PathBuf {
     let name = format!("{}-f16", f32_dir.file_name().unwrap().to_string_lossy());
@@ -415,16 +430,7 @@ fn f16_dir(f32_dir: &Path) -> PathBuf {
 fn float16_judge_tracks_the_float32_judge_on_real_preference_pairs() {
     const SCORE_TOLERANCE: f32 = 0.05;
     let pairs = alpaca_pairs(4);
-    let rows: Vec<RewardInput<'_>> = pairs
-        .iter()
-        .flat_map(|[prompt, chosen, rejected, _]| {
-            [chosen, rejected].map(|response| RewardInput {
-                prompt,
-                response,
-                reference: None,
-            })
-        })
-        .collect();
+    let rows = chosen_and_rejected(&pairs, false);
     let dir = judge_dir();
     let full = ok(reward::load_dir(&dir, None, RewardOptions::default())
         .unwrap()
@@ -460,16 +466,7 @@ fn float16_judge_tracks_the_float32_judge_on_real_preference_pairs() {
 fn float16_minilm_tracks_the_float32_encoder_on_real_answers() {
     const TOLERANCE: f32 = 2e-3;
     let pairs = alpaca_pairs(12);
-    let rows: Vec<RewardInput<'_>> = pairs
-        .iter()
-        .flat_map(|[prompt, chosen, rejected, reference]| {
-            [chosen, rejected].map(|response| RewardInput {
-                prompt,
-                response,
-                reference: Some(reference),
-            })
-        })
-        .collect();
+    let rows = chosen_and_rejected(&pairs, true);
     let dir = encoder_dir();
     for metric in [SimilarityMetric::Cosine, SimilarityMetric::Bertscore] {
         let full = ok(similarity(&dir, metric).score(&rows).unwrap());

@@ -95,16 +95,7 @@ impl Decoder {
             .then(|| LOGITS_TO_KEEP.to_string()),
         };
         let kv_dtype = kv_dtype_of(&session, &names.past[0].0)?;
-        let logits_f32 = session.outputs().iter().any(|o| {
-            o.name() == config.logits_name
-                && matches!(
-                    o.dtype(),
-                    ValueType::Tensor {
-                        ty: TensorElementType::Float32,
-                        ..
-                    }
-                )
-        });
+        let logits_f32 = runtime::output_is_f32(&session, &config.logits_name);
         let decoder = Self {
             session,
             config,

@@ -9,6 +9,7 @@
 //! the host as before and says why once.
 
 use ort::memory::MemoryInfo;
+use parking_lot::Mutex;
 
 use crate::gpu::{DeviceBuffer, DeviceHead, GpuDevice, GpuError, GpuPool};
 use crate::runtime::{self, Device};
@@ -19,6 +20,10 @@ pub struct DeviceHeadPool {
     pool: GpuPool,
     head: DeviceHead,
     memory: MemoryInfo<'static>,
+    /// The last batch's output buffer, handed back by [`Self::recycle`]: reused by the next
+    /// batch that fits, so a scoring call does not allocate (and free, which synchronizes the
+    /// device) once per batch.
+    spare: Mutex<Option<DeviceBuffer>>,
 }
 
 impl std::fmt::Debug for DeviceHeadPool {
@@ -44,6 +49,7 @@ impl DeviceHeadPool {
             pool,
             head,
             memory,
+            spare: Mutex::new(None),
         })
     }
 
@@ -79,14 +85,23 @@ impl DeviceHeadPool {
         &self.memory
     }
 
-    /// Device memory for one batch's output `[rows, seq, dim]` float32.
+    /// Device memory for one batch's output `[rows, seq, dim]` float32 (at least that many
+    /// bytes): the spare buffer when it is large enough, else a new one.
     pub fn output_buffer(&self, rows: usize, seq: usize) -> Result<DeviceBuffer, GpuError> {
         let bytes = rows
             .checked_mul(seq)
             .and_then(|n| n.checked_mul(self.dim()))
             .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()))
             .ok_or_else(|| GpuError::Input(format!("an output of {rows} × {seq} overflows")))?;
-        DeviceBuffer::zeroed(self.device.context(), bytes)
+        match self.spare.lock().take() {
+            Some(spare) if spare.bytes() >= bytes => Ok(spare),
+            _ => DeviceBuffer::zeroed(self.device.context(), bytes),
+        }
+    }
+
+    /// Hands a batch's output buffer back for the next batch, once it has been pooled.
+    pub fn recycle(&self, buffer: DeviceBuffer) {
+        *self.spare.lock() = Some(buffer);
     }
 
     /// The reward of each row whose hidden states ONNX Runtime wrote into `output` (`None`

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ort::session::Session;
-use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use ort::value::{DynValue, Tensor};
 use parking_lot::Mutex;
 
 use super::config::{PaddingSide, RewardConfig, Truncation};
@@ -118,16 +118,7 @@ impl SequenceModel {
                 config.output
             )));
         }
-        let output_f32 = session.outputs().iter().any(|o| {
-            o.name() == config.output
-                && matches!(
-                    o.dtype(),
-                    ValueType::Tensor {
-                        ty: TensorElementType::Float32,
-                        ..
-                    }
-                )
-        });
+        let output_f32 = runtime::output_is_f32(&session, &config.output);
         let inputs = GraphInputs {
             position_ids: names.iter().any(|n| n == "position_ids"),
             token_type_ids: names.iter().any(|n| n == "token_type_ids"),
@@ -221,6 +212,9 @@ impl SequenceModel {
                 data: &run.data,
                 device: run.device.as_ref(),
             })?;
+            if let (Some(buffer), Some(device)) = (run.device, &self.device_pool) {
+                device.recycle(buffer);
+            }
             if values.len() != rows.len() {
                 return Err(RewardError::Internal(format!(
                     "pooling returned {} values for {} rows",
@@ -301,8 +295,8 @@ impl SequenceModel {
                 .output_buffer(b, t)
                 .map_err(|e| RewardError::Internal(format!("device output: {e}")))?;
             let shape = [b as i64, t as i64, device.dim() as i64];
-            // SAFETY: `buffer` holds b × t × dim float32s on the session's GPU (allocated for
-            // exactly that shape), which `device.memory()` describes; nothing else reads or
+            // SAFETY: `buffer` holds at least b × t × dim float32s on the session's GPU
+            // (`output_buffer` guarantees it), which `device.memory()` describes; nothing else reads or
             // writes it until the run below returns, and the view is dropped with `binding`
             // before the buffer is handed on.
             let mut view = unsafe {

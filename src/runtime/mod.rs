@@ -14,7 +14,7 @@ mod tensor;
 
 pub use device::{available_providers, set_tensorrt_cache_dir, Device};
 pub use library::{init, library, OrtLibrary, REQUIRED_ORT_MINOR};
-pub use session::{open_session, SessionOptions};
+pub use session::{open_session, output_is_f32, SessionOptions};
 pub use tensor::{alias_f32_tensor, alias_tensor, cuda_memory_info, AliasElement};
 
 use std::path::PathBuf;

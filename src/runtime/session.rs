@@ -5,6 +5,7 @@ use std::path::Path;
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
+use ort::value::{TensorElementType, ValueType};
 
 use super::{library, Device, RuntimeError};
 
@@ -14,6 +15,20 @@ pub struct SessionOptions {
     pub device: Device,
     /// Intra-op threads; 0 lets ONNX Runtime use one per physical core.
     pub threads: usize,
+}
+
+/// Whether the session has an output `name` whose elements are float32.
+pub fn output_is_f32(session: &Session, name: &str) -> bool {
+    session.outputs().iter().any(|o| {
+        o.name() == name
+            && matches!(
+                o.dtype(),
+                ValueType::Tensor {
+                    ty: TensorElementType::Float32,
+                    ..
+                }
+            )
+    })
 }
 
 /// Loads `onnx` into a session (full graph optimization, the device's providers).
