@@ -6,6 +6,7 @@
 //! - [`engine`]: decoding (decoder session, KV arena, sampling, generation);
 //! - [`gpu`]: the CUDA kernels (top-p sampling, reward pooling) behind the CPU paths' functions,
 //!   compiled at run time with NVRTC, used only where a driver is present;
+//! - [`liveness`]: whether a worker thread (scheduler, scorer) is alive, and why not;
 //! - [`reward`]: reward models (classifier heads, the judge, similarity, DPO/MRPO);
 //! - [`dataset`]: preference datasets in and scored rows out, resumable and sharded;
 //! - [`search`]: greedy, Best-of-N and TPO over an engine and a reward model, with traces;
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod dataset;
 pub mod engine;
 pub mod gpu;
+pub mod liveness;
 pub mod model;
 pub mod paths;
 pub mod reward;
@@ -48,4 +50,6 @@ pub enum Error {
     Search(#[from] search::SearchError),
     #[error(transparent)]
     Gpu(#[from] gpu::GpuError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
 }

@@ -67,22 +67,50 @@ pub fn embedded_model(name: &str) -> PathBuf {
 }
 
 /// What a reward-model name stands for: `judge`, `similarity`, `bertscore` (the embedded
-/// models under `models/`; `bertscore` is the encoder with token-level matching), or a folder.
-pub fn reward_source(name: &str) -> RewardSource {
-    let (dir, metric) = match name {
+/// models under `models/`; `bertscore` is the encoder with token-level matching), a folder
+/// (named by its last component, so a server never shows its own paths), or `NAME=DIR` (a
+/// folder under a name of the caller's choosing).
+pub fn reward_source(spec: &str) -> RewardSource {
+    let (dir, metric) = match spec {
         "judge" => (embedded_model(JUDGE_DIR), None),
         "similarity" => (embedded_model(ENCODER_DIR), Some(SimilarityMetric::Cosine)),
         "bertscore" => (
             embedded_model(ENCODER_DIR),
             Some(SimilarityMetric::Bertscore),
         ),
-        other => (PathBuf::from(other), None),
+        other => {
+            if let Some((name, dir)) = other
+                .split_once('=')
+                .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+            {
+                return RewardSource {
+                    name: name.to_string(),
+                    dir: PathBuf::from(dir),
+                    metric: None,
+                };
+            }
+            let dir = PathBuf::from(other);
+            let name = folder_name(&dir).unwrap_or_else(|| other.to_string());
+            return RewardSource {
+                name,
+                dir,
+                metric: None,
+            };
+        }
     };
     RewardSource {
-        name: name.to_string(),
+        name: spec.to_string(),
         dir,
         metric,
     }
+}
+
+/// The last component of `dir` (`models/my-rm/` → `my-rm`), if it has one.
+fn folder_name(dir: &Path) -> Option<String> {
+    dir.components().rev().find_map(|c| match c {
+        std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+        _ => None,
+    })
 }
 
 /// The ONNX Runtime library: `ORT_DYLIB_PATH`, else

@@ -21,18 +21,48 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one, printed at start).
     #[arg(long, default_value_t = 8000)]
     port: u16,
-    /// Bearer key `/v1` requests must carry [default: env TPO_API_KEY; none = open].
+    /// Bearer key `/v1` requests must carry [default: env TPO_API_KEY; none = open]. A
+    /// flag shows in `ps`: prefer --api-key-file or the environment.
     #[arg(long, env = "TPO_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// File holding the bearer key (its first line; e.g. a mounted Kubernetes secret).
+    #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
+    api_key_file: Option<std::path::PathBuf>,
     /// Sequences admitted at once (a sample, or one of a search's parallel candidates).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent_requests: u32,
     /// Requests that may wait for admission; more get 429 at once.
     #[arg(long, default_value_t = 256)]
     max_queue: usize,
-    /// Seconds a request may wait and run before it fails.
+    /// Seconds a request may take, waiting for admission and running together.
     #[arg(long, default_value_t = 600.0, value_parser = crate::cli::parse_seconds)]
     request_timeout: f64,
+    /// Connections open at once; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = 10.0, value_parser = crate::cli::parse_seconds)]
+    header_timeout: f64,
+    /// Seconds a client may take to send a request's body (then 408).
+    #[arg(long, default_value_t = 30.0, value_parser = crate::cli::parse_seconds)]
+    body_timeout: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 5.0, value_parser = crate::cli::parse_seconds)]
+    keep_alive_timeout: f64,
+    /// Seconds a client may accept no bytes of a pending response (a stream it stopped
+    /// reading) before its connection is closed and its request cancelled.
+    #[arg(long, default_value_t = 30.0, value_parser = crate::cli::parse_seconds)]
+    write_timeout: f64,
+    /// Bytes of a stream's events that may wait unread before its request is cancelled.
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    stream_buffer_bytes: u64,
+    /// Serve /metrics on this port (same host) instead of the API port, to keep it off the
+    /// public address (see docs/serving.md).
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// Test hook: honour the x-tpo-inject-fault request header (never in production).
+    #[arg(long, hide = true)]
+    enable_fault_injection: bool,
     /// Seconds in-flight requests may still run after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30.0, value_parser = crate::cli::parse_seconds)]
     shutdown_grace: f64,
@@ -42,9 +72,9 @@ pub struct ServeArgs {
     /// Model id in /v1/models [default: the model folder's name].
     #[arg(long)]
     served_model_name: Option<String>,
-    /// Reward models to load (repeat): judge, similarity, bertscore or a folder. The first
-    /// is the default of searches and /v1/score.
-    #[arg(long = "reward-model", value_name = "NAME|DIR", default_values_t = ["judge".to_string(), "similarity".to_string()])]
+    /// Reward models to load (repeat): judge, similarity, bertscore, a folder (served under
+    /// its folder's name) or NAME=DIR. The first is the default of searches and /v1/score.
+    #[arg(long = "reward-model", value_name = "NAME|DIR|NAME=DIR", default_values_t = ["judge".to_string(), "similarity".to_string()])]
     reward_models: Vec<String>,
     /// Padded tokens per reward-model batch.
     #[arg(long, default_value_t = reward::DEFAULT_BATCH_TOKENS as u32, value_parser = clap::value_parser!(u32).range(1..))]
@@ -96,6 +126,25 @@ fn init_logging(format: &str) {
     };
 }
 
+/// The key in `path`: its first line, trimmed; an empty or unreadable file is an error.
+fn read_key_file(path: &std::path::Path) -> Result<String, tpo_engine::Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        tpo_engine::server::ServerError::InvalidOptions(format!(
+            "--api-key-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let key = text.lines().next().unwrap_or("").trim().to_string();
+    if key.is_empty() {
+        return Err(tpo_engine::server::ServerError::InvalidOptions(format!(
+            "--api-key-file {}: the file holds no key",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(key)
+}
+
 pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
     init_logging(&args.log_format);
     let search_defaults = SearchOptions {
@@ -125,7 +174,26 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "policy".into())
     });
-    let reward_models = args.reward_models.clone();
+    // Reward models are served under their names (a folder's own name, never its path);
+    // two different folders may not share one.
+    let mut seen = std::collections::BTreeMap::new();
+    for source in &options.reward_models {
+        if let Some(other) = seen.insert(source.name.clone(), source.dir.clone()) {
+            if other != source.dir {
+                return Err(server::ServerError::InvalidOptions(format!(
+                    "two reward models are named {:?}: name one with --reward-model NAME=DIR",
+                    source.name
+                ))
+                .into());
+            }
+        }
+    }
+    let reward_models: Vec<String> = seen.keys().cloned().collect();
+    let default_reward_model = options
+        .reward_models
+        .first()
+        .map(|source| source.name.clone())
+        .unwrap_or_else(|| "judge".into());
     let open = move || {
         let loading = std::time::Instant::now();
         let app = App::open(&options)?;
@@ -136,10 +204,22 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
         );
         Ok::<App, tpo_engine::Error>(app)
     };
+    let api_key = match &args.api_key_file {
+        Some(path) => Some(read_key_file(path)?),
+        None => args.api_key.filter(|k| !k.is_empty()),
+    };
     let serve_options = ServeOptions {
         host: args.host,
         port: args.port,
-        api_key: args.api_key.filter(|k| !k.is_empty()),
+        api_key,
+        max_connections: args.max_connections as usize,
+        header_timeout: Duration::from_secs_f64(args.header_timeout),
+        body_timeout: Duration::from_secs_f64(args.body_timeout),
+        keep_alive_timeout: Duration::from_secs_f64(args.keep_alive_timeout),
+        write_timeout: Duration::from_secs_f64(args.write_timeout),
+        stream_buffer_bytes: args.stream_buffer_bytes as usize,
+        metrics_port: args.metrics_port,
+        fault_injection: args.enable_fault_injection,
         max_concurrent_requests: args.max_concurrent_requests,
         max_queue: args.max_queue,
         request_timeout: Duration::from_secs_f64(args.request_timeout),
@@ -147,11 +227,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
         body_limit: args.body_limit as usize,
         model_id,
         search_defaults,
-        default_reward_model: args
-            .reward_models
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "judge".into()),
+        default_reward_model,
         default_max_tokens: args.default_max_tokens as usize,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -11,10 +11,12 @@ use super::decoder::{Decoder, DecoderOptions};
 use super::device_sampling::DeviceSampling;
 use super::kv::{KvArena, KvPlacement};
 use super::request::{
-    Command, ContinuationLogprobs, GenerateRequest, GenerationStream, PendingGuard, SampleOutput,
+    stopped, Command, ContinuationLogprobs, GenerateRequest, GenerationStream, PendingGuard,
+    SampleOutput,
 };
 use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
 use super::EngineError;
+use crate::liveness::Liveness;
 use crate::model::{ChatMessage, ChatTemplate, ModelDir, TokenId, Tokenizer, TurnPieces};
 
 /// How an engine is built.
@@ -73,6 +75,8 @@ struct Shared {
     max_pending: usize,
     /// Decode logits stay on the GPU and the top-p kernel samples them.
     logits_on_device: bool,
+    /// Whether the scheduler thread is alive (it records why it died).
+    liveness: Liveness,
 }
 
 impl Engine {
@@ -109,6 +113,8 @@ impl Engine {
         let thread_tokenizer = Arc::clone(&tokenizer);
         let thread_stats = Arc::clone(&stats);
         let kv_slots = options.kv_slots;
+        let liveness = Liveness::new();
+        let thread_liveness = liveness.clone();
         // The arena is created on the scheduler thread (it is not `Send`: slots hand back
         // through an `Rc`); creation errors come back through this channel.
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -137,7 +143,7 @@ impl Engine {
                     limits,
                     device,
                 )
-                .run();
+                .run(&thread_liveness);
             })
             .map_err(|e| EngineError::Internal(format!("spawning the scheduler thread: {e}")))?;
         let logits_on_device = ready_rx.recv().map_err(|_| {
@@ -156,6 +162,7 @@ impl Engine {
                 pending: Arc::new(AtomicUsize::new(0)),
                 max_pending: options.max_pending,
                 logits_on_device,
+                liveness,
             }),
         })
     }
@@ -169,6 +176,11 @@ impl Engine {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.shared.tokenizer
+    }
+
+    /// Why the scheduler thread died, or `None` while it runs.
+    pub fn dead_reason(&self) -> Option<String> {
+        self.shared.liveness.dead_reason()
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -220,11 +232,7 @@ impl Engine {
 
     /// Decoded text of a sample, cut at its stop string if one matched.
     pub fn text_of(&self, sample: &SampleOutput) -> Result<String, EngineError> {
-        let mut text = self.shared.tokenizer.decode(&sample.tokens)?;
-        if let Some(at) = sample.stop_at {
-            text.truncate(at);
-        }
-        Ok(text)
+        text_of(&self.shared.tokenizer, sample)
     }
 
     /// Counts one more request in flight, or refuses it when the limit is reached.
@@ -244,7 +252,7 @@ impl Engine {
     pub fn clear_prefix_cache(&self) -> Result<(), EngineError> {
         self.commands
             .send(Command::ClearPrefixCache)
-            .map_err(|_| EngineError::Stopped)
+            .map_err(|_| stopped(&self.shared.liveness))
     }
 
     /// Requests in flight now (queued, prefilling or decoding).
@@ -258,7 +266,7 @@ impl Engine {
                 pending: self.pending(),
                 limit: self.shared.max_pending,
             },
-            TrySendError::Disconnected(_) => EngineError::Stopped,
+            TrySendError::Disconnected(_) => stopped(&self.shared.liveness),
         })
     }
 
@@ -308,7 +316,10 @@ impl Engine {
         Ok(GenerationStream {
             rx,
             n,
+            finished: 0,
+            over: false,
             _pending: pending,
+            liveness: self.shared.liveness.clone(),
         })
     }
 
@@ -351,7 +362,7 @@ impl Engine {
             continuation,
             reply,
         })?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        rx.await.map_err(|_| stopped(&self.shared.liveness))?
     }
 
     /// [`Engine::logprobs`] for synchronous callers.
@@ -362,6 +373,25 @@ impl Engine {
     ) -> Result<ContinuationLogprobs, EngineError> {
         futures::executor::block_on(self.logprobs(prompt, continuation))
     }
+}
+
+/// The decoded text of `sample`, cut at its stop string: the scheduler's own text when a
+/// stop matched (its offset belongs to that text), else one decode of the tokens. An offset
+/// without that text (a sample built elsewhere) is cut at the nearest character boundary at
+/// or below it, never through a character.
+pub fn text_of(tokenizer: &Tokenizer, sample: &SampleOutput) -> Result<String, EngineError> {
+    if let Some(text) = &sample.text {
+        return Ok(text.clone());
+    }
+    let mut text = tokenizer.decode(&sample.tokens)?;
+    if let Some(at) = sample.stop_at {
+        let mut cut = at.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Ok(text)
 }
 
 /// Decode logits on the GPU for a device arena with float32 logits, when the sampling kernel

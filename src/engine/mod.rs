@@ -22,7 +22,7 @@ mod sampler;
 mod scheduler;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
-pub use handle::{Engine, EngineOptions};
+pub use handle::{text_of, Engine, EngineOptions};
 pub use kv::{
     available_memory_bytes, check_arena_fits, KvArena, KvDtype, KvPlacement, KvShape, Slot, SlotId,
 };
@@ -33,7 +33,8 @@ pub use request::{
 };
 pub use sampler::{
     argmax, log_softmax_at, InjectedFault, LogitsError, Sampled, Sampler, SamplingError,
-    SamplingOptions, SamplingParams, SequenceRng, MAX_TOP_LOGPROBS,
+    SamplingOptions, SamplingParams, SequenceRng, MAX_STOP_BYTES, MAX_TOP_LOGPROBS,
+    MIN_TEMPERATURE,
 };
 pub use scheduler::{EngineStats, StatsSnapshot};
 
@@ -81,6 +82,10 @@ pub enum EngineError {
     },
     #[error("the engine has stopped")]
     Stopped,
+    /// The scheduler thread died (a panic); every request in flight failed with this and
+    /// every later one gets it at once.
+    #[error("the engine's scheduler thread died: {reason}")]
+    Died { reason: String },
     #[error("internal engine error: {0}")]
     Internal(String),
 }

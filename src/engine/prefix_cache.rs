@@ -10,6 +10,10 @@
 //!   the prompt's blocks once and ends on the entries sharing the most whole blocks; the
 //!   match is then verified token by token (no hash collision can make a wrong hit) and
 //!   extended token by token past the last whole block;
+//! - the hash is keyed per process (std's `RandomState`), so nobody can compute colliding
+//!   blocks from outside; and a collision that happens anyway only costs a miss: every
+//!   candidate's tokens are compared (length first) before it counts, and when the deepest
+//!   blocks' candidates do not verify, shallower ones are tried;
 //! - memory stays the arena's: entries live only in slots nobody else holds and are evicted
 //!   least recently used first when a request needs a slot;
 //! - an entry whose tokens are a prefix of another entry's holds nothing the longer one does
@@ -18,9 +22,9 @@
 //! The cache knows slots and tokens only; the scheduler decides when to look up, copy, take
 //! over and insert.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
 use super::kv::{Slot, SlotId};
 use crate::model::TokenId;
@@ -48,32 +52,20 @@ pub struct PrefixMatch {
     pub entry_len: usize,
 }
 
-/// Cached KV entries and their block-hash index.
-#[derive(Default)]
-pub struct PrefixCache {
+/// Cached KV entries and their block-hash index, hashed with `S` (a per-process random key
+/// by default; tests pass a colliding one).
+pub struct PrefixCache<S = RandomState> {
     entries: HashMap<SlotId, Entry>,
     /// Chained hash of blocks `0..=k` → the entries holding those `k + 1` blocks.
     index: HashMap<u64, Vec<SlotId>>,
     clock: u64,
+    hasher: S,
 }
 
-/// The chained hash of each whole block of `tokens`.
-fn block_hashes(tokens: &[TokenId]) -> Vec<u64> {
-    let mut previous = 0u64;
-    tokens
-        .chunks_exact(BLOCK)
-        .map(|block| {
-            previous = chain(previous, block);
-            previous
-        })
-        .collect()
-}
-
-fn chain(previous: u64, block: &[TokenId]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    previous.hash(&mut hasher);
-    block.hash(&mut hasher);
-    hasher.finish()
+impl Default for PrefixCache {
+    fn default() -> Self {
+        Self::with_hasher(RandomState::new())
+    }
 }
 
 fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
@@ -83,6 +75,34 @@ fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
 impl PrefixCache {
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl<S: BuildHasher> PrefixCache<S> {
+    /// An empty cache whose block hashes use `hasher`.
+    pub fn with_hasher(hasher: S) -> Self {
+        Self {
+            entries: HashMap::new(),
+            index: HashMap::new(),
+            clock: 0,
+            hasher,
+        }
+    }
+
+    fn chain(&self, previous: u64, block: &[TokenId]) -> u64 {
+        self.hasher.hash_one((previous, block))
+    }
+
+    /// The chained hash of each whole block of `tokens`.
+    fn block_hashes(&self, tokens: &[TokenId]) -> Vec<u64> {
+        let mut previous = 0u64;
+        tokens
+            .chunks_exact(BLOCK)
+            .map(|block| {
+                previous = self.chain(previous, block);
+                previous
+            })
+            .collect()
     }
 
     /// Entries (slots) the cache holds.
@@ -109,33 +129,34 @@ impl PrefixCache {
     pub fn longest_match(&self, prompt: &[TokenId], limit: usize) -> Option<PrefixMatch> {
         let prompt = &prompt[..limit.min(prompt.len())];
         let mut hash = 0u64;
-        let mut candidates: &[SlotId] = &[];
-        let mut blocks = 0;
+        // The candidates of each depth that has any (depth k + 1 holds k + 1 whole blocks).
+        let mut levels: Vec<&[SlotId]> = Vec::new();
         for block in prompt.chunks_exact(BLOCK) {
-            hash = chain(hash, block);
+            hash = self.chain(hash, block);
             match self.index.get(&hash) {
-                Some(slots) if !slots.is_empty() => {
-                    candidates = slots;
-                    blocks += 1;
-                }
+                Some(slots) if !slots.is_empty() => levels.push(slots),
                 _ => break,
             }
         }
-        let whole = blocks * BLOCK;
-        candidates
-            .iter()
-            .filter_map(|slot| self.entries.get(slot).map(|e| (slot, e)))
-            .filter(|(_, e)| e.tokens[..whole] == prompt[..whole])
-            .map(|(&slot, e)| {
-                let len = whole + common_prefix(&e.tokens[whole..], &prompt[whole..]);
-                (len, e.last_used, slot, e.tokens.len())
-            })
-            .max()
-            .map(|(len, _, slot, entry_len)| PrefixMatch {
-                slot,
-                len,
-                entry_len,
-            })
+        // Deepest first; a level whose candidates do not verify (a hash collision) falls
+        // back to the one above it.
+        levels.iter().enumerate().rev().find_map(|(k, candidates)| {
+            let whole = (k + 1) * BLOCK;
+            candidates
+                .iter()
+                .filter_map(|slot| self.entries.get(slot).map(|e| (slot, e)))
+                .filter(|(_, e)| e.tokens.get(..whole) == Some(&prompt[..whole]))
+                .map(|(&slot, e)| {
+                    let len = whole + common_prefix(&e.tokens[whole..], &prompt[whole..]);
+                    (len, e.last_used, slot, e.tokens.len())
+                })
+                .max()
+                .map(|(len, _, slot, entry_len)| PrefixMatch {
+                    slot,
+                    len,
+                    entry_len,
+                })
+        })
     }
 
     /// Marks `slot`'s entry as just used (it is evicted last).
@@ -172,7 +193,7 @@ impl PrefixCache {
         for id in &redundant {
             self.remove(*id);
         }
-        let hashes = block_hashes(&tokens);
+        let hashes = self.block_hashes(&tokens);
         for hash in &hashes {
             self.index.entry(*hash).or_default().push(slot.id());
         }
@@ -320,5 +341,166 @@ mod tests {
         let (slot, toks) = cache.remove(ids[0]).unwrap();
         assert_eq!((slot.id(), toks.len()), (ids[0], 16));
         assert!(cache.is_empty() && cache.index.is_empty());
+    }
+
+    /// Every block hashes to the same value (or to one of a few): the worst collisions.
+    #[derive(Clone, Copy)]
+    struct Colliding {
+        buckets: u64,
+    }
+
+    struct CollidingHasher {
+        buckets: u64,
+        sum: u64,
+    }
+
+    impl std::hash::Hasher for CollidingHasher {
+        fn finish(&self) -> u64 {
+            self.sum % self.buckets
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.sum = self.sum.wrapping_add(b as u64);
+            }
+        }
+    }
+
+    impl BuildHasher for Colliding {
+        type Hasher = CollidingHasher;
+        fn build_hasher(&self) -> CollidingHasher {
+            CollidingHasher {
+                buckets: self.buckets,
+                sum: 0,
+            }
+        }
+    }
+
+    #[test]
+    fn colliding_block_hashes_at_different_depths_never_panic_or_give_a_wrong_hit() {
+        let mut arena = arena(4);
+        let mut cache = PrefixCache::with_hasher(Colliding { buckets: 1 });
+        // One block cached; the prompt's three blocks all "hit" the same hash.
+        let short = arena.allocate().unwrap();
+        let short_id = short.id();
+        cache.insert(short, tokens(0..16));
+        let prompt = tokens(1000..1048);
+        assert_eq!(cache.longest_match(&prompt, prompt.len()), None);
+        // A real shared block under colliding deeper levels is still found.
+        let mut prompt = tokens(0..16);
+        prompt.extend(500..540);
+        let m = cache.longest_match(&prompt, prompt.len()).unwrap();
+        assert_eq!((m.slot, m.len, m.entry_len), (short_id, 16, 16));
+    }
+
+    /// The cache's answers, computed the plain way over a list of entries.
+    #[derive(Default)]
+    struct Naive {
+        entries: Vec<(SlotId, Vec<TokenId>)>,
+    }
+
+    impl Naive {
+        fn longest(&self, prompt: &[TokenId], limit: usize) -> usize {
+            let prompt = &prompt[..limit.min(prompt.len())];
+            self.entries
+                .iter()
+                .map(|(_, t)| common_prefix(t, prompt))
+                .filter(|&l| l >= BLOCK)
+                .max()
+                .unwrap_or(0)
+        }
+
+        fn insert(&mut self, id: SlotId, tokens: Vec<TokenId>) {
+            if tokens.len() < BLOCK || self.entries.iter().any(|(_, e)| e.starts_with(&tokens)) {
+                return;
+            }
+            self.entries.retain(|(_, e)| !tokens.starts_with(e));
+            self.entries.push((id, tokens));
+        }
+    }
+
+    fn drive<S: BuildHasher>(mut cache: PrefixCache<S>, seed: u64) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let slots = 6;
+        let mut arena = arena(slots);
+        let mut naive = Naive::default();
+        // A small alphabet and shared stems, so prompts share blocks often.
+        let stems: Vec<Vec<TokenId>> = (0..3)
+            .map(|_| (0..40).map(|_| rng.random_range(0..4)).collect())
+            .collect();
+        let mut sequence = |rng: &mut rand_chacha::ChaCha8Rng| {
+            let stem = &stems[rng.random_range(0..stems.len())];
+            let keep = rng.random_range(0..=stem.len());
+            let mut t = stem[..keep].to_vec();
+            let extra = rng.random_range(0..40);
+            t.extend((0..extra).map(|_| rng.random_range(0..4)));
+            t
+        };
+        for step in 0..3000 {
+            match rng.random_range(0..10) {
+                0..=3 => {
+                    if arena.free_slots() == 0 && !cache.evict_lru(None) {
+                        continue;
+                    }
+                    // Mirror the eviction in the naive model.
+                    naive.entries.retain(|(id, _)| cache.holds(*id));
+                    let Some(slot) = arena.allocate() else {
+                        continue;
+                    };
+                    let id = slot.id();
+                    let t = sequence(&mut rng);
+                    cache.insert(slot, t.clone());
+                    naive.insert(id, t);
+                }
+                4 => {
+                    cache.evict_lru(None);
+                    naive.entries.retain(|(id, _)| cache.holds(*id));
+                }
+                5 => {
+                    if let Some(&(id, _)) = naive.entries.first() {
+                        let (slot, t) = cache.remove(id).expect("a naive entry is cached");
+                        assert_eq!(slot.id(), id);
+                        assert!(naive.entries.iter().any(|(i, e)| *i == id && *e == t));
+                        naive.entries.retain(|(i, _)| *i != id);
+                    }
+                }
+                _ => {
+                    let prompt = sequence(&mut rng);
+                    let limit = rng.random_range(0..=prompt.len() + 2);
+                    let want = naive.longest(&prompt, limit);
+                    match cache.longest_match(&prompt, limit) {
+                        None => assert_eq!(want, 0, "step {step}: missed a {want}-token match"),
+                        Some(m) => {
+                            assert_eq!(m.len, want, "step {step}");
+                            let (_, entry) = naive
+                                .entries
+                                .iter()
+                                .find(|(id, _)| *id == m.slot)
+                                .expect("the match names a cached entry");
+                            assert_eq!(entry.len(), m.entry_len);
+                            assert_eq!(entry[..m.len], prompt[..m.len], "step {step}");
+                            if let Some(id) = naive.entries.first().map(|e| e.0) {
+                                cache.touch(id);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(cache.len(), naive.entries.len(), "step {step}");
+            assert_eq!(
+                arena.free_slots() + cache.len(),
+                slots,
+                "step {step}: a slot leaked"
+            );
+        }
+    }
+
+    #[test]
+    fn insert_evict_and_lookup_agree_with_a_naive_model_under_any_hashing() {
+        for seed in 0..8 {
+            drive(PrefixCache::new(), seed);
+            drive(PrefixCache::with_hasher(Colliding { buckets: 1 }), seed);
+            drive(PrefixCache::with_hasher(Colliding { buckets: 3 }), seed);
+        }
     }
 }

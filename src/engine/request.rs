@@ -7,6 +7,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 
 use super::sampler::SamplingParams;
 use super::EngineError;
+use crate::liveness::Liveness;
 use crate::model::TokenId;
 
 /// A generation request: `n` samples continuing one prompt.
@@ -56,6 +57,9 @@ pub struct SampleOutput {
     pub top_logprobs: Vec<Vec<(TokenId, f32)>>,
     /// Byte offset into the decoded text where a stop string matched, if one did.
     pub stop_at: Option<usize>,
+    /// When a stop string matched: the answer's text up to it, from the same incremental
+    /// decode the match was found in (`Engine::text_of` returns it).
+    pub text: Option<String>,
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
     /// From submission to the first generated token.
@@ -96,8 +100,22 @@ pub enum GenerationEvent {
 pub struct GenerationStream {
     pub(crate) rx: Receiver<GenerationEvent>,
     pub(crate) n: usize,
+    /// Samples finished so far, and whether a failure ended the stream.
+    pub(crate) finished: usize,
+    pub(crate) over: bool,
     /// Counts the request as in flight until the stream is dropped.
     pub(crate) _pending: PendingGuard,
+    /// The scheduler's liveness: a stream that ends early names a dead scheduler.
+    pub(crate) liveness: Liveness,
+}
+
+/// The error of a channel to the scheduler that closed early: the scheduler died (and
+/// said why), or it stopped.
+pub(crate) fn stopped(liveness: &Liveness) -> EngineError {
+    match liveness.dead_reason() {
+        Some(reason) => EngineError::Died { reason },
+        None => EngineError::Stopped,
+    }
 }
 
 /// One request counted against the engine's in-flight limit; dropping it uncounts it.
@@ -110,14 +128,31 @@ impl Drop for PendingGuard {
 }
 
 impl GenerationStream {
-    /// Next event, or `None` when the request is over.
+    /// Next event, or `None` when the request is over. A channel that closes before the
+    /// request is over (the scheduler died) yields one `Failed` event naming why.
     pub async fn next(&mut self) -> Option<GenerationEvent> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        self.or_failed(event)
     }
 
     /// Next event, blocking the thread (not for async contexts).
     pub fn blocking_next(&mut self) -> Option<GenerationEvent> {
-        self.rx.blocking_recv()
+        let event = self.rx.blocking_recv();
+        self.or_failed(event)
+    }
+
+    fn or_failed(&mut self, event: Option<GenerationEvent>) -> Option<GenerationEvent> {
+        match &event {
+            Some(GenerationEvent::Finished(_)) => self.finished += 1,
+            Some(GenerationEvent::Failed(_)) => self.over = true,
+            Some(GenerationEvent::Token { .. }) => {}
+            None if !self.over && self.finished < self.n => {
+                self.over = true;
+                return Some(GenerationEvent::Failed(stopped(&self.liveness)));
+            }
+            None => {}
+        }
+        event
     }
 
     /// Waits for every sample, ordered by index.
@@ -128,7 +163,7 @@ impl GenerationStream {
                 Some(GenerationEvent::Finished(out)) => done.push(out),
                 Some(GenerationEvent::Failed(e)) => return Err(e),
                 Some(GenerationEvent::Token { .. }) => {}
-                None => return Err(EngineError::Stopped),
+                None => return Err(stopped(&self.liveness)),
             }
         }
         done.sort_by_key(|o| o.index);

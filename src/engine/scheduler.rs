@@ -60,6 +60,7 @@ use super::sampler::{
 };
 use super::EngineError;
 use crate::gpu::RowSampling;
+use crate::liveness::{panic_message, Liveness};
 use crate::model::{find_stop, IncrementalText, TokenId, Tokenizer};
 
 /// Counters the scheduler publishes (read by benchmarks and `/metrics`).
@@ -284,6 +285,11 @@ impl Sequence {
         matches!(self.fault(), Some(InjectedFault::StepErrorAfter(k)) if self.tokens.len() >= k)
     }
 
+    /// Test hook: the scheduler thread panics at this sequence's next token.
+    fn panics_scheduler(&self) -> bool {
+        matches!(self.fault(), Some(InjectedFault::PanicAfter(k)) if self.tokens.len() >= k)
+    }
+
     /// Test hook: this sequence's logits are replaced by NaN.
     fn poisons_logits(&self) -> bool {
         matches!(self.fault(), Some(InjectedFault::NanLogitsAfter(k)) if self.tokens.len() >= k)
@@ -407,26 +413,73 @@ impl Scheduler {
         }
     }
 
-    /// Runs until every `Engine` handle is dropped and all work is done.
-    pub(crate) fn run(mut self) {
+    /// Runs until every `Engine` handle is dropped and all work is done, or until an
+    /// iteration panics: then the engine is marked dead (with the panic's message) before
+    /// every request in flight fails with [`EngineError::Died`] and the thread ends, so
+    /// nobody waits on a scheduler that is gone and later submissions fail at once.
+    pub(crate) fn run(mut self, liveness: &Liveness) {
         loop {
             let idle =
                 self.waiting.is_empty() && self.prefill.is_none() && self.decoding.is_empty();
             if idle && self.disconnected {
                 return;
             }
-            self.receive(idle);
-            self.drop_cancelled();
-            let prefill_started = Instant::now();
-            self.prefill_step();
-            self.stats.prefill_nanos.fetch_add(
-                prefill_started.elapsed().as_nanos() as u64,
-                Ordering::Relaxed,
-            );
-            self.flush_finished();
-            self.decode_step();
-            self.flush_finished();
+            let iteration =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.iteration(idle)));
+            if let Err(payload) = iteration {
+                let reason = panic_message(payload.as_ref());
+                tracing::error!(%reason, "the engine's scheduler thread panicked; the engine is dead");
+                liveness.mark_dead(reason.clone());
+                self.fail_everything(&reason);
+                return;
+            }
         }
+    }
+
+    /// Fails every request the scheduler holds (after a panic; its state may be torn).
+    fn fail_everything(&mut self, reason: &str) {
+        let died = || EngineError::Died {
+            reason: reason.to_string(),
+        };
+        for (group, _) in self.finished.drain(..) {
+            group.fail(died());
+        }
+        for seq in self.decoding.drain(..) {
+            seq.group.fail(died());
+        }
+        if let Some(p) = self.prefill.take() {
+            fail_job(p.job, died());
+        }
+        for w in self.waiting.drain(..) {
+            fail_job(w.job, died());
+        }
+        // Commands already sent but not yet received fail too.
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Generate { events, .. } => {
+                    let _ = events.try_send(GenerationEvent::Failed(died()));
+                }
+                Command::Logprobs { reply, .. } => {
+                    let _ = reply.send(Err(died()));
+                }
+                Command::ClearPrefixCache => {}
+            }
+        }
+    }
+
+    /// One scheduler iteration: receive, drop cancelled work, prefill, decode.
+    fn iteration(&mut self, idle: bool) {
+        self.receive(idle);
+        self.drop_cancelled();
+        let prefill_started = Instant::now();
+        self.prefill_step();
+        self.stats.prefill_nanos.fetch_add(
+            prefill_started.elapsed().as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        self.flush_finished();
+        self.decode_step();
+        self.flush_finished();
     }
 
     fn publish_gauges(&self) {
@@ -728,6 +781,12 @@ impl Scheduler {
         if seq.group.cancelled() {
             return Outcome::Dropped;
         }
+        if seq.panics_scheduler() {
+            panic!(
+                "injected scheduler panic (test hook of sample {})",
+                seq.index
+            );
+        }
         let row = if seq.poisons_logits() {
             self.poisoned_row.clear();
             self.poisoned_row.resize(logits.len(), f32::NAN);
@@ -811,8 +870,16 @@ impl Scheduler {
         let seq = self.remove_decoding(i, self.cache.is_some());
         let elapsed = seq.group.submitted.elapsed();
         let cached = self.cache.is_some().then(|| seq.cached_tokens());
+        // The answer cut at its stop string, on the very text the stop was found in (a fresh
+        // decode of the tokens may differ from the incremental one, so an offset into this
+        // text is not one into that).
+        let text = seq
+            .stop_at
+            .and_then(|at| seq.text.text().get(..at))
+            .map(str::to_string);
         let output = SampleOutput {
             index: seq.index,
+            text,
             prompt_tokens: seq.group.prompt_len,
             time_to_first_token: seq.first_token_at.unwrap_or(elapsed),
             elapsed,

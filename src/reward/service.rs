@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use super::{RewardError, RewardInput, RewardModel, RowError};
+use crate::liveness::{panic_message, Liveness};
 
 /// Inputs one scorer call gathers from queued requests before it runs (a single larger
 /// request still runs whole, in one call).
@@ -34,6 +35,10 @@ pub enum ServiceError {
     Model(Arc<RewardError>),
     #[error("the reward scorer has stopped")]
     Stopped,
+    /// The scorer thread died (the model panicked); every queued request failed with this
+    /// and every later one gets it at once.
+    #[error("the reward model's scorer thread died: {reason}")]
+    Died { reason: String },
     #[error("the reward model returned {got} scores for {expected} inputs")]
     Count { expected: usize, got: usize },
     #[error("the reward scorer is overloaded ({limit} requests queued); retry later")]
@@ -71,6 +76,8 @@ pub struct RewardServiceStats {
     pub inputs: AtomicU64,
     /// Nanoseconds the model spent in `score` calls.
     pub busy_nanos: AtomicU64,
+    /// Requests skipped unscored because their caller was gone.
+    pub skipped: AtomicU64,
 }
 
 /// Reward-service counters at one moment.
@@ -113,6 +120,14 @@ pub struct RewardService {
     jobs: Sender<Job>,
     name: Arc<str>,
     stats: Arc<RewardServiceStats>,
+    liveness: Liveness,
+}
+
+fn stopped(liveness: &Liveness) -> ServiceError {
+    match liveness.dead_reason() {
+        Some(reason) => ServiceError::Died { reason },
+        None => ServiceError::Stopped,
+    }
 }
 
 impl RewardService {
@@ -122,9 +137,11 @@ impl RewardService {
         let stats = Arc::new(RewardServiceStats::default());
         let (tx, rx) = crossbeam_channel::bounded(MAX_QUEUED_REQUESTS);
         let thread_stats = Arc::clone(&stats);
+        let liveness = Liveness::new();
+        let thread_liveness = liveness.clone();
         std::thread::Builder::new()
             .name("tpo-rewards".into())
-            .spawn(move || serve(model, rx, &thread_stats))
+            .spawn(move || serve(model, rx, &thread_stats, &thread_liveness))
             .map_err(|e| {
                 RewardError::Internal(format!("spawning the reward scorer thread: {e}"))
             })?;
@@ -132,6 +149,7 @@ impl RewardService {
             jobs: tx,
             name,
             stats,
+            liveness,
         })
     }
 
@@ -142,6 +160,11 @@ impl RewardService {
 
     pub fn stats(&self) -> &RewardServiceStats {
         &self.stats
+    }
+
+    /// Why the scorer thread died, or `None` while it runs.
+    pub fn dead_reason(&self) -> Option<String> {
+        self.liveness.dead_reason()
     }
 
     /// One result per input, in order; a row the model cannot score gets its own error.
@@ -156,26 +179,40 @@ impl RewardService {
                 crossbeam_channel::TrySendError::Full(_) => ServiceError::Overloaded {
                     limit: MAX_QUEUED_REQUESTS,
                 },
-                crossbeam_channel::TrySendError::Disconnected(_) => ServiceError::Stopped,
+                crossbeam_channel::TrySendError::Disconnected(_) => stopped(&self.liveness),
             })?;
-        rx.await.map_err(|_| ServiceError::Stopped)?
+        rx.await.map_err(|_| stopped(&self.liveness))?
     }
 }
 
 /// The scorer thread: block for one request, take whatever else is queued, score it all in
-/// one call, answer each request with its own slice.
-fn serve(model: Box<dyn RewardModel>, jobs: Receiver<Job>, stats: &RewardServiceStats) {
+/// one call, answer each request with its own slice. A request whose caller is gone (its
+/// reply channel closed: a dropped search, a client that hung up) is skipped unscored. A
+/// panic in the model marks the service dead, fails the batch and everything queued, and
+/// ends the thread.
+fn serve(
+    model: Box<dyn RewardModel>,
+    jobs: Receiver<Job>,
+    stats: &RewardServiceStats,
+    liveness: &Liveness,
+) {
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        let mut queued = batch[0].inputs.len();
-        while queued < MAX_BATCH_INPUTS {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    queued += job.inputs.len();
-                    batch.push(job);
-                }
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut queued = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            if job.reply.is_closed() {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                queued += job.inputs.len();
+                batch.push(job);
             }
+            if queued < MAX_BATCH_INPUTS {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let rows: Vec<RewardInput<'_>> = batch
             .iter()
@@ -187,7 +224,26 @@ fn serve(model: Box<dyn RewardModel>, jobs: Receiver<Job>, stats: &RewardService
             })
             .collect();
         let started = std::time::Instant::now();
-        let result = model.score(&rows);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.score(&rows)));
+        let result = match result {
+            Ok(result) => result,
+            Err(payload) => {
+                let reason = panic_message(payload.as_ref());
+                tracing::error!(model = model.name(), %reason, "the reward model panicked; its scorer is dead");
+                liveness.mark_dead(reason.clone());
+                drop(rows);
+                let died = || ServiceError::Died {
+                    reason: reason.clone(),
+                };
+                for job in batch {
+                    let _ = job.reply.send(Err(died()));
+                }
+                while let Ok(job) = jobs.try_recv() {
+                    let _ = job.reply.send(Err(died()));
+                }
+                return;
+            }
+        };
         stats
             .busy_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -344,5 +400,77 @@ mod tests {
         dropped
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("the scorer thread should end and drop the model");
+    }
+
+    #[test]
+    fn requests_whose_caller_is_gone_are_skipped_unscored() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let service = RewardService::start(Box::new(LengthModel {
+            calls: Arc::clone(&calls),
+            entered: entered_tx,
+            gate: Mutex::new(Some(gate)),
+        }))
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (a, c) = rt.block_on(async {
+            let mut first = Box::pin(service.score(vec![input("a")]));
+            assert!(futures::poll!(&mut first).is_pending());
+            entered.recv().unwrap();
+            // 200 inputs queued, then their caller gives up before the scorer is free.
+            let mut gone = Box::pin(service.score((0..200).map(|_| input("xx")).collect()));
+            assert!(futures::poll!(&mut gone).is_pending());
+            drop(gone);
+            let mut third = Box::pin(service.score(vec![input("cccc")]));
+            assert!(futures::poll!(&mut third).is_pending());
+            open.send(()).unwrap();
+            (first.await, third.await)
+        });
+        assert_eq!(a.unwrap(), vec![Ok(1.0)]);
+        assert_eq!(c.unwrap(), vec![Ok(4.0)]);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![1, 1],
+            "the dropped request was scored"
+        );
+        assert_eq!(service.stats().skipped.load(Ordering::Relaxed), 1);
+    }
+
+    /// A model that panics on its first call (a bug in a reward model).
+    struct PanickingModel;
+
+    impl RewardModel for PanickingModel {
+        fn name(&self) -> &str {
+            "panicking"
+        }
+
+        fn score(&self, _inputs: &[RewardInput<'_>]) -> Result<Scores, RewardError> {
+            panic!("injected reward model panic")
+        }
+    }
+
+    #[test]
+    fn a_panicking_model_marks_the_service_dead_and_every_request_names_why() {
+        let service = RewardService::start(Box::new(PanickingModel)).unwrap();
+        assert_eq!(service.dead_reason(), None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let first = rt.block_on(service.score(vec![input("a")]));
+        match first {
+            Err(ServiceError::Died { reason }) => {
+                assert!(reason.contains("injected reward model panic"), "{reason}")
+            }
+            other => panic!("expected Died, got {other:?}"),
+        }
+        assert!(service
+            .dead_reason()
+            .is_some_and(|r| r.contains("injected reward model panic")));
+        // Later requests fail at once with the same reason, never hang.
+        let later = rt.block_on(service.score(vec![input("b")]));
+        assert!(matches!(later, Err(ServiceError::Died { .. })), "{later:?}");
     }
 }

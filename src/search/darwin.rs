@@ -607,6 +607,7 @@ mod tests {
             logprobs: vec![0.0; tokens],
             top_logprobs: Vec::new(),
             stop_at: None,
+            text: None,
             finish_reason,
             prompt_tokens: 3,
             time_to_first_token: std::time::Duration::ZERO,

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -52,8 +52,10 @@ impl Admission {
         }
     }
 
-    /// Waits for `cost` permits (capped at the capacity) or fails with 429 / 408.
-    pub async fn admit(&self, cost: usize, timeout: Duration) -> Result<Ticket, ApiError> {
+    /// Waits for `cost` permits (capped at the capacity) until `deadline`, the request's
+    /// one deadline, or fails with 429 / 408.
+    pub async fn admit(&self, cost: usize, deadline: Instant) -> Result<Ticket, ApiError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         let cost = (cost.max(1) as u32).min(self.capacity);
         let permit = match Arc::clone(&self.permits).try_acquire_many_owned(cost) {
             Ok(p) => p,
@@ -68,7 +70,7 @@ impl Admission {
                 }
                 let _spot = QueueSpot(Arc::clone(&self.queued));
                 let acquire = Arc::clone(&self.permits).acquire_many_owned(cost);
-                match tokio::time::timeout(timeout, acquire).await {
+                match tokio::time::timeout_at(deadline, acquire).await {
                     Ok(Ok(p)) => p,
                     Ok(Err(_)) => return Err(ApiError::draining()),
                     Err(_) => return Err(ApiError::timeout(timeout.as_secs_f64())),
@@ -87,6 +89,11 @@ impl Admission {
         self.queued.load(Ordering::SeqCst)
     }
 
+    /// Permits (sequences) held by admitted requests.
+    pub fn permits_used(&self) -> usize {
+        (self.capacity as usize).saturating_sub(self.permits.available_permits())
+    }
+
     /// Requests admitted and not finished (streams included).
     pub fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
@@ -96,21 +103,23 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_queue_is_a_429_and_permits_come_back() {
         let a = Admission::new(2, 1);
-        let t1 = a.admit(2, Duration::from_secs(5)).await.unwrap();
+        let soon = |ms| Instant::now() + Duration::from_millis(ms);
+        let t1 = a.admit(2, soon(5000)).await.unwrap();
         assert_eq!(a.active(), 1);
         // One may wait; it times out since nothing is released.
-        let waited = a.admit(1, Duration::from_millis(20)).await;
+        let waited = a.admit(1, soon(20)).await;
         assert_eq!(waited.err().map(|e| e.status.as_u16()), Some(408));
         // Fill the queue with a waiter, then the next one is refused at once.
-        let waiter = a.admit(1, Duration::from_secs(5));
+        let waiter = a.admit(1, soon(5000));
         tokio::pin!(waiter);
         assert!(futures::poll!(&mut waiter).is_pending());
         assert_eq!(a.queued(), 1);
-        let refused = a.admit(1, Duration::from_secs(5)).await;
+        let refused = a.admit(1, soon(5000)).await;
         assert_eq!(refused.err().map(|e| e.status.as_u16()), Some(429));
         drop(t1);
         let t2 = waiter.await.unwrap();
@@ -118,6 +127,6 @@ mod tests {
         drop(t2);
         assert_eq!(a.active(), 0);
         // A cost above the capacity is capped, never unsatisfiable.
-        assert!(a.admit(10, Duration::from_millis(20)).await.is_ok());
+        assert!(a.admit(10, soon(20)).await.is_ok());
     }
 }

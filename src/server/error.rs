@@ -151,6 +151,55 @@ impl ApiError {
         }
     }
 
+    /// 503 for a connection beyond `--max-connections` (written before its request is read).
+    pub fn too_many_connections() -> Self {
+        Self {
+            code: Some("too_many_connections"),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many open connections; retry later",
+            )
+        }
+    }
+
+    /// 503: a worker thread of the server died (`what`: "the engine's scheduler thread");
+    /// the server cannot serve until it is restarted, and `/health` says so.
+    pub fn dead(what: &str, reason: &str) -> Self {
+        Self {
+            code: Some("worker_dead"),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{what} died ({reason}); this server must be restarted"),
+            )
+        }
+    }
+
+    /// 408: the request body did not arrive within the body deadline.
+    pub fn body_timeout(seconds: f64) -> Self {
+        Self {
+            code: Some("body_timeout"),
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {seconds} s"),
+            )
+        }
+    }
+
+    /// The error event ending a stream whose client read too slowly: more than `limit`
+    /// bytes of events were waiting for it.
+    pub fn slow_client(limit: usize) -> Self {
+        Self {
+            code: Some("slow_client"),
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the client read the stream too slowly (more than {limit} bytes were \
+                     waiting); the request was cancelled"
+                ),
+            )
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
@@ -168,6 +217,12 @@ impl ApiError {
 
     /// Label of `tpo_rejections_total{reason}`.
     pub fn reason(&self) -> &'static str {
+        match self.code {
+            Some("worker_dead") => return "worker_dead",
+            Some("too_many_connections") => return "too_many_connections",
+            Some("slow_client") => return "slow_client",
+            _ => {}
+        }
         match self.status {
             StatusCode::TOO_MANY_REQUESTS => "overloaded",
             StatusCode::UNAUTHORIZED => "unauthorized",
@@ -211,7 +266,8 @@ impl IntoResponse for ApiError {
                 | StatusCode::UNSUPPORTED_MEDIA_TYPE
                 | StatusCode::PAYLOAD_TOO_LARGE
                 | StatusCode::SERVICE_UNAVAILABLE
-        ) {
+        ) || self.code == Some("body_timeout")
+        {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -229,6 +285,7 @@ impl From<EngineError> for ApiError {
             EngineError::Sampling(_) => ApiError::bad_body(e.to_string()),
             EngineError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
             EngineError::Stopped => ApiError::internal(e.to_string()),
+            EngineError::Died { reason } => ApiError::dead("the engine's scheduler thread", reason),
             _ => ApiError::internal(e.to_string()),
         }
     }
@@ -238,6 +295,9 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
+            ServiceError::Died { reason } => {
+                ApiError::dead("a reward model's scorer thread", &reason)
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::sse::Event;
 use futures::Stream;
 use serde_json::json;
 
@@ -19,7 +18,7 @@ use super::schema::{
     ChatChoice, ChatCompletion, ChatMessageOut, ChoiceLogprobs, Completion, CompletionChoice,
     TokenLogprob, TopLogprob, Usage,
 };
-use super::stream::{chunk_id, data_event, done_event, error_event, unix_now};
+use super::stream::{chunk_id, data_event, done_event, error_event, unix_now, Frame};
 use super::text::{token_text, TextStream};
 use super::validate::Generation;
 use super::ServerState;
@@ -164,7 +163,7 @@ pub fn stream(
     model: String,
     ticket: Ticket,
     started: Instant,
-) -> Result<impl Stream<Item = Result<Event, std::convert::Infallible>>, ApiError> {
+) -> Result<impl Stream<Item = Result<Frame, std::convert::Infallible>>, ApiError> {
     let prompt_tokens = job.prompt.len();
     let n = job.n;
     let mut events = state
@@ -207,11 +206,11 @@ pub fn stream(
         let mut last_token_at: Vec<Option<Instant>> = vec![None; n];
         let mut finished = 0usize;
         let mut completion_tokens = 0usize;
-        let mut failed = false;
+        let mut failed: Option<u16> = None;
         while finished < n {
             let Some(event) = events.next().await else {
                 yield Ok(error_event(&ApiError::internal("the engine stopped")));
-                failed = true;
+                failed = Some(500);
                 break;
             };
             match event {
@@ -247,19 +246,20 @@ pub fn stream(
                     yield Ok(data_event(&chunk(sample.index, None, false, None, Some(finish_reason(&sample)))));
                 }
                 GenerationEvent::Failed(e) => {
-                    yield Ok(error_event(&ApiError::from(e)));
-                    failed = true;
+                    let e = ApiError::from(e);
+                    failed = Some(e.status.as_u16());
+                    yield Ok(error_event(&e));
                     break;
                 }
             }
         }
         metrics::tokens(prompt_tokens, completion_tokens);
-        if include_usage && !failed {
+        if include_usage && failed.is_none() {
             let usage = Usage::new(prompt_tokens, completion_tokens);
             yield Ok(data_event(&json!({"id": id, "object": object, "created": created,
                 "model": model, "choices": [], "usage": usage})));
         }
-        metrics::request_done(shape.endpoint(), if failed { 500 } else { 200 }, started.elapsed().as_secs_f64());
+        metrics::request_done(shape.endpoint(), failed.unwrap_or(200), started.elapsed().as_secs_f64());
         yield Ok(done_event());
     })
 }

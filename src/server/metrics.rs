@@ -34,6 +34,16 @@ pub const SEARCH_ALL_DROPPED: &str = "tpo_searches_all_dropped_total";
 pub const RM_BATCH_SIZE: &str = crate::reward::RM_BATCH_SIZE_METRIC;
 pub const ENGINE_DECODE_STEPS: &str = "tpo_engine_decode_steps_total";
 pub const ENGINE_PREFILL_TOKENS: &str = "tpo_engine_prefill_tokens_total";
+/// Admission permits (sequences) held by admitted requests.
+pub const PERMITS_USED: &str = "tpo_admission_permits_used";
+pub const CONNECTIONS_OPEN: &str = "tpo_connections_open";
+/// Connections answered 503 and closed at once (over `--max-connections`).
+pub const CONNECTIONS_REFUSED: &str = "tpo_connections_refused_total";
+/// Closed connections by why: done (the client closed or asked to), idle (keep-alive or
+/// shutdown), write_stalled (the client accepted no bytes), error (timeouts of headers,
+/// broken sockets, protocol errors).
+pub const CONNECTIONS_CLOSED: &str = "tpo_connections_closed_total";
+pub const CLOSE_REASONS: &[&str] = &["done", "idle", "write_stalled", "error"];
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -66,6 +76,9 @@ pub const REASONS: &[&str] = &[
     "timeout",
     "draining",
     "internal",
+    "worker_dead",
+    "too_many_connections",
+    "slow_client",
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -115,6 +128,10 @@ fn register_all() {
     ] {
         counter!(c).absolute(0);
     }
+    for reason in CLOSE_REASONS {
+        counter!(CONNECTIONS_CLOSED, "reason" => *reason).absolute(0);
+    }
+    counter!(CONNECTIONS_REFUSED).absolute(0);
     counter!(PROMPT_TOKENS).absolute(0);
     counter!(GENERATED_TOKENS).absolute(0);
     let _ = histogram!(TTFT);
@@ -127,6 +144,8 @@ fn register_all() {
         KV_SLOTS_USED,
         KV_SLOTS_FREE,
         KV_SLOTS_CACHED,
+        PERMITS_USED,
+        CONNECTIONS_OPEN,
     ] {
         gauge!(g).set(0.0);
     }
@@ -137,6 +156,7 @@ pub struct Snapshot {
     pub queued_requests: usize,
     pub engine_waiting: u64,
     pub requests_running: usize,
+    pub permits_used: usize,
     pub running_sequences: u64,
     pub kv_slots_used: u64,
     pub kv_slots_cached: u64,
@@ -153,6 +173,7 @@ pub struct Snapshot {
 pub fn render(snapshot: &Snapshot) -> String {
     gauge!(QUEUE_DEPTH).set((snapshot.queued_requests as u64 + snapshot.engine_waiting) as f64);
     gauge!(REQUESTS_RUNNING).set(snapshot.requests_running as f64);
+    gauge!(PERMITS_USED).set(snapshot.permits_used as f64);
     gauge!(RUNNING_SEQUENCES).set(snapshot.running_sequences as f64);
     gauge!(KV_SLOTS_USED).set(snapshot.kv_slots_used as f64);
     gauge!(KV_SLOTS_FREE).set(snapshot.kv_slots.saturating_sub(snapshot.kv_slots_used) as f64);
@@ -176,6 +197,20 @@ pub fn render(snapshot: &Snapshot) -> String {
 pub fn request_done(endpoint: &'static str, status: u16, seconds: f64) {
     counter!(REQUESTS, "endpoint" => endpoint, "status" => status.to_string()).increment(1);
     histogram!(REQUEST_DURATION, "endpoint" => endpoint).record(seconds);
+}
+
+pub fn connection_opened() {
+    gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// A connection ended, for `reason` (one of [`CLOSE_REASONS`]).
+pub fn connection_closed(reason: &'static str) {
+    gauge!(CONNECTIONS_OPEN).decrement(1.0);
+    counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+}
+
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
 }
 
 /// One refused request.

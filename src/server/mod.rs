@@ -3,19 +3,23 @@
 //!
 //! Rooms: `body` (bytes → validated JSON fields), `schema` (the wire types and their
 //! OpenAPI schemas), `validate` (requests → jobs, every range checked before admission),
-//! `admission` (permits and the bounded queue: 429 instead of growth), `generate` (plain
+//! `admission` (permits and the bounded queue: 429 instead of growth), `conn` (the accept
+//! loop: connection limit, header / keep-alive / write-stall timeouts), `generate` (plain
 //! chat and completions, whole or streamed), `search` (TPO / Best-of-N / DARWIN through
 //! the chat endpoint), `text` (incremental detokenization for streams), `stream` (SSE
 //! framing), `metrics` (Prometheus), `openapi` (the document), `error` (the one error
 //! type and its OpenAI shape).
 //!
-//! A request goes: auth and drain check (middleware) → body read under the size limit →
-//! fields checked → validated into a job → admitted (permits for its peak number of
-//! sequences) → run. Nothing is sent before admission, so overload and bad input are real
-//! HTTP statuses, never a 200 followed by an error event.
+//! A request goes: auth and drain check (middleware) → body read under the size limit and
+//! the body deadline → fields checked and validated into a job on the blocking pool (JSON
+//! parsing, chat templates and tokenization never run on the async workers) → admitted
+//! (permits for its peak number of sequences) → run. Nothing is sent before admission, so
+//! overload and bad input are real HTTP statuses, never a 200 followed by an error event.
+//! One deadline (`--request-timeout`) covers the whole request: queueing and running.
 
 mod admission;
 mod body;
+mod conn;
 mod error;
 mod generate;
 pub mod metrics;
@@ -49,6 +53,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
+use crate::engine::InjectedFault;
 use crate::reward::OwnedRewardInput;
 use crate::search::SearchOptions;
 
@@ -70,8 +75,26 @@ pub struct ServeOptions {
     pub max_concurrent_requests: u32,
     /// Requests that may wait for admission; beyond it a request gets 429.
     pub max_queue: usize,
-    /// Longest a request may wait and run.
+    /// Longest a request may take, queueing and running together (one deadline).
     pub request_timeout: Duration,
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this (408 otherwise).
+    pub body_timeout: Duration,
+    /// An idle keep-alive connection (no request, no bytes) closes after this.
+    pub keep_alive_timeout: Duration,
+    /// A connection whose client accepts no bytes of a pending response for this long is
+    /// closed, cancelling the work behind it.
+    pub write_timeout: Duration,
+    /// Bytes of a stream's events that may wait unread before its request is cancelled.
+    pub stream_buffer_bytes: usize,
+    /// Serve `/metrics` on this port (on `host`) instead of the API port.
+    pub metrics_port: Option<u16>,
+    /// Test hook: honour the `x-tpo-inject-fault` header (never set in production).
+    #[doc(hidden)]
+    pub fault_injection: bool,
     /// After SIGTERM/SIGINT, how long in-flight requests may still run.
     pub shutdown_grace: Duration,
     pub body_limit: usize,
@@ -121,6 +144,18 @@ impl ServerState {
         }
     }
 
+    /// Why the server cannot serve: a dead scheduler or scorer thread, named.
+    fn dead_reason(&self) -> Option<String> {
+        if let Some(reason) = self.app.engine.dead_reason() {
+            return Some(format!("the engine's scheduler thread died: {reason}"));
+        }
+        self.app.rewards.iter().find_map(|(name, service)| {
+            service
+                .dead_reason()
+                .map(|reason| format!("the scorer thread of reward model {name:?} died: {reason}"))
+        })
+    }
+
     fn metrics_snapshot(&self) -> metrics::Snapshot {
         let s = self.app.engine.stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -128,6 +163,7 @@ impl ServerState {
             queued_requests: self.admission.queued(),
             engine_waiting: load(&s.waiting),
             requests_running: self.admission.active(),
+            permits_used: self.admission.permits_used(),
             running_sequences: load(&s.running),
             kv_slots_used: load(&s.kv_slots_used),
             kv_slots_cached: load(&s.kv_slots_cached),
@@ -202,6 +238,25 @@ pub async fn serve<E: std::fmt::Display + Send + 'static>(
     let listener =
         tokio::net::TcpListener::from_std(serving_listener).map_err(ServerError::Serve)?;
     let grace = options.shutdown_grace;
+    let conn_limits = conn::ConnLimits {
+        max_connections: options.max_connections,
+        header_read_timeout: options.header_timeout,
+        keep_alive_timeout: options.keep_alive_timeout,
+        write_stall_timeout: options.write_timeout,
+    };
+    let metrics_listener = match options.metrics_port {
+        Some(port) => {
+            let addr = format!("{}:{port}", options.host);
+            let l = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let local = l.local_addr().map_err(ServerError::Serve)?;
+            tracing::info!(%local, "metrics on their own port");
+            Some(l)
+        }
+        None => None,
+    };
+    warn_if_open(&options.host, options.api_key.is_some());
     let state = Arc::new(ServerState {
         admission: Admission::new(options.max_concurrent_requests, options.max_queue),
         app,
@@ -211,7 +266,11 @@ pub async fn serve<E: std::fmt::Display + Send + 'static>(
     });
     let router = router(Arc::clone(&state));
     tracing::info!(%local, model = %state.options.model_id, "tpo serve ready");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(l) = metrics_listener {
+        let metrics_router = metrics_router(Arc::clone(&state));
+        tokio::spawn(conn::serve(l, metrics_router, conn_limits, stop_rx.clone()));
+    }
     let (hard_tx, hard_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = Arc::clone(&state);
     let drainer = tokio::spawn(async move {
@@ -228,22 +287,34 @@ pub async fn serve<E: std::fmt::Display + Send + 'static>(
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         // Connections still open after the drain (slow readers, requests past the grace)
         // get one more second before the process exits.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = hard_tx.send(());
     });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = stop_rx.await;
-    });
-    let result = tokio::select! {
-        r = server => r.map_err(ServerError::Serve),
-        _ = hard_rx => Ok(()),
-    };
+    conn::serve(listener, router, conn_limits, stop_rx).await;
+    // The listener has stopped; open connections finish (bounded by the drainer).
+    let _ = hard_rx.await;
     drainer.abort();
     tracing::info!("tpo serve stopped");
-    result
+    Ok(())
+}
+
+/// Warns when the API is open to the network without a key.
+fn warn_if_open(host: &str, has_key: bool) {
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if !has_key && !loopback {
+        tracing::warn!(
+            host,
+            "serving WITHOUT an API key on a non-loopback address: anyone who can reach this \
+             port can run requests; set --api-key-file, TPO_API_KEY or --api-key"
+        );
+    }
 }
 
 async fn shutdown_signal() {
@@ -275,10 +346,13 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/score", post(score))
         .route("/v1/models", get(models))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), gate));
-    Router::new()
-        .merge(api)
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
+    let mut router = Router::new().merge(api).route("/health", get(health));
+    // With --metrics-port, /metrics lives on its own port only (its prefix-cache counters
+    // tell a prober whether its prompt shares blocks with other users' prompts).
+    if state.options.metrics_port.is_none() {
+        router = router.route("/metrics", get(metrics_text));
+    }
+    router
         .route("/openapi.json", get(openapi::document))
         .route("/", get(viewer_page))
         .route("/ui", get(viewer_page))
@@ -295,6 +369,14 @@ pub fn router(state: Arc<ServerState>) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The metrics port's routes: `/metrics` only.
+fn metrics_router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 /// Refuses `/v1` requests while draining and without the API key.
@@ -360,11 +442,18 @@ fn refuse(endpoint: &'static str, started: Instant, e: ApiError) -> Response {
     e.into_response()
 }
 
-fn sse<S>(stream: S) -> Response
+/// A stream's response: its work detached from the body (see `stream::detach`), cut off
+/// at the request's deadline.
+fn sse<S>(state: &ServerState, deadline: tokio::time::Instant, work: S) -> Response
 where
-    S: Stream<Item = Result<axum::response::sse::Event, Infallible>> + Send + 'static,
+    S: Stream<Item = Result<stream::Frame, Infallible>> + Send + 'static,
 {
-    let mut response = Sse::new(stream)
+    let limit = state.options.request_timeout;
+    let body = stream::detach(
+        with_deadline(deadline, limit, work),
+        state.options.stream_buffer_bytes,
+    );
+    let mut response = Sse::new(body)
         .keep_alive(KeepAlive::default())
         .into_response();
     response
@@ -373,27 +462,28 @@ where
     response
 }
 
-/// Runs `work` under the request timeout.
+/// Runs `work` until the request's deadline.
 async fn timed<T>(
     state: &ServerState,
+    deadline: tokio::time::Instant,
     work: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
     let limit = state.options.request_timeout;
-    tokio::time::timeout(limit, work)
+    tokio::time::timeout_at(deadline, work)
         .await
         .unwrap_or_else(|_| Err(ApiError::timeout(limit.as_secs_f64())))
 }
 
-/// Cuts a stream off at the request timeout (with an error event and `[DONE]`).
+/// Cuts a stream off at the request's deadline (with an error event and `[DONE]`).
 fn with_deadline<S>(
+    deadline: tokio::time::Instant,
     limit: Duration,
     inner: S,
-) -> impl Stream<Item = Result<axum::response::sse::Event, Infallible>> + Send
+) -> impl Stream<Item = Result<stream::Frame, Infallible>> + Send
 where
-    S: Stream<Item = Result<axum::response::sse::Event, Infallible>> + Send + 'static,
+    S: Stream<Item = Result<stream::Frame, Infallible>> + Send + 'static,
 {
     async_stream::stream! {
-        let deadline = tokio::time::Instant::now() + limit;
         let inner = inner;
         futures::pin_mut!(inner);
         loop {
@@ -407,6 +497,73 @@ where
                 }
             }
         }
+    }
+}
+
+/// The request's one deadline, from its arrival.
+fn deadline_of(state: &ServerState) -> tokio::time::Instant {
+    tokio::time::Instant::now() + state.options.request_timeout
+}
+
+/// The body, read under the size limit and the body deadline (itself within the request's).
+async fn read_body(
+    state: &ServerState,
+    headers: &HeaderMap,
+    body: Body,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<u8>, ApiError> {
+    let body_deadline = deadline.min(tokio::time::Instant::now() + state.options.body_timeout);
+    match tokio::time::timeout_at(
+        body_deadline,
+        body::read_json_body(headers, body, state.options.body_limit),
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::body_timeout(
+            state.options.body_timeout.as_secs_f64(),
+        )),
+    }
+}
+
+/// Runs CPU-bound request work (JSON parsing, chat templates, tokenization) on the blocking
+/// pool, so a large prompt never stalls the async workers that serve every other request
+/// and `/health`.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("validating the request: {e}"))))
+}
+
+/// The fault a test asks for with `x-tpo-inject-fault` (only when the server runs with the
+/// hidden `--enable-fault-injection`): `panic-scheduler[:K]` panics the scheduler thread
+/// once the request has generated K tokens (default 1).
+fn injected_fault(state: &ServerState, headers: &HeaderMap) -> Option<InjectedFault> {
+    if !state.options.fault_injection {
+        return None;
+    }
+    let value = headers.get("x-tpo-inject-fault")?.to_str().ok()?;
+    let (name, after) = value.split_once(':').unwrap_or((value, "1"));
+    let after = after.trim().parse().ok()?;
+    match name.trim() {
+        "panic-scheduler" => Some(InjectedFault::PanicAfter(after)),
+        "step-error" => Some(InjectedFault::StepErrorAfter(after)),
+        "nan-logits" => Some(InjectedFault::NanLogitsAfter(after)),
+        _ => None,
+    }
+}
+
+/// Sequences a chat job decodes at once: its admission cost.
+fn cost_of(job: &Job) -> usize {
+    match job {
+        Job::Generate(g) => g.n,
+        Job::Search(s) => match s.params.strategy() {
+            crate::search::Strategy::Darwin => s.params.darwin().mutations,
+            crate::search::Strategy::Greedy => 1,
+            _ => s.params.width(),
+        },
     }
 }
 
@@ -424,56 +581,58 @@ async fn chat_completions(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let deadline = deadline_of(&state);
     let endpoint = "chat";
+    let fault = injected_fault(&state, &headers);
     let job = async {
-        let bytes = body::read_json_body(&headers, body, state.options.body_limit).await?;
-        let req: schema::ChatCompletionRequest = body::parse(&bytes, &schema::CHAT_FIELDS)?;
-        if let Some(user) = &req.user {
-            tracing::info!(user = %user, "request user");
-        }
-        let job = validate::chat_job(&req, &state.limits())?;
-        Ok::<_, ApiError>((req.model, job))
+        let bytes = read_body(&state, &headers, body, deadline).await?;
+        let validating = Arc::clone(&state);
+        off_runtime(move || {
+            let req: schema::ChatCompletionRequest = body::parse(&bytes, &schema::CHAT_FIELDS)?;
+            if let Some(user) = &req.user {
+                tracing::info!(user = %user, "request user");
+            }
+            let mut job = validate::chat_job(&req, &validating.limits())?;
+            if let (Some(fault), Job::Generate(g)) = (fault, &mut job) {
+                g.sampling = g.sampling.clone().with_fault(fault);
+            }
+            Ok((req.model, job))
+        })
+        .await
     }
     .await;
     let (model, job) = match job {
         Ok(j) => j,
         Err(e) => return refuse(endpoint, started, e),
     };
-    let cost = match &job {
-        Job::Generate(g) => g.n,
-        Job::Search(s) => match s.params.strategy() {
-            crate::search::Strategy::Darwin => s.params.darwin().mutations,
-            crate::search::Strategy::Greedy => 1,
-            _ => s.params.width(),
-        },
-    };
-    let ticket = match state
-        .admission
-        .admit(cost, state.options.request_timeout)
-        .await
-    {
+    let ticket = match state.admission.admit(cost_of(&job), deadline).await {
         Ok(t) => t,
         Err(e) => return refuse(endpoint, started, e),
     };
-    let limit = state.options.request_timeout;
     match job {
         Job::Generate(g) if g.stream => {
             match generate::stream(Arc::clone(&state), g, Shape::Chat, model, ticket, started) {
-                Ok(s) => sse(with_deadline(limit, s)),
+                Ok(s) => sse(&state, deadline, s),
                 Err(e) => refuse(endpoint, started, e),
             }
         }
-        Job::Search(s) if s.stream => sse(with_deadline(
-            limit,
+        Job::Search(s) if s.stream => sse(
+            &state,
+            deadline,
             search::stream(Arc::clone(&state), *s, model, ticket, started),
-        )),
+        ),
         Job::Generate(g) => {
-            let result = timed(&state, generate::complete(&state, g, Shape::Chat, &model)).await;
+            let result = timed(
+                &state,
+                deadline,
+                generate::complete(&state, g, Shape::Chat, &model),
+            )
+            .await;
             drop(ticket);
             respond(endpoint, started, result)
         }
         Job::Search(s) => {
-            let result = timed(&state, search::complete(&state, *s, &model)).await;
+            let result = timed(&state, deadline, search::complete(&state, *s, &model)).await;
             drop(ticket);
             respond(endpoint, started, result)
         }
@@ -508,31 +667,35 @@ async fn completions(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let deadline = deadline_of(&state);
     let endpoint = "completions";
+    let fault = injected_fault(&state, &headers);
     let job = async {
-        let bytes = body::read_json_body(&headers, body, state.options.body_limit).await?;
-        let req: schema::CompletionRequest = body::parse(&bytes, &schema::COMPLETION_FIELDS)?;
-        if let Some(user) = &req.user {
-            tracing::info!(user = %user, "request user");
-        }
-        let job = validate::completion_job(&req, &state.limits())?;
-        Ok::<_, ApiError>((req.model, job))
+        let bytes = read_body(&state, &headers, body, deadline).await?;
+        let validating = Arc::clone(&state);
+        off_runtime(move || {
+            let req: schema::CompletionRequest = body::parse(&bytes, &schema::COMPLETION_FIELDS)?;
+            if let Some(user) = &req.user {
+                tracing::info!(user = %user, "request user");
+            }
+            let mut job = validate::completion_job(&req, &validating.limits())?;
+            if let Some(fault) = fault {
+                job.sampling = job.sampling.clone().with_fault(fault);
+            }
+            Ok((req.model, job))
+        })
+        .await
     }
     .await;
     let (model, job) = match job {
         Ok(j) => j,
         Err(e) => return refuse(endpoint, started, e),
     };
-    let ticket = match state
-        .admission
-        .admit(job.n, state.options.request_timeout)
-        .await
-    {
+    let ticket = match state.admission.admit(job.n, deadline).await {
         Ok(t) => t,
         Err(e) => return refuse(endpoint, started, e),
     };
     if job.stream {
-        let limit = state.options.request_timeout;
         return match generate::stream(
             Arc::clone(&state),
             job,
@@ -541,12 +704,13 @@ async fn completions(
             ticket,
             started,
         ) {
-            Ok(s) => sse(with_deadline(limit, s)),
+            Ok(s) => sse(&state, deadline, s),
             Err(e) => refuse(endpoint, started, e),
         };
     }
     let result = timed(
         &state,
+        deadline,
         generate::complete(&state, job, Shape::Completion, &model),
     )
     .await;
@@ -567,20 +731,26 @@ pub const MAX_SCORE_ITEMS: usize = 256;
     security(("bearer" = [])))]
 async fn score(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    let deadline = deadline_of(&state);
     let endpoint = "score";
     let work = async {
-        let bytes = body::read_json_body(&headers, body, state.options.body_limit).await?;
-        let req: schema::ScoreRequest = body::parse(&bytes, &schema::SCORE_FIELDS)?;
-        let name = validate::score_reward_model(&req, &state.limits())?;
+        let bytes = read_body(&state, &headers, body, deadline).await?;
+        let validating = Arc::clone(&state);
+        let (req, name) = off_runtime(move || {
+            let req: schema::ScoreRequest = body::parse(&bytes, &schema::SCORE_FIELDS)?;
+            let name = validate::score_reward_model(&req, &validating.limits())?;
+            Ok((req, name))
+        })
+        .await?;
         let Some(rewards) = state.app.reward(&name).cloned() else {
             return Err(ApiError::internal(format!(
                 "reward model {name:?} is listed but not loaded"
             )));
         };
-        let _ticket = state
-            .admission
-            .admit(1, state.options.request_timeout)
-            .await?;
+        // Admitted by its size: one permit per item (capped at the capacity), as each item
+        // is one sequence for the reward model, so a large batch cannot crowd out searches
+        // for the price of one.
+        let _ticket = state.admission.admit(req.items.len(), deadline).await?;
         let inputs = req
             .items
             .into_iter()
@@ -590,7 +760,7 @@ async fn score(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
                 reference: i.reference,
             })
             .collect();
-        let scores = timed(&state, async {
+        let scores = timed(&state, deadline, async {
             rewards.score(inputs).await.map_err(ApiError::from)
         })
         .await?;
@@ -666,7 +836,10 @@ async fn loading_answer(uri: axum::http::Uri) -> Response {
     if uri.path() == "/health" {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health { status: "loading" }),
+            Json(Health {
+                status: "loading",
+                reason: None,
+            }),
         )
             .into_response();
     }
@@ -677,15 +850,24 @@ async fn loading_answer(uri: axum::http::Uri) -> Response {
     responses((status = 200, description = "Every model is loaded", body = Health),
         (status = 503, description = "Loading the models, or draining", body = Health)))]
 async fn health(State(state): State<Arc<ServerState>>) -> Response {
-    if state.draining.load(Ordering::SeqCst) {
+    let unavailable = |status, reason| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health { status: "draining" }),
+            Json(Health { status, reason }),
         )
             .into_response()
-    } else {
-        Json(Health { status: "ok" }).into_response()
+    };
+    if let Some(reason) = state.dead_reason() {
+        return unavailable("dead", Some(reason));
     }
+    if state.draining.load(Ordering::SeqCst) {
+        return unavailable("draining", None);
+    }
+    Json(Health {
+        status: "ok",
+        reason: None,
+    })
+    .into_response()
 }
 
 #[utoipa::path(get, path = "/metrics",

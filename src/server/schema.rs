@@ -410,6 +410,9 @@ pub struct ModelCard {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// ok, loading or draining.
+    /// ok, loading, draining, or dead (a worker thread died: restart the server).
     pub status: &'static str,
+    /// Why the server is dead: which thread, and its panic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

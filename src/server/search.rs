@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::sse::Event;
 use futures::Stream;
 use serde_json::json;
 
@@ -22,7 +21,7 @@ use super::metrics;
 use super::schema::{
     ChatChoice, ChatCompletion, ChatMessageOut, SearchProgress, SearchSummary, Usage,
 };
-use super::stream::{chunk_id, data_event, done_event, error_event, unix_now};
+use super::stream::{chunk_id, data_event, done_event, error_event, unix_now, Frame};
 use super::validate::SearchJob;
 use super::ServerState;
 
@@ -130,7 +129,7 @@ pub fn stream(
     model: String,
     ticket: Ticket,
     started: Instant,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+) -> impl Stream<Item = Result<Frame, Infallible>> {
     async_stream::stream! {
         let _ticket = ticket;
         let id = chunk_id("chatcmpl");

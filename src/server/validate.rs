@@ -3,9 +3,9 @@
 
 use serde_json::Value;
 
-use crate::engine::{Engine, EngineError, SamplingOptions, SamplingParams};
+use crate::engine::{Engine, EngineError, SamplingOptions, SamplingParams, MAX_STOP_BYTES};
 use crate::model::{ChatMessage, TokenId, Tokenizer};
-use crate::search::{DarwinOptions, SearchOptions, SearchParams, Strategy};
+use crate::search::{prompts, DarwinOptions, SearchOptions, SearchParams, Strategy};
 
 use super::error::ApiError;
 use super::schema::{
@@ -181,6 +181,15 @@ fn stop_strings(stop: Option<&Stop>) -> Result<Vec<String>, ApiError> {
     }
     if list.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "stop strings must not be empty"));
+    }
+    if let Some(long) = list.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "a stop string may be at most {MAX_STOP_BYTES} bytes, got one of {}",
+                long.len()
+            ),
+        ));
     }
     Ok(list)
 }
@@ -527,6 +536,31 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
             ),
         ));
     }
+    check_search_fits(
+        limits.engine,
+        strategy,
+        prompt_len,
+        options.max_new_tokens,
+        max_tokens_name,
+    )?;
+    let reference = t.and_then(|t| t.reference.clone());
+    if let Some(text) = &reference {
+        let tokens = limits.engine.tokenizer().encode(text).map_err(|e| {
+            ApiError::invalid(
+                "tpo.reference",
+                format!("the reference cannot be tokenized: {e}"),
+            )
+        })?;
+        if tokens.len() > context {
+            return Err(ApiError::invalid(
+                "tpo.reference",
+                format!(
+                    "the reference is {} tokens; this server's context holds {context}",
+                    tokens.len()
+                ),
+            ));
+        }
+    }
     let steps = match strategy {
         Strategy::Tpo => Some(("tpo.depth", options.depth)),
         Strategy::Darwin => Some(("tpo.iterations", options.darwin.iterations)),
@@ -567,13 +601,68 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
     }
     Ok(Job::Search(Box::new(SearchJob {
         query,
-        reference: t.and_then(|t| t.reference.clone()),
+        reference,
         params,
         reward_model,
         return_trace: t.and_then(|t| t.return_trace).unwrap_or(false),
         stream,
         include_usage,
     })))
+}
+
+/// Refuses, before any work, a search one of whose policy calls could not fit the context:
+/// every call's prompt plus `max_tokens` must fit (the rule of
+/// [`prompts::tpo_peak_prompt_tokens`]). A TPO step's critique prompt holds the question
+/// and two answers; Best-of-N and greedy prompt with the question alone; DARWIN's rewordings
+/// are checked as they are made (one that does not fit is dropped).
+fn check_search_fits(
+    engine: &dyn Policy,
+    strategy: Strategy,
+    question_prompt: usize,
+    max_new_tokens: usize,
+    field: &str,
+) -> Result<(), ApiError> {
+    let context = engine.max_seq_len();
+    let (peak, what) = match strategy {
+        Strategy::Tpo => {
+            let render = |text: &str| {
+                engine
+                    .chat_prompt(&[ChatMessage::user(text)])
+                    .map(|t| t.len())
+            };
+            let prefix = engine
+                .tokenizer()
+                .encode(prompts::UPDATE_RESPONSE_PREFIX)
+                .map(|t| t.len())
+                .map_err(|e| ApiError::internal(format!("tokenizing the TPO prompts: {e}")))?;
+            // The question prompt's own template tokens are in the overhead already; its
+            // length minus an empty turn's is the question's.
+            let empty = render("")?;
+            let question = question_prompt.saturating_sub(empty);
+            let peak = prompts::tpo_peak_prompt_tokens(render, prefix, question, max_new_tokens)?;
+            (peak, "its critique prompt (the question and two answers)")
+        }
+        Strategy::BestOfN | Strategy::Greedy | Strategy::Darwin => (question_prompt, "its prompt"),
+    };
+    if peak + max_new_tokens <= context {
+        return Ok(());
+    }
+    let fits = match strategy {
+        // peak grows by 2 per max_tokens, and the call adds 1 more.
+        Strategy::Tpo => {
+            let fixed = peak - 2 * max_new_tokens;
+            context.saturating_sub(fixed) / 3
+        }
+        _ => context.saturating_sub(question_prompt),
+    };
+    Err(ApiError::invalid(
+        field,
+        format!(
+            "{field} = {max_new_tokens} does not fit this search: {what} is up to {peak} tokens \
+             and each call may generate {max_new_tokens} more, but the context holds \
+             {context}; with this question at most {field} = {fits} fits"
+        ),
+    ))
 }
 
 fn has_search_settings(t: &TpoOptions) -> bool {

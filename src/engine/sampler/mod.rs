@@ -33,6 +33,8 @@ pub enum SamplingError {
     MaxNewTokens,
     #[error("stop strings must not be empty")]
     EmptyStop,
+    #[error("a stop string may be at most {max} bytes, got one of {len}")]
+    StopTooLong { len: usize, max: usize },
     #[error("{name} must be finite and in [-2, 2], got {value}")]
     Penalty { name: &'static str, value: f32 },
     #[error("top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {0}")]
@@ -41,6 +43,15 @@ pub enum SamplingError {
 
 /// Most alternatives a token may report (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// Temperatures below this run greedy (argmax), as in vLLM: `1 / t` of a tinier one
+/// overflows to infinity and would turn sampling into a uniform draw, the opposite of what
+/// a near-zero temperature asks for.
+pub const MIN_TEMPERATURE: f32 = 1e-5;
+
+/// Longest stop string, in bytes: every generated token searches the new text plus the
+/// longest stop's reach before it, so the bound keeps that search small.
+pub const MAX_STOP_BYTES: usize = 1024;
 
 /// A row of logits that cannot be sampled: the model produced non-finite values.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,6 +74,9 @@ pub enum InjectedFault {
     /// Once this many tokens are generated, every model step holding the sequence's row
     /// fails (as a failing ONNX Runtime run would).
     StepErrorAfter(usize),
+    /// Once this many tokens are generated, the scheduler thread panics (as a bug in it
+    /// would): every request in flight fails and the engine reports itself dead.
+    PanicAfter(usize),
 }
 
 /// What a caller asks for; turned into [`SamplingParams`] by validation.
@@ -121,11 +135,14 @@ pub struct SamplingParams {
 }
 
 impl SamplingParams {
-    pub fn new(options: SamplingOptions) -> Result<Self, SamplingError> {
-        let o = &options;
-        if !o.temperature.is_finite() || o.temperature < 0.0 {
-            return Err(SamplingError::Temperature(o.temperature));
+    pub fn new(mut options: SamplingOptions) -> Result<Self, SamplingError> {
+        if !options.temperature.is_finite() || options.temperature < 0.0 {
+            return Err(SamplingError::Temperature(options.temperature));
         }
+        if options.temperature < MIN_TEMPERATURE {
+            options.temperature = 0.0;
+        }
+        let o = &options;
         if !(o.top_p > 0.0 && o.top_p <= 1.0) {
             return Err(SamplingError::TopP(o.top_p));
         }
@@ -137,6 +154,12 @@ impl SamplingParams {
         }
         if o.stop.iter().any(String::is_empty) {
             return Err(SamplingError::EmptyStop);
+        }
+        if let Some(len) = o.stop.iter().map(String::len).find(|&l| l > MAX_STOP_BYTES) {
+            return Err(SamplingError::StopTooLong {
+                len,
+                max: MAX_STOP_BYTES,
+            });
         }
         for (name, value) in [
             ("presence_penalty", o.presence_penalty),
@@ -163,6 +186,13 @@ impl SamplingParams {
 
     pub fn options(&self) -> &SamplingOptions {
         &self.options
+    }
+
+    /// The same parameters (seed included) with a test fault injected.
+    #[doc(hidden)]
+    pub fn with_fault(mut self, fault: InjectedFault) -> Self {
+        self.options.inject_fault = Some(fault);
+        self
     }
 
     pub fn max_new_tokens(&self) -> usize {
@@ -1092,5 +1122,38 @@ mod tests {
             }
             assert!(s.top.windows(2).all(|w| w[0].1 >= w[1].1));
         }
+    }
+
+    #[test]
+    fn a_tiny_temperature_samples_greedily_instead_of_uniformly() {
+        let logits = pseudo_logits(4_096, 8.0);
+        let best = argmax(&logits);
+        let mut sampler = Sampler::default();
+        for t in [1e-39_f32, 1e-30, 1e-8, MIN_TEMPERATURE / 2.0] {
+            let p = params(t, 0.95, 0);
+            assert!(p.is_greedy(), "t = {t}");
+            for u in [0.0, 0.37, 0.999] {
+                let s = sampler.sample(&logits, &p, u, &[]).unwrap();
+                assert_eq!(s.token, best, "t = {t}, u = {u}");
+            }
+        }
+        // At the floor itself the temperature stands (and 1 / t is finite).
+        assert!(!params(MIN_TEMPERATURE, 1.0, 0).is_greedy());
+    }
+
+    #[test]
+    fn stop_strings_are_bounded_in_length() {
+        let options = |stop: String| SamplingOptions {
+            stop: vec!["ok".into(), stop],
+            ..SamplingOptions::default()
+        };
+        assert!(SamplingParams::new(options("x".repeat(MAX_STOP_BYTES))).is_ok());
+        assert_eq!(
+            SamplingParams::new(options("x".repeat(256 * 1024))).err(),
+            Some(SamplingError::StopTooLong {
+                len: 256 * 1024,
+                max: MAX_STOP_BYTES
+            })
+        );
     }
 }
