@@ -111,6 +111,14 @@ deploy-check: venv
 server-tests: build $(VENV)/.server-tests-installed
 	$(VPY) -m pytest -q $(SERVER_TESTS)
 
+# The chaos test of `make test` (tests/server/test_chaos.py) run for SOAK_SECONDS instead
+# of 40: well-behaved openai clients beside stalled readers, hang-ups, slow-loris headers and
+# bodies, malformed requests and injected engine faults; asserts nothing hangs, leaks or 5xxs.
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: build $(VENV)/.server-tests-installed
+	CHAOS_SECONDS=$(SOAK_SECONDS) $(VPY) -m pytest -q -s $(SERVER_TESTS)/test_chaos.py
+
 # Schemathesis against the server's /openapi.json (a few minutes).
 schemathesis: build $(VENV)/.server-tests-installed
 	ST=$(VENV)/bin/st $(SERVER_TESTS)/schemathesis.sh

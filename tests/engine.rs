@@ -9,8 +9,8 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use tpo_engine::engine::{
-    Engine, EngineError, EngineOptions, GenerateRequest, GenerationEvent, InjectedFault,
-    LogitsError, SampleOutput, SamplingOptions, SamplingParams,
+    Engine, EngineError, EngineOptions, FinishReason, GenerateRequest, GenerationEvent,
+    InjectedFault, LogitsError, SampleOutput, SamplingOptions, SamplingParams,
 };
 use tpo_engine::model::ModelDir;
 
@@ -633,4 +633,94 @@ fn top_logprobs_and_penalties_reach_the_outputs() {
         plain.tokens[..k].contains(&plain.tokens[k]),
         "the first changed token was never generated before"
     );
+}
+
+/// A stop offset that is not a character boundary of a fresh decode (the scheduler found
+/// it in its incremental text) must never panic `text_of`: it cuts at the boundary below.
+#[test]
+fn text_of_never_cuts_through_a_character() {
+    let engine = start(1, 64);
+    let tokens = engine.tokenizer().encode("héllo wörld").unwrap();
+    let sample = SampleOutput {
+        index: 0,
+        tokens,
+        logprobs: Vec::new(),
+        top_logprobs: Vec::new(),
+        // Byte 2 is inside "é" (bytes 1..3).
+        stop_at: Some(2),
+        text: None,
+        finish_reason: FinishReason::Stop,
+        prompt_tokens: 1,
+        time_to_first_token: std::time::Duration::ZERO,
+        elapsed: std::time::Duration::ZERO,
+    };
+    assert_eq!(engine.text_of(&sample).unwrap(), "h");
+    // The scheduler's own text, when it sends one, is the answer as is.
+    let with_text = SampleOutput {
+        text: Some("hé".into()),
+        ..sample
+    };
+    assert_eq!(engine.text_of(&with_text).unwrap(), "hé");
+}
+
+/// A generation that stops on a stop string carries the text it was found in.
+#[test]
+fn a_stop_string_match_carries_the_text_it_was_found_in() {
+    let engine = start(1, 256);
+    let prompt = engine
+        .question_prompt("Count from one to ten in words.")
+        .unwrap();
+    let params = SamplingParams::new(SamplingOptions {
+        max_new_tokens: 64,
+        stop: vec!["four".into()],
+        ..SamplingOptions::default()
+    })
+    .unwrap();
+    let out = engine
+        .generate_blocking(GenerateRequest::new(prompt, params))
+        .unwrap();
+    let sample = &out[0];
+    if sample.stop_at.is_some() {
+        let text = sample
+            .text
+            .as_deref()
+            .expect("a stopped sample carries its text");
+        assert!(!text.contains("four"), "{text}");
+        assert_eq!(engine.text_of(sample).unwrap(), text);
+    }
+}
+
+/// A panic in the scheduler thread fails every request in flight at once with an error
+/// naming the engine, and every later request too; the engine reports itself dead.
+#[test]
+fn a_scheduler_panic_fails_in_flight_work_and_the_engine_reports_why() {
+    let engine = start(4, 256);
+    let prompt = engine.question_prompt("Tell me a story.").unwrap();
+    let bystander = engine
+        .submit(GenerateRequest::new(prompt.clone(), sampled(1, 200)))
+        .unwrap();
+    let faulty = SamplingParams::new(SamplingOptions {
+        max_new_tokens: 50,
+        inject_fault: Some(InjectedFault::PanicAfter(2)),
+        ..SamplingOptions::default()
+    })
+    .unwrap();
+    let err = engine
+        .generate_blocking(GenerateRequest::new(prompt.clone(), faulty))
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Died { reason } if reason.contains("injected scheduler panic")),
+        "{err}"
+    );
+    let bystander = futures::executor::block_on(bystander.collect()).unwrap_err();
+    assert!(matches!(bystander, EngineError::Died { .. }), "{bystander}");
+    assert!(engine.dead_reason().is_some());
+    let later = engine
+        .generate_blocking(GenerateRequest::new(prompt.clone(), sampled(2, 4)))
+        .unwrap_err();
+    assert!(matches!(later, EngineError::Died { .. }), "{later}");
+    let scored = engine
+        .logprobs_blocking(prompt.clone(), prompt)
+        .unwrap_err();
+    assert!(matches!(scored, EngineError::Died { .. }), "{scored}");
 }

@@ -428,7 +428,7 @@ mod tests {
         let stems: Vec<Vec<TokenId>> = (0..3)
             .map(|_| (0..40).map(|_| rng.random_range(0..4)).collect())
             .collect();
-        let mut sequence = |rng: &mut rand_chacha::ChaCha8Rng| {
+        let sequence = |rng: &mut rand_chacha::ChaCha8Rng| {
             let stem = &stems[rng.random_range(0..stems.len())];
             let keep = rng.random_range(0..=stem.len());
             let mut t = stem[..keep].to_vec();

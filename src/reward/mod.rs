@@ -90,6 +90,12 @@ pub trait RewardModel: Send + Sync {
 
     /// One result per input, in order.
     fn score(&self, inputs: &[RewardInput<'_>]) -> Result<Vec<Result<f32, RowError>>, RewardError>;
+
+    /// Whether every input needs a reference answer (similarity to it is the reward), so a
+    /// caller can refuse a search without one before any work.
+    fn needs_reference(&self) -> bool {
+        false
+    }
 }
 
 /// How reward models are loaded.

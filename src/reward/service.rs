@@ -121,6 +121,7 @@ pub struct RewardService {
     name: Arc<str>,
     stats: Arc<RewardServiceStats>,
     liveness: Liveness,
+    needs_reference: bool,
 }
 
 fn stopped(liveness: &Liveness) -> ServiceError {
@@ -134,6 +135,7 @@ impl RewardService {
     /// Moves `model` onto its own scorer thread.
     pub fn start(model: Box<dyn RewardModel>) -> Result<Self, RewardError> {
         let name: Arc<str> = Arc::from(model.name());
+        let needs_reference = model.needs_reference();
         let stats = Arc::new(RewardServiceStats::default());
         let (tx, rx) = crossbeam_channel::bounded(MAX_QUEUED_REQUESTS);
         let thread_stats = Arc::clone(&stats);
@@ -150,6 +152,7 @@ impl RewardService {
             name,
             stats,
             liveness,
+            needs_reference,
         })
     }
 
@@ -160,6 +163,11 @@ impl RewardService {
 
     pub fn stats(&self) -> &RewardServiceStats {
         &self.stats
+    }
+
+    /// Whether the model scores only inputs with a reference answer.
+    pub fn needs_reference(&self) -> bool {
+        self.needs_reference
     }
 
     /// Why the scorer thread died, or `None` while it runs.

@@ -126,6 +126,10 @@ impl SimilarityRm {
 }
 
 impl RewardModel for SimilarityRm {
+    fn needs_reference(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

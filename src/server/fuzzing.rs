@@ -68,6 +68,7 @@ impl Context {
             engine: self,
             model_id: &self.model_id,
             reward_models: self.reward_models.clone(),
+            need_reference: vec!["similarity".into()],
             search_defaults: &self.search_defaults,
             default_reward_model: &self.reward_models[0],
             default_max_tokens: self.default_max_tokens,

@@ -138,6 +138,13 @@ impl ServerState {
             engine: &self.app.engine,
             model_id: &self.options.model_id,
             reward_models: self.app.rewards.keys().cloned().collect(),
+            need_reference: self
+                .app
+                .rewards
+                .iter()
+                .filter(|(_, service)| service.needs_reference())
+                .map(|(name, _)| name.clone())
+                .collect(),
             search_defaults: &self.options.search_defaults,
             default_reward_model: &self.options.default_reward_model,
             default_max_tokens: self.options.default_max_tokens,

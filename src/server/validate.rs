@@ -61,6 +61,8 @@ pub struct Limits<'a> {
     pub model_id: &'a str,
     /// Reward models loaded, by name.
     pub reward_models: Vec<String>,
+    /// Those of them that score only against a reference answer (similarity, BERTScore).
+    pub need_reference: Vec<String>,
     /// Settings of searches selected by a model suffix, and unset `tpo` fields.
     pub search_defaults: &'a SearchOptions,
     /// Reward model of searches that name none.
@@ -596,6 +598,15 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
             format!(
                 "reward model {reward_model:?} is not loaded; this server has: {}",
                 limits.reward_models.join(", ")
+            ),
+        ));
+    }
+    if reference.is_none() && limits.need_reference.contains(&reward_model) {
+        return Err(ApiError::invalid(
+            "tpo.reference",
+            format!(
+                "the reward model {reward_model:?} scores answers by their similarity to a \
+                 reference answer: give one in tpo.reference, or pick another reward model"
             ),
         ));
     }

@@ -20,7 +20,8 @@ import openai
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TPO = ROOT / "target" / "release" / "tpo"
+# TPO_BIN runs the suite against another build (e.g. an older one, to see a test fail).
+TPO = Path(os.environ.get("TPO_BIN", ROOT / "target" / "release" / "tpo"))
 LOG_DIR = ROOT / "target" / "server-tests"
 API_KEY = "test-key"
 MODEL = "smollm2-135m-instruct"
@@ -44,17 +45,38 @@ _servers: list["Server"] = []
 REPORT: list[str] = []
 
 
+def known_flags(args: list[str]) -> list[str]:
+    """`args` less the flags another build (TPO_BIN) does not know, so a test can still run
+    against it and show what it does without them; the default build gets `args` as is."""
+    if "TPO_BIN" not in os.environ:
+        return args
+    help_text = subprocess.run([str(TPO), "serve", "--help"], capture_output=True,
+                               text=True).stdout
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a.startswith("--") and a not in help_text:
+            takes_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+            skip = takes_value
+            continue
+        out.append(a)
+    return out
+
+
 class Server:
     """One `tpo serve` process."""
 
-    def __init__(self, name: str, args: list[str]):
+    def __init__(self, name: str, args: list[str], api_key: str | None = API_KEY):
         if not TPO.exists():
             pytest.fail(f"{TPO} is missing: build it first (make build)")
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = LOG_DIR / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        cmd = [str(TPO), "serve", "--port", "0", "--api-key", API_KEY, *args]
+        key_args = ["--api-key", api_key] if api_key else []
+        cmd = [str(TPO), "serve", "--port", "0", *key_args, *known_flags(args)]
         self._log.write(("$ " + " ".join(cmd) + "\n").encode())
         self._log.flush()
         env = dict(os.environ)
@@ -79,7 +101,7 @@ class Server:
             if url is None:
                 m = _LISTENING.search(self.log_path.read_text(errors="replace"))
                 if m:
-                    url = m.group(1)
+                    url = m.group(1).replace("//0.0.0.0:", "//127.0.0.1:")
             if url is not None:
                 try:
                     health = httpx.get(url + "/health", timeout=2)
@@ -152,8 +174,8 @@ def metric_sum(samples: dict, name: str, **labels) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
-def start_server(name: str, args: list[str]) -> Server:
-    return Server(name, args)
+def start_server(name: str, args: list[str], api_key: str | None = API_KEY) -> Server:
+    return Server(name, args, api_key=api_key)
 
 
 @pytest.fixture(scope="session")
