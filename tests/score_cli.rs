@@ -363,6 +363,17 @@ fn usage_errors_exit_1_with_the_reason() {
             vec!["--reward-model", "/nonexistent/rm"],
             "not a folder or a known name",
         ),
+        (
+            vec![
+                "--chunk-rows",
+                "2049",
+                "--reward-model",
+                "none",
+                "--reference-model",
+                s(&policy),
+            ],
+            "2049 is not in 1..=1024",
+        ),
     ];
     for (extra, reason) in cases {
         let mut args = vec!["score", "--input", s(&input), "--output", s(&out)];
@@ -381,4 +392,167 @@ fn usage_errors_exit_1_with_the_reason() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a file"));
+}
+
+#[test]
+fn a_second_tpo_score_on_the_same_output_is_refused_and_the_first_writes_every_row_once() {
+    let dir = workdir("lock");
+    let n = 320;
+    let input = first_pairs(&dir, n);
+    let output = dir.join("out.jsonl");
+    let args = [
+        "score",
+        "--reward-model",
+        "similarity",
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+        "--chunk-rows",
+        "8",
+    ];
+    let first = Command::new(env!("CARGO_BIN_EXE_tpo"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while progress_rows(&output) < 8 {
+        assert!(Instant::now() < deadline, "the first run made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A restarted pod while the old one is still stopping: the same command, then with
+    // --overwrite; neither may write.
+    let with_overwrite: Vec<&str> = args.iter().copied().chain(["--overwrite"]).collect();
+    for second in [&args[..], &with_overwrite] {
+        let refused = common::tpo(second);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{second:?}: {err}");
+        assert!(
+            err.contains(s(&output)) && err.contains("another `tpo score` is writing"),
+            "{second:?}: {err}"
+        );
+    }
+    assert!(
+        progress_rows(&output) < n,
+        "the first run ended before the second started: give it a bigger input"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let ids: Vec<String> = rows_of(&output)
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("alpaca_eval-{i:04}")).collect();
+    assert_eq!(ids, expected, "every row once, in order");
+}
+
+#[test]
+fn an_output_errors_or_summary_path_that_is_the_input_is_refused_and_the_input_kept() {
+    let dir = workdir("same-file");
+    let input = first_pairs(&dir, 3);
+    let before = std::fs::read(&input).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    let dotted = dir.join("sub/../pairs.jsonl");
+    let dot = PathBuf::from(format!("{}/./pairs.jsonl", dir.display()));
+    let out = dir.join("out.jsonl");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--output", s(&input)],
+        vec!["--output", s(&dotted)],
+        vec!["--output", s(&link)],
+        vec!["--output", s(&out), "--errors", s(&dot)],
+        vec!["--output", s(&out), "--errors", s(&link)],
+        vec!["--output", s(&out), "--summary", s(&dotted)],
+    ];
+    for extra in cases {
+        let mut args = vec![
+            "score",
+            "--reward-model",
+            "similarity",
+            "--overwrite",
+            "--input",
+            s(&input),
+        ];
+        args.extend(extra);
+        let o = common::tpo(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("is the input"), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&input).unwrap(), before, "{args:?}");
+    }
+}
+
+#[test]
+fn an_invalid_utf8_line_is_a_row_error_and_a_killed_run_resumes_past_it() {
+    let dir = workdir("utf8");
+    let text = std::fs::read_to_string(pairs_file()).unwrap();
+    let mut input_bytes = Vec::new();
+    for (i, line) in text.lines().take(48).enumerate() {
+        if i == 1 {
+            input_bytes.extend_from_slice(b"{\"id\": \"bad\xff\", \"prompt\": \"q\", ");
+            input_bytes.extend_from_slice(b"\"chosen\": \"a\", \"rejected\": \"b\"}\n");
+        }
+        input_bytes.extend_from_slice(line.as_bytes());
+        input_bytes.push(b'\n');
+    }
+    let input = dir.join("rows.jsonl");
+    std::fs::write(&input, input_bytes).unwrap();
+    let (whole, resumed) = (dir.join("whole.jsonl"), dir.join("resumed.jsonl"));
+    let args = |out: &Path| {
+        [
+            "score",
+            "--reward-model",
+            "similarity",
+            "--input",
+            s(&input),
+            "--output",
+            s(out),
+            "--chunk-rows",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let a = args(&whole);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let first = common::tpo(&a);
+    assert_eq!(
+        first.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(rows_of(&whole).len(), 48);
+    let errors = rows_of(&dir.join("whole.jsonl.errors.jsonl"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["line"], 2);
+    let reason = errors[0]["error"].as_str().unwrap();
+    assert!(reason.contains("not valid UTF-8"), "{reason}");
+
+    let a = args(&resumed);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    kill_after(&a, &resumed, 3);
+    let last = common::tpo(&a);
+    assert_eq!(
+        last.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert!(String::from_utf8_lossy(&last.stderr).contains("resumed after"));
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&resumed).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(dir.join("whole.jsonl.errors.jsonl")).unwrap(),
+        std::fs::read(dir.join("resumed.jsonl.errors.jsonl")).unwrap()
+    );
 }

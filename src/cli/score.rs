@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use tpo_engine::dataset::job::MAX_CHUNK_ROWS;
 use tpo_engine::dataset::{Columns, DatasetError, ScoreJob, Scorers, Shard};
 use tpo_engine::engine::EngineOptions;
 use tpo_engine::reward::implicit::{ImplicitModels, NamedEngine, DEFAULT_BETA, DEFAULT_ETA};
@@ -53,8 +54,9 @@ pub struct ScoreArgs {
     /// index order for the whole.
     #[arg(long, default_value = "0/1", value_name = "i/n")]
     shard: Shard,
-    /// Rows per committed chunk: at most this much work is redone after a crash.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Rows per committed chunk, at most 1024: at most this much work is redone after a
+    /// crash.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_CHUNK_ROWS as i64))]
     chunk_rows: u32,
     /// Replace an existing output (and its errors and progress) instead of resuming.
     #[arg(long)]
@@ -110,6 +112,31 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
             args.input.display()
         )));
     }
+    let job = ScoreJob {
+        errors: args
+            .errors
+            .clone()
+            .unwrap_or_else(|| with_suffix(&args.output, ".errors.jsonl")),
+        summary: args
+            .summary
+            .clone()
+            .unwrap_or_else(|| with_suffix(&args.output, ".summary.json")),
+        input: args.input,
+        output: args.output,
+        columns: Columns {
+            id: args.id_column,
+            prompt: args.prompt_column,
+            chosen: args.chosen_column,
+            rejected: args.rejected_column,
+            response: args.response_column,
+            reference: args.reference_column,
+        },
+        shard: args.shard,
+        chunk_rows: args.chunk_rows as usize,
+        overwrite: args.overwrite,
+    };
+    // Refused before the models load (seconds), and before anything is written.
+    job.validate()?;
     let session = SessionOptions {
         device: args.device,
         threads: args.threads,
@@ -163,29 +190,6 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
             mrpo: args.mrpo,
             eta: args.eta,
         })
-    };
-    let job = ScoreJob {
-        errors: args
-            .errors
-            .clone()
-            .unwrap_or_else(|| with_suffix(&args.output, ".errors.jsonl")),
-        summary: args
-            .summary
-            .clone()
-            .unwrap_or_else(|| with_suffix(&args.output, ".summary.json")),
-        input: args.input,
-        output: args.output,
-        columns: Columns {
-            id: args.id_column,
-            prompt: args.prompt_column,
-            chosen: args.chosen_column,
-            rejected: args.rejected_column,
-            response: args.response_column,
-            reference: args.reference_column,
-        },
-        shard: args.shard,
-        chunk_rows: args.chunk_rows as usize,
-        overwrite: args.overwrite,
     };
     // Drawn only on a terminal (indicatif hides itself otherwise).
     let bar = ProgressBar::new(0);

@@ -6,6 +6,11 @@
 //! killed at any moment (SIGKILL included) therefore leaves a record that describes a
 //! prefix of its files; the next run truncates the files to that prefix and continues with
 //! the next row, so the final output has every row once and equals an uninterrupted run.
+//!
+//! One writer at a time: opening a checkpoint takes an exclusive advisory lock on the output
+//! file (`flock`, released when the checkpoint is dropped or its process dies) before
+//! anything is read or cut, so a second job on the same output (a restarted pod while the
+//! old one is still stopping) is refused instead of truncating and appending beside it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -39,6 +44,7 @@ pub struct Resume {
 
 /// The open output, errors and progress files of one job.
 pub struct Checkpoint {
+    /// Holds the output's lock for as long as the checkpoint lives.
     output: File,
     errors: File,
     output_path: PathBuf,
@@ -57,13 +63,15 @@ pub fn progress_path(output: &Path) -> PathBuf {
 impl Checkpoint {
     /// Opens the job's files: resumes the run described by `run` when its progress record
     /// is there, starts afresh when nothing is, and refuses to touch files of a different
-    /// run (or an output without a record) unless `overwrite`.
+    /// run (or an output without a record) unless `overwrite`, or while another job holds
+    /// the output ([`DatasetError::Busy`]).
     pub fn open(
         output: &Path,
         errors: &Path,
         run: Map<String, Value>,
         overwrite: bool,
     ) -> Result<(Self, Resume), DatasetError> {
+        let output_file = lock_output(output)?;
         let progress_path = progress_path(output);
         let existing = if overwrite {
             None
@@ -105,8 +113,8 @@ impl Checkpoint {
                 }
             }
         };
-        let output_file = open_at(output, state.output_bytes)?;
-        let errors_file = open_at(errors, state.errors_bytes)?;
+        let output_file = cut_to(output_file, output, state.output_bytes)?;
+        let errors_file = cut_to(open_rw(errors)?, errors, state.errors_bytes)?;
         let checkpoint = Self {
             output: output_file,
             errors: errors_file,
@@ -189,19 +197,43 @@ fn read_progress(path: &Path) -> Result<Option<Progress>, DatasetError> {
     Ok(Some(progress))
 }
 
-/// Opens `path` for appending, cut back to `len` bytes (what the last commit recorded).
-fn open_at(path: &Path, len: u64) -> Result<File, DatasetError> {
-    let io = |source| DatasetError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = OpenOptions::new()
+/// Opens `path` for reading and writing, created if missing, never truncated.
+fn open_rw(path: &Path) -> Result<File, DatasetError> {
+    OpenOptions::new()
         .create(true)
         .read(true)
         .write(true)
         .truncate(false)
         .open(path)
-        .map_err(io)?;
+        .map_err(|source| DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Opens the output and takes its exclusive lock, or says another job holds it.
+fn lock_output(path: &Path) -> Result<File, DatasetError> {
+    let file = open_rw(path)?;
+    // Named in full: from Rust 1.89 std's inherent `File::try_lock` would shadow it.
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => Err(DatasetError::Busy {
+            path: path.to_path_buf(),
+        }),
+        Err(fs4::TryLockError::Error(source)) => Err(DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// `file` (at `path`) cut back to `len` bytes (what the last commit recorded), positioned
+/// at its end for appending.
+fn cut_to(mut file: File, path: &Path, len: u64) -> Result<File, DatasetError> {
+    let io = |source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let actual = file.metadata().map_err(io)?.len();
     if actual < len {
         return Err(DatasetError::Resume {
@@ -213,7 +245,6 @@ fn open_at(path: &Path, len: u64) -> Result<File, DatasetError> {
         });
     }
     file.set_len(len).map_err(io)?;
-    let mut file = file;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io)?;
     Ok(file)
 }
@@ -315,5 +346,26 @@ mod tests {
         std::fs::write(&out, "precious\n").unwrap();
         assert!(Checkpoint::open(&out, &err, run(json!({})), false).is_err());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_second_checkpoint_on_an_output_in_use_is_refused_until_the_first_is_dropped() {
+        let dir = tmp("busy");
+        let (out, err) = (dir.join("o.jsonl"), dir.join("e.jsonl"));
+        let key = run(json!({"input": "x"}));
+        let (mut first, _) = Checkpoint::open(&out, &err, key.clone(), false).unwrap();
+        first.commit(b"a\n", b"", 1).unwrap();
+        for overwrite in [false, true] {
+            let e = Checkpoint::open(&out, &err, key.clone(), overwrite)
+                .err()
+                .unwrap_or_else(|| panic!("a second writer was let in (overwrite {overwrite})"))
+                .to_string();
+            assert!(e.contains("another `tpo score` is writing"), "{e}");
+        }
+        first.commit(b"b\n", b"", 1).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nb\n");
+        drop(first);
+        let (_, r) = Checkpoint::open(&out, &err, key, false).unwrap();
+        assert_eq!(r.rows_done, 2);
     }
 }

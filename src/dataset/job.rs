@@ -5,15 +5,16 @@
 //! for a pair or `{"id", "line", "reward", ...}` for a single response; with reference
 //! models, an `implicit` object adds the log-probs, each reference's DPO reward and the
 //! MRPO combination. The headline reward is the reward model's; without one, MRPO's when
-//! it is on, else the first reference's DPO reward. A row that cannot be scored goes to the
-//! errors file as `{"line", "id", "error"}` and the job goes on.
+//! it is on, else the first reference's DPO reward. A row that cannot be scored (a NaN or
+//! infinite score included) goes to the errors file as `{"line", "id", "error"}` and the
+//! job goes on; a scorer that answers more or fewer scores than it was asked for fails it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{progress_path, Checkpoint};
 use super::reader::RowReader;
 use super::row::{Columns, DataRow, Responses};
 use super::shard::Shard;
@@ -29,6 +30,10 @@ pub struct Scorers {
     pub implicit: Option<ImplicitModels>,
 }
 
+/// Rows per chunk at most: the most work a crash can lose, and the rows held in memory at
+/// once.
+pub const MAX_CHUNK_ROWS: usize = 1024;
+
 /// One `tpo score` run.
 pub struct ScoreJob {
     pub input: PathBuf,
@@ -37,7 +42,7 @@ pub struct ScoreJob {
     pub summary: PathBuf,
     pub columns: Columns,
     pub shard: Shard,
-    /// Rows per committed chunk (the most work a crash can lose).
+    /// Rows per committed chunk (the most work a crash can lose), 1 to [`MAX_CHUNK_ROWS`].
     pub chunk_rows: usize,
     pub overwrite: bool,
 }
@@ -64,11 +69,7 @@ impl ScoreJob {
                 "nothing to score with: give a reward model or reference models".into(),
             ));
         }
-        if self.chunk_rows == 0 {
-            return Err(DatasetError::Options(
-                "--chunk-rows must be at least 1".into(),
-            ));
-        }
+        self.validate()?;
         let started = Instant::now();
         let total_rows = RowReader::count(&self.input)?;
         let range = self.shard.range(total_rows);
@@ -132,6 +133,40 @@ impl ScoreJob {
         })
     }
 
+    /// Checks the options before anything is opened for writing (`run` does it first; a
+    /// caller may call it earlier, before loading models): the chunk size is within bounds,
+    /// and no file the job writes is the input, however spelled (`./`, `..`, symlinks).
+    pub fn validate(&self) -> Result<(), DatasetError> {
+        if !(1..=MAX_CHUNK_ROWS).contains(&self.chunk_rows) {
+            return Err(DatasetError::Options(format!(
+                "--chunk-rows must be within 1..={MAX_CHUNK_ROWS}, not {}",
+                self.chunk_rows
+            )));
+        }
+        let input = std::fs::canonicalize(&self.input).map_err(|source| DatasetError::Io {
+            path: self.input.clone(),
+            source,
+        })?;
+        let progress = progress_path(&self.output);
+        let written = [
+            ("output", &self.output),
+            ("errors file", &self.errors),
+            ("summary", &self.summary),
+            ("progress record", &progress),
+        ];
+        for (what, path) in written {
+            // A path that does not resolve names no existing file, so not the input.
+            if std::fs::canonicalize(path).is_ok_and(|p| p == input) {
+                return Err(DatasetError::SameFile {
+                    what,
+                    path: path.clone(),
+                    input: self.input.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// What makes two invocations the same run: a resume must not mix outputs of different
     /// inputs, shards, columns or models.
     fn identity(&self, scorers: &Scorers) -> Result<Map<String, Value>, DatasetError> {
@@ -187,78 +222,155 @@ fn is_row_error(e: &EngineError) -> bool {
     )
 }
 
+/// One response to score: its row's index in the chunk, prompt, response and reference.
+type Item<'a> = (usize, &'a str, &'a str, Option<&'a str>);
+
+/// Every response of every good row, in order.
+fn items_of(rows: &[(usize, Result<DataRow, String>)]) -> Vec<Item<'_>> {
+    let mut items = Vec::new();
+    for (i, (_, row)) in rows.iter().enumerate() {
+        if let Ok(row) = row {
+            let reference = row.reference.as_deref();
+            for response in row.responses.texts() {
+                items.push((i, row.prompt.as_str(), response, reference));
+            }
+        }
+    }
+    items
+}
+
+/// What the scorers answered for a chunk's items: one entry per item, in order.
+struct ChunkScores {
+    rm: Option<Vec<Result<f32, String>>>,
+    logprobs: Option<Vec<Result<ResponseLogprobs, String>>>,
+}
+
+/// `scores` when there is one per item; a scorer that answers more or fewer would shift
+/// every later row's scores onto the wrong row.
+fn one_per_item<T>(
+    scorer: &'static str,
+    expected: usize,
+    scores: Vec<T>,
+) -> Result<Vec<T>, DatasetError> {
+    if scores.len() == expected {
+        Ok(scores)
+    } else {
+        Err(DatasetError::ScoreCount {
+            scorer,
+            expected,
+            got: scores.len(),
+        })
+    }
+}
+
+impl ChunkScores {
+    fn of(scorers: &Scorers, items: &[Item<'_>]) -> Result<Self, DatasetError> {
+        let rm = match &scorers.reward {
+            Some(rm) => {
+                let inputs: Vec<RewardInput<'_>> = items
+                    .iter()
+                    .map(|&(_, prompt, response, reference)| RewardInput {
+                        prompt,
+                        response,
+                        reference,
+                    })
+                    .collect();
+                let scores = one_per_item("reward model", items.len(), rm.score(&inputs)?)?;
+                Some(
+                    scores
+                        .into_iter()
+                        .map(|r| r.map_err(|e| e.to_string()))
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        let logprobs = match &scorers.implicit {
+            Some(models) => {
+                let pairs: Vec<(&str, &str)> = items.iter().map(|&(_, p, r, _)| (p, r)).collect();
+                let all = one_per_item(
+                    "implicit-reward models",
+                    items.len(),
+                    models.logprobs(&pairs),
+                )?;
+                let mut out = Vec::with_capacity(all.len());
+                for r in all {
+                    out.push(match r {
+                        Ok(l) => Ok(l),
+                        Err(e) if is_row_error(&e) => Err(e.to_string()),
+                        Err(e) => return Err(e.into()),
+                    });
+                }
+                Some(out)
+            }
+            None => None,
+        };
+        Ok(Self { rm, logprobs })
+    }
+}
+
+/// `value` when finite; otherwise why the row cannot be scored, naming who returned it.
+fn finite(value: f64, who: &str) -> Result<f64, String> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{who} returned {value}"))
+    }
+}
+
+/// The reward model's finite scores of one row's responses.
+fn rm_rewards(scores: &[Result<f32, String>]) -> Result<Vec<f64>, String> {
+    scores
+        .iter()
+        .map(|s| finite(f64::from(s.clone()?), "the reward model"))
+        .collect()
+}
+
+/// One row's log-probs, each finite (every implicit reward is computed from them).
+fn finite_logprobs(
+    logprobs: &[Result<ResponseLogprobs, String>],
+    models: Option<&ImplicitModels>,
+) -> Result<Vec<ResponseLogprobs>, String> {
+    let mut out = Vec::with_capacity(logprobs.len());
+    for l in logprobs {
+        let l = l.clone()?;
+        finite(l.policy, "the policy model")?;
+        for (k, &r) in l.references.iter().enumerate() {
+            let name = models
+                .and_then(|m| m.references.get(k))
+                .map_or_else(|| k.to_string(), |m| m.name.clone());
+            finite(r, &format!("reference model {name}"))?;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// Scores one chunk; returns the output and errors lines to append.
 fn score_chunk(
     scorers: &Scorers,
     rows: &[(usize, Result<DataRow, String>)],
 ) -> Result<(Vec<u8>, Vec<u8>), DatasetError> {
-    // Every response of every good row, in order: (row index, prompt, response, reference).
-    let mut items: Vec<(usize, &str, &str, Option<&str>)> = Vec::new();
-    for (i, (_, row)) in rows.iter().enumerate() {
-        if let Ok(row) = row {
-            let reference = row.reference.as_deref();
-            match &row.responses {
-                Responses::Pair { chosen, rejected } => {
-                    items.push((i, &row.prompt, chosen, reference));
-                    items.push((i, &row.prompt, rejected, reference));
-                }
-                Responses::Single { response } => items.push((i, &row.prompt, response, reference)),
-            }
-        }
-    }
-    let rm_scores: Option<Vec<Result<f32, String>>> = match &scorers.reward {
-        Some(rm) => {
-            let inputs: Vec<RewardInput<'_>> = items
-                .iter()
-                .map(|&(_, prompt, response, reference)| RewardInput {
-                    prompt,
-                    response,
-                    reference,
-                })
-                .collect();
-            Some(
-                rm.score(&inputs)?
-                    .into_iter()
-                    .map(|r| r.map_err(|e| e.to_string()))
-                    .collect(),
-            )
-        }
-        None => None,
-    };
-    let logprobs: Option<Vec<Result<ResponseLogprobs, String>>> = match &scorers.implicit {
-        Some(models) => {
-            let pairs: Vec<(&str, &str)> = items.iter().map(|&(_, p, r, _)| (p, r)).collect();
-            let mut out = Vec::with_capacity(pairs.len());
-            for r in models.logprobs(&pairs) {
-                out.push(match r {
-                    Ok(l) => Ok(l),
-                    Err(e) if is_row_error(&e) => Err(e.to_string()),
-                    Err(e) => return Err(e.into()),
-                });
-            }
-            Some(out)
-        }
-        None => None,
-    };
-
+    let items = items_of(rows);
+    let scores = ChunkScores::of(scorers, &items)?;
     let mut out = Vec::new();
     let mut err = Vec::new();
     let mut next = 0;
     for (line, row) in rows {
         let result = row.as_ref().map_err(Clone::clone).and_then(|row| {
-            let n = match row.responses {
-                Responses::Pair { .. } => 2,
-                Responses::Single { .. } => 1,
-            };
+            let n = row.responses.texts().len();
             let at = next;
             next += n;
-            let rm: Option<Vec<f32>> = rm_scores
+            // In bounds: `ChunkScores::of` checked one score per response of the good rows.
+            let rm = scores
+                .rm
                 .as_ref()
-                .map(|s| s[at..at + n].iter().cloned().collect::<Result<_, _>>())
+                .map(|s| rm_rewards(&s[at..at + n]))
                 .transpose()?;
-            let lp: Option<Vec<ResponseLogprobs>> = logprobs
+            let lp = scores
+                .logprobs
                 .as_ref()
-                .map(|s| s[at..at + n].iter().cloned().collect::<Result<_, _>>())
+                .map(|s| finite_logprobs(&s[at..at + n], scorers.implicit.as_ref()))
                 .transpose()?;
             Ok(scored_row(row, rm, lp, scorers.implicit.as_ref()))
         });
@@ -279,7 +391,7 @@ fn score_chunk(
 /// The output object of a scored row.
 fn scored_row(
     row: &DataRow,
-    rm: Option<Vec<f32>>,
+    rm: Option<Vec<f64>>,
     logprobs: Option<Vec<ResponseLogprobs>>,
     models: Option<&ImplicitModels>,
 ) -> Value {
@@ -288,7 +400,7 @@ fn scored_row(
     obj.insert("line".into(), json!(row.line));
     let pair = matches!(row.responses, Responses::Pair { .. });
     // Headline rewards: the RM's, else MRPO's, else the first reference's DPO reward.
-    let mut headline: Option<Vec<f64>> = rm.map(|v| v.into_iter().map(f64::from).collect());
+    let mut headline: Option<Vec<f64>> = rm;
     if let (Some(lp), Some(models)) = (&logprobs, models) {
         let mut implicit = Map::new();
         let names = ["chosen", "rejected"];
@@ -347,4 +459,105 @@ fn scored_row(
         }
     }
     Value::Object(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reward::{RewardError, RowError};
+
+    /// A fake reward model (no real model returns NaN or the wrong number of scores on
+    /// demand): every call answers the scores it was built with, whatever the inputs.
+    struct FakeRm(Vec<f32>);
+
+    impl RewardModel for FakeRm {
+        fn name(&self) -> &str {
+            "fake"
+        }
+
+        fn score(&self, _: &[RewardInput<'_>]) -> Result<Vec<Result<f32, RowError>>, RewardError> {
+            Ok(self.0.iter().map(|&s| Ok(s)).collect())
+        }
+    }
+
+    fn pair(line: usize) -> (usize, Result<DataRow, String>) {
+        let row = DataRow {
+            id: json!(format!("r{line}")),
+            line,
+            prompt: "q".into(),
+            responses: Responses::Pair {
+                chosen: "c".into(),
+                rejected: "r".into(),
+            },
+            reference: None,
+        };
+        (line, Ok(row))
+    }
+
+    type Lines = (Vec<Value>, Vec<Value>);
+
+    /// The output and errors lines of one chunk scored by a [`FakeRm`] answering `scores`.
+    fn score_with(
+        scores: Vec<f32>,
+        rows: &[(usize, Result<DataRow, String>)],
+    ) -> Result<Lines, DatasetError> {
+        let scorers = Scorers {
+            reward: Some(Box::new(FakeRm(scores))),
+            implicit: None,
+        };
+        let (out, err) = score_chunk(&scorers, rows)?;
+        let parse = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        Ok((parse(&out), parse(&err)))
+    }
+
+    #[test]
+    fn a_non_finite_reward_is_a_row_error_naming_the_value() {
+        let rows = [pair(1), pair(2), pair(3), pair(4)];
+        let scores = vec![
+            1.0,
+            0.5,
+            f32::NAN,
+            0.0,
+            2.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0,
+        ];
+        let (out, err) = score_with(scores, &rows).unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["line"], 1);
+        assert_eq!(out[0]["margin"], 0.5);
+        let reasons: Vec<(u64, &str)> = err
+            .iter()
+            .map(|e| (e["line"].as_u64().unwrap(), e["error"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (2, "the reward model returned NaN"),
+                (3, "the reward model returned inf"),
+                (4, "the reward model returned -inf"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reward_model_returning_too_few_or_too_many_scores_fails_the_chunk() {
+        for scores in [vec![1.0; 3], vec![1.0; 5]] {
+            let got = scores.len();
+            let e = score_with(scores, &[pair(1), pair(2)])
+                .err()
+                .unwrap_or_else(|| panic!("{got} scores for 4 inputs were accepted"));
+            assert!(
+                e.to_string()
+                    .contains(&format!("returned {got} scores for 4 inputs")),
+                "{e}"
+            );
+        }
+    }
 }

@@ -31,6 +31,25 @@ pub enum DatasetError {
     BadFile { path: PathBuf, reason: String },
     #[error("cannot resume into {output}: {reason}")]
     Resume { output: PathBuf, reason: String },
+    #[error(
+        "{path} is locked: another `tpo score` is writing it (wait for it to stop, or choose \
+         another output)"
+    )]
+    Busy { path: PathBuf },
+    #[error(
+        "the {what} {path} is the input {input}: writing it would destroy the rows being read"
+    )]
+    SameFile {
+        what: &'static str,
+        path: PathBuf,
+        input: PathBuf,
+    },
+    #[error("the {scorer} returned {got} scores for {expected} inputs")]
+    ScoreCount {
+        scorer: &'static str,
+        expected: usize,
+        got: usize,
+    },
     #[error("invalid options: {0}")]
     Options(String),
     #[error(transparent)]

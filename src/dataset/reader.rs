@@ -1,8 +1,9 @@
 //! Reading dataset rows as JSON values, one at a time: JSONL (blank lines are not rows),
 //! a JSON array, or Parquet (through the `parquet` crate's record API).
 //!
-//! A row that cannot be read (bad JSON on its line) is an error of that row, not of the
-//! file; a file that cannot be opened or a Parquet file that cannot be decoded fails the run.
+//! A row that cannot be read (a JSONL line that is not valid UTF-8 or not JSON) is an error
+//! of that row, not of the file; a file that cannot be opened or a Parquet file that cannot
+//! be decoded fails the run.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -93,7 +94,7 @@ impl RowReader {
     }
 
     /// Number of rows, without decoding them where the format allows it (Parquet's
-    /// metadata; a streaming pass over JSONL lines, which are counted, not parsed).
+    /// metadata; a streaming pass over JSONL lines, which are counted, not decoded).
     pub fn count(path: &Path) -> Result<usize, DatasetError> {
         match format_of(path) {
             Format::Jsonl => {
@@ -102,8 +103,8 @@ impl RowReader {
                     source,
                 };
                 let mut n = 0;
-                for line in BufReader::new(File::open(path).map_err(io)?).lines() {
-                    if !line.map_err(io)?.trim().is_empty() {
+                for (_, line) in byte_lines(BufReader::new(File::open(path).map_err(io)?)) {
+                    if !is_blank(&line.map_err(io)?) {
                         n += 1;
                     }
                 }
@@ -144,25 +145,52 @@ fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> DatasetError {
     }
 }
 
-/// Non-blank lines of a JSONL file, each parsed on its own.
+/// Lines of a JSONL file as bytes with their 1-based numbers, without the line end (`\n` or
+/// `\r\n`): decoding is each line's own business, so a bad byte fails its row, not the file.
+fn byte_lines(reader: impl BufRead) -> impl Iterator<Item = (usize, std::io::Result<Vec<u8>>)> {
+    reader.split(b'\n').enumerate().map(|(i, line)| {
+        let line = line.map(|mut bytes| {
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+            bytes
+        });
+        (i + 1, line)
+    })
+}
+
+/// A line that is not a row: empty or whitespace only.
+fn is_blank(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_ok_and(|text| text.trim().is_empty())
+}
+
+/// A JSONL line's value, or why it has none.
+fn parse_line(line: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "the line is not valid UTF-8 (invalid byte at column {})",
+            e.valid_up_to() + 1
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// Non-blank lines of a JSONL file, each decoded and parsed on its own.
 fn jsonl_rows(
     path: PathBuf,
     reader: impl BufRead,
 ) -> impl Iterator<Item = Result<RawRow, DatasetError>> {
-    reader
-        .lines()
-        .enumerate()
-        .filter_map(move |(i, line)| match line {
-            Err(source) => Some(Err(DatasetError::Io {
-                path: path.clone(),
-                source,
-            })),
-            Ok(text) if text.trim().is_empty() => None,
-            Ok(text) => Some(Ok(RawRow {
-                line: i + 1,
-                value: serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}")),
-            })),
-        })
+    byte_lines(reader).filter_map(move |(line, bytes)| match bytes {
+        Err(source) => Some(Err(DatasetError::Io {
+            path: path.clone(),
+            source,
+        })),
+        Ok(bytes) if is_blank(&bytes) => None,
+        Ok(bytes) => Some(Ok(RawRow {
+            line,
+            value: parse_line(&bytes),
+        })),
+    })
 }
 
 #[cfg(test)]
@@ -181,5 +209,28 @@ mod tests {
         assert_eq!(rows[1].line, 3);
         assert_eq!(rows[2].line, 5);
         assert_eq!(rows[2].value.as_ref().unwrap()["a"], 2);
+    }
+
+    #[test]
+    fn an_invalid_utf8_line_is_a_row_error_with_its_line_number() {
+        let text: &[u8] = b"{\"a\":1}\n{\"a\":\"\xff\"}\n\n{\"a\":2}\r\n";
+        let rows: Vec<RawRow> = jsonl_rows(PathBuf::from("x"), text)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].line, 2);
+        let reason = rows[1].value.as_ref().unwrap_err();
+        assert!(reason.contains("not valid UTF-8"), "{reason}");
+        assert_eq!(rows[2].line, 4);
+        assert_eq!(rows[2].value.as_ref().unwrap()["a"], 2);
+    }
+
+    #[test]
+    fn count_counts_a_line_with_invalid_utf8_as_a_row() {
+        let dir = std::env::temp_dir().join(format!("tpo-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rows.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n\xff\xfe\n  \n{\"a\":2}").unwrap();
+        assert_eq!(RowReader::count(&path).unwrap(), 3);
     }
 }

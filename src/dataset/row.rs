@@ -46,6 +46,16 @@ pub enum Responses {
     Single { response: String },
 }
 
+impl Responses {
+    /// The texts to score, in order: chosen then rejected, or the single response.
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            Responses::Pair { chosen, rejected } => vec![chosen, rejected],
+            Responses::Single { response } => vec![response],
+        }
+    }
+}
+
 /// A parsed row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataRow {
