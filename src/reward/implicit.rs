@@ -4,6 +4,14 @@
 //!
 //! ℓ is the sum of the response's token log-probs after the chat-templated prompt; the
 //! end-of-turn token is not part of the response.
+//!
+//! Requests go to each engine in a sliding window of [`MAX_IN_FLIGHT`], so a batch of any
+//! size stays within what the engine admits; a request it still refuses as overloaded
+//! (another caller filled it, or its limit is lower) is resubmitted after a short wait.
+
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use crate::engine::{Engine, EngineError};
 
@@ -58,29 +66,96 @@ pub struct ResponseLogprob {
     pub tokens: usize,
 }
 
-/// Teacher-forced ℓ = log π(response | prompt) for every pair, submitted to the engine at
-/// once so its scheduler interleaves them.
+/// Log-prob requests one call keeps in flight per engine: enough to fill its batches (64 KV
+/// slots by default), far below its pending limit (4096 by default).
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// First and longest wait before resubmitting requests an engine refused as overloaded.
+const FIRST_RETRY: Duration = Duration::from_millis(1);
+const LONGEST_RETRY: Duration = Duration::from_millis(200);
+
+/// Teacher-forced ℓ = log π(response | prompt) for every pair, in order, submitted so the
+/// engine's scheduler interleaves them (for synchronous callers, not from inside an async
+/// runtime).
 pub fn response_logprobs(
     engine: &Engine,
     pairs: &[(&str, &str)],
 ) -> Vec<Result<ResponseLogprob, EngineError>> {
-    futures::executor::block_on(response_logprobs_async(engine, pairs))
+    logprobs_under(&[engine], pairs).pop().unwrap_or_default()
 }
 
-async fn response_logprobs_async(
+/// ℓ of every pair under each engine (one vector per engine, one result per pair, in
+/// order), every engine working at once. Back-pressure is waited out: an `Overloaded`
+/// answer is never a result.
+fn logprobs_under(
+    engines: &[&Engine],
+    pairs: &[(&str, &str)],
+) -> Vec<Vec<Result<ResponseLogprob, EngineError>>> {
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let mut results = futures::executor::block_on(futures::future::join_all(
+        engines.iter().map(|&engine| windowed(engine, pairs, &all)),
+    ));
+    let mut wait = FIRST_RETRY;
+    loop {
+        let refused: Vec<Vec<usize>> = results.iter().map(|r| overloaded(r)).collect();
+        if refused.iter().all(Vec::is_empty) {
+            return results;
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(LONGEST_RETRY);
+        let again = futures::executor::block_on(futures::future::join_all(
+            engines
+                .iter()
+                .zip(&refused)
+                .map(|(&engine, which)| windowed(engine, pairs, which)),
+        ));
+        for ((slots, which), redone) in results.iter_mut().zip(&refused).zip(again) {
+            for (&i, r) in which.iter().zip(redone) {
+                slots[i] = r;
+            }
+        }
+    }
+}
+
+/// Positions of the results the engine refused as overloaded.
+fn overloaded(results: &[Result<ResponseLogprob, EngineError>]) -> Vec<usize> {
+    results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Err(EngineError::Overloaded { .. })))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// ℓ of `pairs[i]` for each `i` of `which`, in that order, with at most [`MAX_IN_FLIGHT`]
+/// requests in flight (answered in any order, so a slow one does not hold the window).
+async fn windowed(
     engine: &Engine,
     pairs: &[(&str, &str)],
+    which: &[usize],
 ) -> Vec<Result<ResponseLogprob, EngineError>> {
-    let futures = pairs.iter().map(|&(prompt, response)| async move {
-        let prompt_ids = engine.question_prompt(prompt)?;
-        let response_ids = engine.tokenizer().encode(response)?;
-        let out = engine.logprobs(prompt_ids, response_ids).await?;
-        Ok(ResponseLogprob {
-            sum: out.token_logprobs.iter().map(|&x| f64::from(x)).sum(),
-            tokens: out.token_logprobs.len(),
-        })
-    });
-    futures::future::join_all(futures).await
+    let mut answered: Vec<(usize, Result<ResponseLogprob, EngineError>)> =
+        futures::stream::iter(which.iter().enumerate())
+            .map(|(at, &i)| async move { (at, response_logprob(engine, pairs[i]).await) })
+            .buffer_unordered(MAX_IN_FLIGHT)
+            .collect()
+            .await;
+    answered.sort_unstable_by_key(|&(at, _)| at);
+    answered.into_iter().map(|(_, r)| r).collect()
+}
+
+/// ℓ of one (prompt, response).
+async fn response_logprob(
+    engine: &Engine,
+    (prompt, response): (&str, &str),
+) -> Result<ResponseLogprob, EngineError> {
+    let prompt_ids = engine.question_prompt(prompt)?;
+    let response_ids = engine.tokenizer().encode(response)?;
+    let out = engine.logprobs(prompt_ids, response_ids).await?;
+    Ok(ResponseLogprob {
+        sum: out.token_logprobs.iter().map(|&x| f64::from(x)).sum(),
+        tokens: out.token_logprobs.len(),
+    })
 }
 
 /// The models implicit rewards are computed from: the policy and one or more references,
@@ -108,23 +183,30 @@ pub struct ResponseLogprobs {
 }
 
 impl ImplicitModels {
-    /// Log-probs of every (prompt, response) under every model; a row's error is the first
-    /// model's error for it.
+    /// Log-probs of every (prompt, response) under every model, one result per pair; a
+    /// pair's error is the first model's error for it.
     pub fn logprobs(&self, pairs: &[(&str, &str)]) -> Vec<Result<ResponseLogprobs, EngineError>> {
-        // Every model's engine works at once (each has its own scheduler thread).
-        let all = futures::executor::block_on(futures::future::join_all(
-            std::iter::once(&self.policy)
-                .chain(&self.references)
-                .map(|m| response_logprobs_async(&m.engine, pairs)),
-        ));
-        let mut models = all.into_iter();
+        let engines: Vec<&Engine> = std::iter::once(&self.policy)
+            .chain(&self.references)
+            .map(|m| &m.engine)
+            .collect();
+        let mut models = logprobs_under(&engines, pairs).into_iter();
         let policy = models.next().unwrap_or_default();
         let mut references: Vec<std::vec::IntoIter<_>> = models.map(Vec::into_iter).collect();
         policy
             .into_iter()
             .map(|p| {
-                let refs: Vec<Result<ResponseLogprob, EngineError>> =
-                    references.iter_mut().filter_map(Iterator::next).collect();
+                // `logprobs_under` answers every engine for every pair.
+                let refs: Vec<Result<ResponseLogprob, EngineError>> = references
+                    .iter_mut()
+                    .map(|r| {
+                        r.next().unwrap_or_else(|| {
+                            Err(EngineError::Internal(
+                                "a reference model answered fewer log-probs than pairs".into(),
+                            ))
+                        })
+                    })
+                    .collect();
                 let policy = p?.sum;
                 let references = refs
                     .into_iter()
