@@ -172,3 +172,23 @@ fn onnxruntime_genai_runs_the_exported_folder() {
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.contains("Paris"), "{text}");
 }
+
+/// A TPO search whose critique prompt (question + two answers) cannot fit the context is
+/// refused before any work, naming the flag and the largest value that fits.
+#[test]
+fn a_search_that_cannot_fit_the_context_is_refused_before_any_work() {
+    let out = common::tpo(&[
+        "search",
+        "--max-new-tokens",
+        "1500",
+        "--max-seq-len",
+        "2048",
+        "--reward-model",
+        "judge",
+        "How do I boil an egg?",
+    ]);
+    assert_clean_failure(&out, "does not fit the context");
+    assert_clean_failure(&out, "lower --max-new-tokens to at most");
+    // Nothing was generated: no step was reported.
+    assert!(!stderr(&out).contains("best reward"), "{}", stderr(&out));
+}

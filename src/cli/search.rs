@@ -64,11 +64,16 @@ enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the search does not fit the context: {0} (lower --max-new-tokens to at most {fits}, or raise --max-seq-len)", fits = .0.fits)]
+    DoesNotFit(search::fit::DoesNotFit),
 }
 
 impl From<SearchError> for CliError {
     fn from(e: SearchError) -> Self {
-        CliError::Lib(e.into())
+        match e {
+            SearchError::DoesNotFit(e) => CliError::DoesNotFit(e),
+            e => CliError::Lib(e.into()),
+        }
     }
 }
 

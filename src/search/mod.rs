@@ -15,6 +15,7 @@
 
 mod best_of_n;
 pub mod darwin;
+pub mod fit;
 mod greedy;
 pub mod guard;
 mod params;
@@ -54,6 +55,8 @@ pub enum SearchError {
     Reward(#[from] ServiceError),
     #[error("no candidate could be scored ({0}); the search has nothing to return")]
     NothingScored(String),
+    #[error("the search does not fit the context: {0}")]
+    DoesNotFit(#[from] fit::DoesNotFit),
 }
 
 /// Runs the search `params` asks for on `query` (with `reference` for similarity rewards).
@@ -65,6 +68,8 @@ pub async fn run(
     params: &SearchParams,
     progress: Progress<'_>,
 ) -> Result<Trace, SearchError> {
+    // Refused before any work when one of its calls could not fit (see `fit`).
+    fit::check_engine(engine, params, query)??;
     match params.strategy() {
         Strategy::Greedy => greedy(engine, rewards, query, reference, params, progress).await,
         Strategy::BestOfN => best_of_n(engine, rewards, query, reference, params, progress).await,

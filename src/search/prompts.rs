@@ -117,46 +117,6 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-/// Tokens a re-tokenized answer may take beyond the tokens it was generated as (token
-/// boundaries at the edges of a filled-in text can merge or split differently).
-pub const RETOKENIZE_SLACK: usize = 4;
-
-/// The largest prompt a TPO step builds, in tokens: the longest of its three templates
-/// (loss, gradient, update with its response prefix) around a question of `query_tokens`
-/// tokens and two texts the policy generated (at most `max_new_tokens` each: the chosen and
-/// rejected answers, or an answer and a critique / suggestions). `render` gives the tokens of
-/// one user turn rendered with the policy's chat template.
-///
-/// The rule a search is admitted by (the server and the CLI): this prompt plus
-/// `max_new_tokens` must fit the context, so no call of the search can fail halfway for
-/// lack of room.
-pub fn tpo_peak_prompt_tokens<E>(
-    render: impl Fn(&str) -> Result<usize, E>,
-    prefix_tokens: usize,
-    query_tokens: usize,
-    max_new_tokens: usize,
-) -> Result<usize, E> {
-    let mut overhead = 0;
-    for (template, extra) in [
-        (LOSS_TEMPLATE, 0),
-        (GRADIENT_TEMPLATE, 0),
-        (UPDATE_TEMPLATE, prefix_tokens),
-    ] {
-        let empty = fill(
-            template,
-            &[
-                ("query", ""),
-                ("chosen", ""),
-                ("rejected", ""),
-                ("critique", ""),
-                ("suggestions", ""),
-            ],
-        );
-        overhead = overhead.max(render(&empty)? + extra);
-    }
-    Ok(overhead + query_tokens + 2 * (max_new_tokens + RETOKENIZE_SLACK))
-}
-
 /// The textual-loss prompt's tokens.
 pub fn loss_prompt(
     engine: &Engine,

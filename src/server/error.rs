@@ -307,6 +307,7 @@ impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
             SearchError::InvalidParams(m) => ApiError::invalid("tpo", m),
+            SearchError::DoesNotFit(e) => super::validate::does_not_fit("max_tokens", &e),
             SearchError::Engine(e) => e.into(),
             SearchError::Reward(e) => e.into(),
             other => ApiError::internal(other.to_string()),

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::engine::{Engine, EngineError, SamplingOptions, SamplingParams, MAX_STOP_BYTES};
 use crate::model::{ChatMessage, TokenId, Tokenizer};
-use crate::search::{prompts, DarwinOptions, SearchOptions, SearchParams, Strategy};
+use crate::search::{fit, prompts, DarwinOptions, SearchOptions, SearchParams, Strategy};
 
 use super::error::ApiError;
 use super::schema::{
@@ -621,11 +621,8 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
     })))
 }
 
-/// Refuses, before any work, a search one of whose policy calls could not fit the context:
-/// every call's prompt plus `max_tokens` must fit (the rule of
-/// [`prompts::tpo_peak_prompt_tokens`]). A TPO step's critique prompt holds the question
-/// and two answers; Best-of-N and greedy prompt with the question alone; DARWIN's rewordings
-/// are checked as they are made (one that does not fit is dropped).
+/// Refuses, before any work, a search one of whose policy calls could not fit the context
+/// (the rule of [`fit`]: each call's prompt plus `max_tokens` must fit).
 fn check_search_fits(
     engine: &dyn Policy,
     strategy: Strategy,
@@ -633,47 +630,38 @@ fn check_search_fits(
     max_new_tokens: usize,
     field: &str,
 ) -> Result<(), ApiError> {
-    let context = engine.max_seq_len();
-    let (peak, what) = match strategy {
-        Strategy::Tpo => {
-            let render = |text: &str| {
-                engine
-                    .chat_prompt(&[ChatMessage::user(text)])
-                    .map(|t| t.len())
-            };
-            let prefix = engine
-                .tokenizer()
-                .encode(prompts::UPDATE_RESPONSE_PREFIX)
-                .map(|t| t.len())
-                .map_err(|e| ApiError::internal(format!("tokenizing the TPO prompts: {e}")))?;
-            // The question prompt's own template tokens are in the overhead already; its
-            // length minus an empty turn's is the question's.
-            let empty = render("")?;
-            let question = question_prompt.saturating_sub(empty);
-            let peak = prompts::tpo_peak_prompt_tokens(render, prefix, question, max_new_tokens)?;
-            (peak, "its critique prompt (the question and two answers)")
-        }
-        Strategy::BestOfN | Strategy::Greedy | Strategy::Darwin => (question_prompt, "its prompt"),
+    let render = |text: &str| {
+        engine
+            .chat_prompt(&[ChatMessage::user(text)])
+            .map(|t| t.len())
     };
-    if peak + max_new_tokens <= context {
-        return Ok(());
-    }
-    let fits = match strategy {
-        // peak grows by 2 per max_tokens, and the call adds 1 more.
-        Strategy::Tpo => {
-            let fixed = peak - 2 * max_new_tokens;
-            context.saturating_sub(fixed) / 3
-        }
-        _ => context.saturating_sub(question_prompt),
-    };
-    Err(ApiError::invalid(
+    let prefix = engine
+        .tokenizer()
+        .encode(prompts::UPDATE_RESPONSE_PREFIX)
+        .map(|t| t.len())
+        .map_err(|e| ApiError::internal(format!("tokenizing the TPO prompts: {e}")))?;
+    let checked = fit::check(
+        strategy,
+        render,
+        prefix,
+        question_prompt,
+        max_new_tokens,
+        engine.max_seq_len(),
+    )?;
+    checked.map_err(|e| does_not_fit(field, &e))
+}
+
+/// The 400 of a search that does not fit, in the request's own words.
+pub fn does_not_fit(field: &str, e: &fit::DoesNotFit) -> ApiError {
+    ApiError::invalid(
         field,
         format!(
-            "{field} = {max_new_tokens} does not fit this search: {what} is up to {peak} tokens \
-             and each call may generate {max_new_tokens} more, but the context holds \
-             {context}; with this question at most {field} = {fits} fits"
+            "{field} = {} does not fit this search: {} is up to {} tokens and each call may \
+             generate {} more, but the context holds {}; with this question at most {field} \
+             = {} fits",
+            e.max_new_tokens, e.what, e.peak_prompt, e.max_new_tokens, e.context, e.fits
         ),
-    ))
+    )
 }
 
 fn has_search_settings(t: &TpoOptions) -> bool {
