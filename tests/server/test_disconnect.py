@@ -64,7 +64,7 @@ def test_disconnect_mid_stream_frees_slots(server):
 def test_disconnect_mid_search_stream_frees_slots(server):
     assert_idle_first(server)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Explain tides in detail."}],
-            "max_tokens": 600, "temperature": 2.0, "seed": 3, "stream": True,
+            "max_tokens": 250, "temperature": 2.0, "seed": 3, "stream": True,
             "tpo": {"strategy": "tpo", "width": 4, "depth": 3}}
     with httpx.Client(base_url=server.url, timeout=60, headers=server.headers()) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -81,7 +81,7 @@ def test_disconnect_mid_search_not_streamed_frees_slots(server):
     connection and cancels the search."""
     assert_idle_first(server)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Explain tides in detail."}],
-            "max_tokens": 600, "temperature": 2.0, "seed": 4,
+            "max_tokens": 250, "temperature": 2.0, "seed": 4,
             "tpo": {"strategy": "tpo", "width": 4, "depth": 3}}
     with httpx.Client(base_url=server.url, headers=server.headers()) as http:
         try:
