@@ -335,8 +335,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn requests_queued_during_a_call_share_the_next_call_and_each_gets_its_own_scores() {
+    /// A service on a [`LengthModel`] whose first call waits at a gate, and a runtime.
+    struct Gated {
+        service: RewardService,
+        calls: Arc<Mutex<Vec<usize>>>,
+        entered: std::sync::mpsc::Receiver<()>,
+        open: std::sync::mpsc::Sender<()>,
+        rt: tokio::runtime::Runtime,
+    }
+
+    fn gated() -> Gated {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let (open, gate) = std::sync::mpsc::channel();
@@ -349,6 +357,24 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        Gated {
+            service,
+            calls,
+            entered,
+            open,
+            rt,
+        }
+    }
+
+    #[test]
+    fn requests_queued_during_a_call_share_the_next_call_and_each_gets_its_own_scores() {
+        let Gated {
+            service,
+            calls,
+            entered,
+            open,
+            rt,
+        } = gated();
         let (a, b, c) = rt.block_on(async {
             let mut first = Box::pin(service.score(vec![input("a")]));
             assert!(futures::poll!(&mut first).is_pending());
@@ -412,18 +438,13 @@ mod tests {
 
     #[test]
     fn requests_whose_caller_is_gone_are_skipped_unscored() {
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let (entered_tx, entered) = std::sync::mpsc::channel();
-        let (open, gate) = std::sync::mpsc::channel();
-        let service = RewardService::start(Box::new(LengthModel {
-            calls: Arc::clone(&calls),
-            entered: entered_tx,
-            gate: Mutex::new(Some(gate)),
-        }))
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let Gated {
+            service,
+            calls,
+            entered,
+            open,
+            rt,
+        } = gated();
         let (a, c) = rt.block_on(async {
             let mut first = Box::pin(service.score(vec![input("a")]));
             assert!(futures::poll!(&mut first).is_pending());

@@ -533,15 +533,27 @@ async fn read_body(
     }
 }
 
-/// Runs CPU-bound request work (JSON parsing, chat templates, tokenization) on the blocking
-/// pool, so a large prompt never stalls the async workers that serve every other request
-/// and `/health`.
-async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+/// Reads the body (under its limits), then parses and validates it with `validate` on the
+/// blocking pool: JSON parsing, chat templates and tokenization are CPU work, and a large
+/// prompt must never stall the async workers that serve every other request and `/health`.
+async fn validated<T: Send + 'static>(
+    state: &Arc<ServerState>,
+    headers: &HeaderMap,
+    body: Body,
+    deadline: tokio::time::Instant,
+    validate: impl FnOnce(&[u8], &ServerState) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
+    let bytes = read_body(state, headers, body, deadline).await?;
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || validate(&bytes, &state))
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("validating the request: {e}"))))
+}
+
+fn log_user(user: Option<&str>) {
+    if let Some(user) = user {
+        tracing::info!(user = %user, "request user");
+    }
 }
 
 /// The fault a test asks for with `x-tpo-inject-fault` (only when the server runs with the
@@ -591,22 +603,15 @@ async fn chat_completions(
     let deadline = deadline_of(&state);
     let endpoint = "chat";
     let fault = injected_fault(&state, &headers);
-    let job = async {
-        let bytes = read_body(&state, &headers, body, deadline).await?;
-        let validating = Arc::clone(&state);
-        off_runtime(move || {
-            let req: schema::ChatCompletionRequest = body::parse(&bytes, &schema::CHAT_FIELDS)?;
-            if let Some(user) = &req.user {
-                tracing::info!(user = %user, "request user");
-            }
-            let mut job = validate::chat_job(&req, &validating.limits())?;
-            if let (Some(fault), Job::Generate(g)) = (fault, &mut job) {
-                g.sampling = g.sampling.clone().with_fault(fault);
-            }
-            Ok((req.model, job))
-        })
-        .await
-    }
+    let job = validated(&state, &headers, body, deadline, move |bytes, state| {
+        let req: schema::ChatCompletionRequest = body::parse(bytes, &schema::CHAT_FIELDS)?;
+        log_user(req.user.as_deref());
+        let mut job = validate::chat_job(&req, &state.limits())?;
+        if let (Some(fault), Job::Generate(g)) = (fault, &mut job) {
+            g.sampling = g.sampling.clone().with_fault(fault);
+        }
+        Ok((req.model, job))
+    })
     .await;
     let (model, job) = match job {
         Ok(j) => j,
@@ -677,22 +682,15 @@ async fn completions(
     let deadline = deadline_of(&state);
     let endpoint = "completions";
     let fault = injected_fault(&state, &headers);
-    let job = async {
-        let bytes = read_body(&state, &headers, body, deadline).await?;
-        let validating = Arc::clone(&state);
-        off_runtime(move || {
-            let req: schema::CompletionRequest = body::parse(&bytes, &schema::COMPLETION_FIELDS)?;
-            if let Some(user) = &req.user {
-                tracing::info!(user = %user, "request user");
-            }
-            let mut job = validate::completion_job(&req, &validating.limits())?;
-            if let Some(fault) = fault {
-                job.sampling = job.sampling.clone().with_fault(fault);
-            }
-            Ok((req.model, job))
-        })
-        .await
-    }
+    let job = validated(&state, &headers, body, deadline, move |bytes, state| {
+        let req: schema::CompletionRequest = body::parse(bytes, &schema::COMPLETION_FIELDS)?;
+        log_user(req.user.as_deref());
+        let mut job = validate::completion_job(&req, &state.limits())?;
+        if let Some(fault) = fault {
+            job.sampling = job.sampling.clone().with_fault(fault);
+        }
+        Ok((req.model, job))
+    })
     .await;
     let (model, job) = match job {
         Ok(j) => j,
@@ -741,11 +739,9 @@ async fn score(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
     let deadline = deadline_of(&state);
     let endpoint = "score";
     let work = async {
-        let bytes = read_body(&state, &headers, body, deadline).await?;
-        let validating = Arc::clone(&state);
-        let (req, name) = off_runtime(move || {
-            let req: schema::ScoreRequest = body::parse(&bytes, &schema::SCORE_FIELDS)?;
-            let name = validate::score_reward_model(&req, &validating.limits())?;
+        let (req, name) = validated(&state, &headers, body, deadline, |bytes, state| {
+            let req: schema::ScoreRequest = body::parse(bytes, &schema::SCORE_FIELDS)?;
+            let name = validate::score_reward_model(&req, &state.limits())?;
             Ok((req, name))
         })
         .await?;
