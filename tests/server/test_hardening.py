@@ -205,8 +205,9 @@ def test_connections_beyond_the_limit_get_503_and_the_server_recovers(hard):
 
 # A.5 — /v1/score is admitted by its size.
 def test_a_large_score_request_takes_permits_by_its_size(hard):
-    # 16 items cost 16 permits, capped at the server's 4 (one each, not one in all).
-    items = [{"prompt": f"Question {i}?", "response": "An answer."} for i in range(16)]
+    # 64 items cost 64 permits, capped at the server's 4 (one each, not one in all); long
+    # enough to score (seconds) that the gauge is seen while they run.
+    items = [{"prompt": f"Question {i}?", "response": "An answer. " * 10} for i in range(64)]
     result = {}
 
     def score():
@@ -217,7 +218,7 @@ def test_a_large_score_request_takes_permits_by_its_size(hard):
     t.start()
     try:
         assert wait_until(lambda: permits_used(hard) > 0, 20), "the score request never ran"
-        assert permits_used(hard) == 4, "16 items should take every permit, not one"
+        assert permits_used(hard) == 4, "64 items should take every permit, not one"
     finally:
         t.join()
     assert result["r"].status_code == 200, result["r"].text
