@@ -71,38 +71,31 @@ pub fn embedded_model(name: &str) -> PathBuf {
 /// (named by its last component, so a server never shows its own paths), or `NAME=DIR` (a
 /// folder under a name of the caller's choosing).
 pub fn reward_source(spec: &str) -> RewardSource {
-    let (dir, metric) = match spec {
-        "judge" => (embedded_model(JUDGE_DIR), None),
-        "similarity" => (embedded_model(ENCODER_DIR), Some(SimilarityMetric::Cosine)),
+    let (name, dir, metric) = match spec {
+        "judge" => (spec.to_string(), embedded_model(JUDGE_DIR), None),
+        "similarity" => (
+            spec.to_string(),
+            embedded_model(ENCODER_DIR),
+            Some(SimilarityMetric::Cosine),
+        ),
         "bertscore" => (
+            spec.to_string(),
             embedded_model(ENCODER_DIR),
             Some(SimilarityMetric::Bertscore),
         ),
-        other => {
-            if let Some((name, dir)) = other
-                .split_once('=')
-                .filter(|(n, d)| !n.is_empty() && !d.is_empty())
-            {
-                return RewardSource {
-                    name: name.to_string(),
-                    dir: PathBuf::from(dir),
-                    metric: None,
-                };
+        other => match other
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+        {
+            Some((name, dir)) => (name.to_string(), PathBuf::from(dir), None),
+            None => {
+                let dir = PathBuf::from(other);
+                let name = folder_name(&dir).unwrap_or_else(|| other.to_string());
+                (name, dir, None)
             }
-            let dir = PathBuf::from(other);
-            let name = folder_name(&dir).unwrap_or_else(|| other.to_string());
-            return RewardSource {
-                name,
-                dir,
-                metric: None,
-            };
-        }
+        },
     };
-    RewardSource {
-        name: spec.to_string(),
-        dir,
-        metric,
-    }
+    RewardSource { name, dir, metric }
 }
 
 /// The last component of `dir` (`models/my-rm/` → `my-rm`), if it has one.
@@ -242,4 +235,25 @@ fn find_in_venv(venv_lib: &Path) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reward_sources_are_named_by_keyword_folder_name_or_name_equals_dir() {
+        let judge = reward_source("judge");
+        assert_eq!((judge.name.as_str(), judge.metric), ("judge", None));
+        let bert = reward_source("bertscore");
+        assert_eq!(bert.metric, Some(SimilarityMetric::Bertscore));
+        let folder = reward_source("/srv/models/my-rm/");
+        assert_eq!(folder.name, "my-rm");
+        assert_eq!(folder.dir, PathBuf::from("/srv/models/my-rm/"));
+        let named = reward_source("rm=/srv/models/other");
+        assert_eq!(
+            (named.name.as_str(), named.dir),
+            ("rm", PathBuf::from("/srv/models/other"))
+        );
+    }
 }
