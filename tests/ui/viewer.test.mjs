@@ -70,6 +70,15 @@ async function launch() {
   });
 }
 
+// Polls `done` until it holds, failing after `ms` with what was awaited.
+async function waitUntil(done, ms, what) {
+  const until = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 function watchErrors(page, errors) {
   page.on("pageerror", (e) => errors.push(`page error: ${e.message}`));
   page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
@@ -137,6 +146,10 @@ async function liveSearch(url) {
   const beforeKey = errors.length;
   // Without the key the page says it cannot list the models; with it, it connects.
   await page.waitForFunction(() => document.getElementById("status").textContent.includes("cannot list models"));
+  // The browser reports the refused fetch on the console on its own schedule, which can be
+  // after the page has already shown the refusal: wait for that report before going on, so
+  // it is not counted as an error of the keyed requests below.
+  await waitUntil(() => errors.slice(beforeKey).some((e) => e.includes("401")), 10_000, "the keyless 401 to reach the console");
   await page.fill("#api-key", KEY);
   await page.dispatchEvent("#api-key", "change");
   await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("connected"));
