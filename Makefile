@@ -26,9 +26,12 @@ model: venv
 	$(VPY) models/export_smollm2.py --out $(MODEL)
 
 # The embedded reward models: the SmolLM2 judge (classification-head layout) and the
-# all-MiniLM-L6-v2 encoder (similarity / BERTScore). Each export validates itself.
+# all-MiniLM-L6-v2 encoder (similarity / BERTScore). Each export validates itself. The judge
+# is also written in optimum's sequence-classification layout (no reward_config.json; the
+# weights hard-linked), the folder the tests load as a user's own reward model.
 reward-models: model
 	$(VPY) models/export_judge.py
+	$(VPY) models/export_judge_optimum.py
 	$(VPY) models/export_minilm.py
 
 # Real preference pairs from AlpacaEval (CC-BY-NC: built here, never committed).

@@ -9,6 +9,7 @@ mod bench_score;
 mod bench_search;
 mod doctor;
 mod generate;
+mod models;
 mod score;
 mod search;
 mod search_flags;
@@ -42,6 +43,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Check the setup: ONNX Runtime, execution providers, CUDA driver, models.
     Doctor(doctor::DoctorArgs),
+    /// Model folders: what tpo reads or infers from one, and its load-time self-check.
+    Models(models::ModelsArgs),
     /// Score a preference dataset with reward models (resumable, shardable).
     ///
     /// Examples:
@@ -173,6 +176,7 @@ impl ModelArgs {
                 session: self.decoder_options(),
                 batch_tokens: rm_batch_tokens,
                 pool_on_device: !self.sample_on_host,
+                ..Default::default()
             },
         })
     }
@@ -183,11 +187,27 @@ impl ModelArgs {
     }
 }
 
+/// Tells the user, on stderr, which settings of the reward model `name` were inferred from
+/// its folder (nothing for a folder whose `reward_config.json` says everything).
+fn print_reward_load(name: &str, report: Option<&tpo_engine::reward::LoadReport>) {
+    let Some(report) = report else { return };
+    let lines = report.inferred_lines();
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("reward model {name}: inferred from the folder (reward_config.json overrides any of these):");
+    for line in lines {
+        eprintln!("  {line}");
+    }
+    eprintln!("  self-check {}", report.self_check_line());
+}
+
 /// Runs the parsed command; `Err` is a failure of the run, printed by `main`.
 pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
     tpo_engine::runtime::set_tensorrt_cache_dir(tpo_engine::paths::tensorrt_cache_dir());
     match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Models(args) => models::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Score(args) => score::run(*args),

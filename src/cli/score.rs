@@ -156,6 +156,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
             },
         )?)
     };
+    if let Some(rm) = &reward {
+        super::print_reward_load(&args.reward_model, rm.load_report());
+    }
     let implicit = if args.reference_models.is_empty() {
         None
     } else {

@@ -117,6 +117,7 @@ impl SearchFlags {
                 name: self.reward_model.clone(),
             }
         })?;
+        super::print_reward_load(&self.reward_model, rewards.load_report());
         Ok((app.engine, rewards))
     }
 }

@@ -197,6 +197,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
     let open = move || {
         let loading = std::time::Instant::now();
         let app = App::open(&options)?;
+        for (name, service) in &app.rewards {
+            if let Some(report) = service.load_report() {
+                for line in report.inferred_lines() {
+                    tracing::info!(reward_model = %name, "inferred {line}");
+                }
+                tracing::info!(reward_model = %name, "self-check {}", report.self_check_line());
+            }
+        }
         tracing::info!(
             seconds = loading.elapsed().as_secs_f64(),
             reward_models = ?reward_models,

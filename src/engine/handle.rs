@@ -15,6 +15,7 @@ use super::request::{
     SampleOutput,
 };
 use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
+use super::self_check::{self, PolicyCheck};
 use super::EngineError;
 use crate::liveness::Liveness;
 use crate::model::{ChatMessage, ChatTemplate, ModelDir, TokenId, Tokenizer, TurnPieces};
@@ -77,7 +78,12 @@ struct Shared {
     logits_on_device: bool,
     /// Whether the scheduler thread is alive (it records why it died).
     liveness: Liveness,
+    self_check: PolicyCheck,
 }
+
+/// Tokens per slot of the self-check's arena (its prompts are shorter; a sliding-window
+/// graph gets its whole window).
+const SELF_CHECK_LEN: usize = 32;
 
 impl Engine {
     /// Loads the model and starts its scheduler thread.
@@ -91,6 +97,15 @@ impl Engine {
         let template = model.chat_template()?;
         let decoder = Decoder::load(model, options.decoder)?;
         let max_seq_len = options.max_seq_len.min(decoder.config().context_length);
+        // A windowed graph's attention kernel needs the whole window in its KV buffer.
+        let window = decoder.config().sliding_window.map(|w| w.window_size);
+        if let Some(window) = window.filter(|&w| max_seq_len < w) {
+            return Err(EngineError::BelowSlidingWindow {
+                max_seq_len,
+                window,
+            });
+        }
+        let check_len = max_seq_len.min(SELF_CHECK_LEN.max(window.unwrap_or(0)));
         let vocab_size = decoder.config().vocab_size;
         let shape = decoder.kv_shape(max_seq_len);
         // A CUDA / TensorRT session gets its KV arena in the same GPU's memory, bound in place.
@@ -121,6 +136,15 @@ impl Engine {
         std::thread::Builder::new()
             .name("tpo-scheduler".into())
             .spawn(move || {
+                let mut decoder = decoder;
+                let check =
+                    match self_check::run(&mut decoder, &thread_tokenizer, placement, check_len) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
                 let arena = match KvArena::on(placement, shape, kv_slots) {
                     Ok(a) => a,
                     Err(e) => {
@@ -133,7 +157,7 @@ impl Engine {
                 } else {
                     None
                 };
-                let _ = ready_tx.send(Ok(device.is_some()));
+                let _ = ready_tx.send(Ok((device.is_some(), check)));
                 Scheduler::new(
                     decoder,
                     arena,
@@ -146,7 +170,7 @@ impl Engine {
                 .run(&thread_liveness);
             })
             .map_err(|e| EngineError::Internal(format!("spawning the scheduler thread: {e}")))?;
-        let logits_on_device = ready_rx.recv().map_err(|_| {
+        let (logits_on_device, self_check) = ready_rx.recv().map_err(|_| {
             EngineError::Internal("the scheduler thread exited during start".into())
         })??;
         Ok(Self {
@@ -163,8 +187,14 @@ impl Engine {
                 max_pending: options.max_pending,
                 logits_on_device,
                 liveness,
+                self_check,
             }),
         })
+    }
+
+    /// What the load-time self-check ran and found (see `engine::self_check`).
+    pub fn self_check(&self) -> &PolicyCheck {
+        &self.shared.self_check
     }
 
     /// Whether decode steps keep their logits on the GPU and sample them with the top-p

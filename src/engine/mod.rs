@@ -20,6 +20,7 @@ mod prefix_cache;
 mod request;
 mod sampler;
 mod scheduler;
+pub mod self_check;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
 pub use handle::{text_of, Engine, EngineOptions};
@@ -59,6 +60,10 @@ pub enum EngineError {
     InvalidConfig(String),
     #[error("the sequence needs {tokens} tokens but the context holds {limit} (shorten the prompt, lower --max-new-tokens or raise --max-seq-len)")]
     SequenceTooLong { tokens: usize, limit: usize },
+    #[error("--max-seq-len {max_seq_len} is below the model's sliding-window size {window} (genai_config.json sliding_window.window_size): its windowed attention needs the whole window in the KV cache; raise --max-seq-len to at least {window}")]
+    BelowSlidingWindow { max_seq_len: usize, window: usize },
+    #[error("the policy model failed its load-time self-check: {0}")]
+    SelfCheck(String),
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("the continuation to score is empty")]

@@ -35,6 +35,21 @@ pub struct DecoderConfig {
     pub present_value_template: String,
     /// `true` when past and present share one `[B, kv_heads, max_len, head]` buffer.
     pub past_present_share_buffer: bool,
+    /// Sliding-window attention (Gemma 3, Mistral), when the config declares it.
+    pub sliding_window: Option<SlidingWindow>,
+}
+
+/// A decoder's sliding-window attention, as onnxruntime-genai's model builder declares it
+/// (`model.decoder.sliding_window`, or `model.decoder.cache.kv_cache.sliding_window` in
+/// newer configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct SlidingWindow {
+    /// Positions a windowed layer attends to.
+    pub window_size: usize,
+    /// Whether the KV cache itself slides (keeps only the window). The engine keeps every
+    /// position (its prefix cache and forks need them), so such a folder is refused.
+    #[serde(default)]
+    pub slide_key_value_cache: bool,
 }
 
 impl DecoderConfig {
@@ -94,6 +109,10 @@ impl DecoderConfig {
             present_key_template: dec.outputs.present_key_names,
             present_value_template: dec.outputs.present_value_names,
             past_present_share_buffer: raw.search.past_present_share_buffer,
+            sliding_window: dec.sliding_window.or(dec
+                .cache
+                .and_then(|c| c.kv_cache)
+                .and_then(|k| k.sliding_window)),
         };
         config.validate()?;
         Ok(config)
@@ -116,6 +135,19 @@ impl DecoderConfig {
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.num_heads, self.num_kv_heads
             ));
+        }
+        if let Some(w) = self.sliding_window {
+            if w.window_size == 0 {
+                return Err("sliding_window.window_size must be positive".into());
+            }
+            if w.slide_key_value_cache {
+                return Err(format!(
+                    "sliding_window.slide_key_value_cache is true: the KV cache would keep only \
+                     the last {} positions, and tpo keeps every position (prefix cache, forks); \
+                     export with slide_key_value_cache false",
+                    w.window_size
+                ));
+            }
         }
         if self.eos_token_ids.is_empty() {
             return Err("eos_token_id is empty".into());
@@ -169,6 +201,22 @@ struct RawDecoder {
     num_key_value_heads: usize,
     inputs: RawInputs,
     outputs: RawOutputs,
+    #[serde(default)]
+    sliding_window: Option<SlidingWindow>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+}
+
+#[derive(Deserialize)]
+struct RawCache {
+    #[serde(default)]
+    kv_cache: Option<RawKvCache>,
+}
+
+#[derive(Deserialize)]
+struct RawKvCache {
+    #[serde(default)]
+    sliding_window: Option<SlidingWindow>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +266,37 @@ mod tests {
         assert_eq!(c.past_value_name(7), "past_key_values.7.value");
         assert_eq!(c.present_key_name(23), "present.23.key");
         assert!(c.past_present_share_buffer);
+    }
+
+    #[test]
+    fn reads_the_sliding_window_where_either_config_version_puts_it() {
+        let window = r#""sliding_window": {"window_size": 512, "pad_value": 0, "alignment": "left",
+            "slide_key_value_cache": false, "slide_inputs": false},"#;
+        let old = QWEN_STYLE.replace(
+            r#""filename": "model.onnx","#,
+            &format!("{window} \"filename\": \"model.onnx\","),
+        );
+        let c = DecoderConfig::parse(&old).unwrap();
+        assert_eq!(c.sliding_window.map(|w| w.window_size), Some(512));
+        let new = QWEN_STYLE.replace(
+            r#""filename": "model.onnx","#,
+            &format!(
+                r#""cache": {{"kv_cache": {{{}}}}}, "filename": "model.onnx","#,
+                window.trim_end_matches(',')
+            ),
+        );
+        let c = DecoderConfig::parse(&new).unwrap();
+        assert_eq!(c.sliding_window.map(|w| w.window_size), Some(512));
+        assert_eq!(
+            DecoderConfig::parse(QWEN_STYLE).unwrap().sliding_window,
+            None
+        );
+        let sliding = old.replace(
+            r#""slide_key_value_cache": false"#,
+            r#""slide_key_value_cache": true"#,
+        );
+        let err = DecoderConfig::parse(&sliding).unwrap_err();
+        assert!(err.contains("slide_key_value_cache"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod config;
 mod detok;
 mod tokenizer;
 
-pub use config::DecoderConfig;
+pub use config::{DecoderConfig, SlidingWindow};
 pub use detok::{find_stop, IncrementalText};
 pub use tokenizer::{ChatMessage, ChatTemplate, TokenId, Tokenizer, TurnPieces};
 

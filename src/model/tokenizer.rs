@@ -79,6 +79,11 @@ impl Tokenizer {
             .map_err(|e| ModelError::Tokenize(e.to_string()))
     }
 
+    /// The id of the token whose text is exactly `token` (`<|im_end|>`, `[PAD]`).
+    pub fn token_id(&self, token: &str) -> Option<TokenId> {
+        self.inner.token_to_id(token)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -55,6 +55,17 @@ impl ClassifierRm {
         batch_tokens: usize,
         pool_on_device: bool,
     ) -> Result<Self, RewardError> {
+        let model = SequenceModel::load(dir, config, session, batch_tokens)?;
+        Self::new(dir, config, model, pool_on_device)
+    }
+
+    /// The classifier over an opened graph `model` of the folder `dir`.
+    pub fn new(
+        dir: &Path,
+        config: &RewardConfig,
+        mut model: SequenceModel,
+        pool_on_device: bool,
+    ) -> Result<Self, RewardError> {
         let config_path = dir.join(super::config::CONFIG_FILE);
         let bad = |reason: String| RewardError::BadConfig {
             path: config_path.clone(),
@@ -81,7 +92,6 @@ impl ClassifierRm {
             judge_count = judge.user_templates.len();
             assistant_prefix = judge.assistant_prefix.clone();
         }
-        let mut model = SequenceModel::load(dir, config, session, batch_tokens)?;
         if let (Some(head), true) = (&head, pool_on_device) {
             model.pool_on_device(&head.weight, head.bias);
         }

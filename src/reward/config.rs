@@ -1,74 +1,116 @@
 //! `reward_config.json`: what kind of reward model a folder holds and how to feed it.
 //!
-//! Every reward folder (exported by a script in `models/`, or written by hand next to an
-//! optimum export of a real RM) carries this file; the kind decides which implementation
-//! loads it. Validation happens here, once, so the models can trust their config.
+//! Our exports write every field; next to a user's optimum or sentence-transformers export
+//! the file is optional or partial (`resolve` infers the rest from the folder). The kind
+//! decides which implementation loads it. Validation happens here, once, so the models can
+//! trust their config.
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::RewardError;
 
-/// The parsed, validated `reward_config.json`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A reward folder's settled config: `reward_config.json`'s fields where it gives them, the
+/// rest inferred from the folder (`resolve`), validated once so the models can trust it.
+/// Serialized, it is the `reward_config.json` that says all of it.
+#[derive(Debug, Clone, Serialize)]
 pub struct RewardConfig {
     pub kind: RewardKind,
     /// Graph file, relative to the folder.
-    #[serde(default = "default_onnx")]
     pub onnx: String,
     /// The graph output the reward is read from.
     pub output: String,
     /// For classifiers: what `output` holds.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub layout: Option<OutputLayout>,
     /// For the hidden-states layout: the head file (`{"weight": [[..]], "bias": [..]}`).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
     /// Which label (row of the head, column of the logits) is the reward.
-    #[serde(default)]
     pub label: usize,
     /// Tokens a model input may have.
     pub max_length: usize,
-    #[serde(default)]
     pub truncation: Truncation,
-    #[serde(default)]
     pub padding_side: PaddingSide,
-    #[serde(default)]
     pub pad_token_id: u32,
     /// Whether the tokenizer adds its special tokens (`[CLS]`/`[SEP]`); chat-templated inputs
     /// carry their own.
-    #[serde(default)]
     pub add_special_tokens: bool,
     /// For classifiers: how (prompt, response) becomes text.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub input_format: Option<InputFormat>,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeConfig>,
     /// For similarity models.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metric: Option<SimilarityMetric>,
     /// Width of the token embeddings, checked against the graph's output.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_size: Option<usize>,
     /// What the model is, for people reading the folder.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// `reward_config.json` as written: every field optional, since what the folder already
+/// says (`config.json`, `tokenizer_config.json`, the graph) fills the rest. A field it
+/// gives always wins over an inferred one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardConfigFile {
+    pub kind: Option<RewardKind>,
+    pub onnx: Option<String>,
+    pub output: Option<String>,
+    pub layout: Option<OutputLayout>,
+    pub head: Option<String>,
+    pub label: Option<usize>,
+    pub max_length: Option<usize>,
+    pub truncation: Option<Truncation>,
+    pub padding_side: Option<PaddingSide>,
+    pub pad_token_id: Option<u32>,
+    pub add_special_tokens: Option<bool>,
+    pub input_format: Option<InputFormat>,
+    pub judge: Option<JudgeConfig>,
+    pub metric: Option<SimilarityMetric>,
+    pub hidden_size: Option<usize>,
+    pub description: Option<String>,
+}
+
+impl RewardConfigFile {
+    /// Reads `dir/reward_config.json`; a folder without one gives the empty file (all
+    /// inferred).
+    pub fn read(dir: &Path) -> Result<Self, RewardError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(RewardError::Io { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|e| RewardError::BadConfig {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The graph file it names, or the default.
+    pub fn onnx(&self) -> String {
+        self.onnx.clone().unwrap_or_else(default_onnx)
+    }
 }
 
 fn default_onnx() -> String {
     "model.onnx".into()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RewardKind {
     Classifier,
     Similarity,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputLayout {
     /// `[B, T, H]`, scored by the head at the last real token.
@@ -77,7 +119,7 @@ pub enum OutputLayout {
     Logits,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Truncation {
     /// Too-long inputs are rejected row by row (a reward of a cut answer would mislead).
@@ -87,7 +129,7 @@ pub enum Truncation {
     Truncate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaddingSide {
     #[default]
@@ -95,7 +137,7 @@ pub enum PaddingSide {
     Left,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputFormat {
     /// `[user: prompt, assistant: response]` through the chat template (real RMs).
@@ -104,7 +146,7 @@ pub enum InputFormat {
     Judge,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SimilarityMetric {
     /// Cosine of mean-pooled sentence embeddings.
@@ -114,7 +156,7 @@ pub enum SimilarityMetric {
 }
 
 /// How the judge asks its question.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeConfig {
     /// Jinja templates of the user message, over `question` and `answer`; the reward is
@@ -128,22 +170,20 @@ pub struct JudgeConfig {
 pub const CONFIG_FILE: &str = "reward_config.json";
 
 impl RewardConfig {
-    /// Reads and validates `dir/reward_config.json`.
+    /// The settled config of the folder `dir`: its `reward_config.json` (if any) completed
+    /// from the folder's files and the graph's outline (a CPU session opened for it). Loading
+    /// a model does the same with the session it runs.
     pub fn load(dir: &Path) -> Result<Self, RewardError> {
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| RewardError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| RewardError::BadConfig {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        config.validate(&path)?;
-        Ok(config)
+        let file = RewardConfigFile::read(dir)?;
+        let session = crate::runtime::open_session(
+            &dir.join(file.onnx()),
+            crate::runtime::SessionOptions::default(),
+        )?;
+        let outline = super::folder::GraphOutline::of(&session);
+        Ok(super::resolve::resolve(dir, file, &outline)?.config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), RewardError> {
+    pub(super) fn validate(&self, path: &Path) -> Result<(), RewardError> {
         let bad = |reason: &str| {
             Err(RewardError::BadConfig {
                 path: path.to_path_buf(),

@@ -1,7 +1,9 @@
 //! Reward models: one trait, [`RewardModel`], and the kinds a reward folder can hold, chosen
 //! by its `reward_config.json`.
 //!
-//! Rooms: `config` (the folder's config, validated), `sequence` (tokenize → length-grouped
+//! Rooms: `config` (the folder's config, validated), `folder` (what the folder's other files
+//! and the graph say), `resolve` (the config settled from both, each inference recorded),
+//! `self_check` (padded rows against the same rows alone, at load), `sequence` (tokenize → length-grouped
 //! padded batches → one ONNX Runtime call each), `pool` (last-token gather, masked mean,
 //! head, cosine, BERTScore: the CPU reference for the GPU kernel), `classifier`
 //! (classification-head RMs and the embedded judge), `similarity` (RefAlign), `implicit`
@@ -13,15 +15,20 @@
 pub mod classifier;
 pub mod config;
 pub mod device_pool;
+pub mod folder;
 pub mod implicit;
 pub mod pool;
+pub mod resolve;
+pub mod self_check;
 pub mod sequence;
 mod service;
 pub mod similarity;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{RewardConfig, RewardKind, SimilarityMetric};
+pub use config::{RewardConfig, RewardConfigFile, RewardKind, SimilarityMetric};
+pub use resolve::Inferred;
+pub use self_check::SelfCheck;
 pub use sequence::DEFAULT_BATCH_TOKENS;
 pub use service::{
     OwnedRewardInput, RewardService, RewardServiceStats, RewardSnapshot, ServiceError,
@@ -48,6 +55,8 @@ pub enum RewardError {
     BadConfig { path: PathBuf, reason: String },
     #[error("reward graph {path}: {reason}")]
     Graph { path: PathBuf, reason: String },
+    #[error("reward model {path} failed its load-time self-check: {reason}")]
+    SelfCheck { path: PathBuf, reason: String },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -96,6 +105,94 @@ pub trait RewardModel: Send + Sync {
     fn needs_reference(&self) -> bool {
         false
     }
+
+    /// How the model was loaded from its folder: the settled config, what was inferred, and
+    /// the self-check's result (`None` for models that are not folders, such as implicit
+    /// rewards).
+    fn load_report(&self) -> Option<&LoadReport> {
+        None
+    }
+}
+
+/// How a reward folder loaded.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub config: RewardConfig,
+    /// Fields `reward_config.json` did not give, with where each came from.
+    pub inferred: Vec<Inferred>,
+    /// `None` when [`RewardOptions::self_check`] was off.
+    pub self_check: Option<SelfCheck>,
+}
+
+impl LoadReport {
+    /// One line per inferred field: `pad_token_id = 2 (config.json "pad_token_id")`.
+    pub fn inferred_lines(&self) -> Vec<String> {
+        self.inferred
+            .iter()
+            .map(|i| format!("{} = {} ({})", i.field, i.value, i.from))
+            .collect()
+    }
+
+    /// The self-check's result in one line, or that it was skipped.
+    pub fn self_check_line(&self) -> String {
+        match &self.self_check {
+            None => "skipped".into(),
+            Some(c) => format!(
+                "passed: {} texts of {:?} tokens, alone vs padded {} differ by {:.1e} of the \
+                 output's scale (tolerance {}){}, {:.0} ms",
+                c.tokens.len(),
+                c.tokens,
+                side_name(c.side),
+                c.difference,
+                c.tolerance,
+                match c.other_side {
+                    Some((side, d)) => format!(
+                        "; padded {} (not used) {:.1e}{}",
+                        side_name(side),
+                        d,
+                        if d > c.tolerance {
+                            ", beyond tolerance"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None => String::new(),
+                },
+                c.seconds * 1e3
+            ),
+        }
+    }
+}
+
+fn side_name(side: config::PaddingSide) -> &'static str {
+    match side {
+        config::PaddingSide::Right => "right",
+        config::PaddingSide::Left => "left",
+    }
+}
+
+/// A folder's reward model with its [`LoadReport`].
+struct Loaded {
+    model: Box<dyn RewardModel>,
+    report: LoadReport,
+}
+
+impl RewardModel for Loaded {
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn score(&self, inputs: &[RewardInput<'_>]) -> Result<Vec<Result<f32, RowError>>, RewardError> {
+        self.model.score(inputs)
+    }
+
+    fn needs_reference(&self) -> bool {
+        self.model.needs_reference()
+    }
+
+    fn load_report(&self) -> Option<&LoadReport> {
+        Some(&self.report)
+    }
 }
 
 /// How reward models are loaded.
@@ -107,6 +204,10 @@ pub struct RewardOptions {
     /// On a GPU session, pool hidden-states classifier outputs on the device (the kernels in
     /// `reward::device_pool`); false brings the hidden states to the host for the CPU.
     pub pool_on_device: bool,
+    /// Run the load-time self-check (`reward::self_check`) and refuse a folder that fails it.
+    pub self_check: bool,
+    /// Also measure the padding side the config does not use (`tpo models inspect`).
+    pub self_check_both_sides: bool,
 }
 
 impl Default for RewardOptions {
@@ -115,6 +216,8 @@ impl Default for RewardOptions {
             session: SessionOptions::default(),
             batch_tokens: DEFAULT_BATCH_TOKENS,
             pool_on_device: true,
+            self_check: true,
+            self_check_both_sides: false,
         }
     }
 }
@@ -129,13 +232,13 @@ pub struct RewardSource {
     pub metric: Option<SimilarityMetric>,
 }
 
-/// Loads the reward model `source` names; a folder without a reward config is
+/// Loads the reward model `source` names; a name that is not a folder is
 /// [`RewardError::Unknown`].
 pub fn load(
     source: &RewardSource,
     options: RewardOptions,
 ) -> Result<Box<dyn RewardModel>, RewardError> {
-    if !source.dir.join(config::CONFIG_FILE).is_file() {
+    if !source.dir.is_dir() {
         return Err(RewardError::Unknown {
             name: source.name.clone(),
         });
@@ -143,27 +246,63 @@ pub fn load(
     load_dir(&source.dir, source.metric, options)
 }
 
-/// Loads the reward folder `dir`; `metric` overrides a similarity model's own.
+/// Loads the reward folder `dir`: its config settled (`resolve`), the graph opened once, the
+/// self-check run (unless `options` turn it off); `metric` overrides a similarity model's
+/// own.
 pub fn load_dir(
     dir: &Path,
     metric: Option<SimilarityMetric>,
     options: RewardOptions,
 ) -> Result<Box<dyn RewardModel>, RewardError> {
-    let config = RewardConfig::load(dir)?;
-    Ok(match config.kind {
-        RewardKind::Classifier => Box::new(classifier::ClassifierRm::load(
+    let file = RewardConfigFile::read(dir)?;
+    let onnx = dir.join(file.onnx());
+    if !onnx.is_file() {
+        return Err(RewardError::BadConfig {
+            path: dir.join(config::CONFIG_FILE),
+            reason: format!("the graph file {} is missing", onnx.display()),
+        });
+    }
+    let facts = folder::FolderFacts::read(dir)?;
+    let tokenizer = crate::model::Tokenizer::load(dir)?;
+    let session = crate::runtime::open_session(&onnx, options.session)?;
+    let outline = folder::GraphOutline::of(&session);
+    let resolved = resolve::resolve_with(dir, file, &outline, &facts, &|t| tokenizer.token_id(t))?;
+    let config = resolved.config;
+    let model = sequence::SequenceModel::open(
+        dir,
+        &config,
+        session,
+        options.session.device,
+        tokenizer,
+        options.batch_tokens,
+    )?;
+    let self_check = if options.self_check {
+        Some(self_check::run(
+            dir,
+            &model,
+            &resolved.pad_candidates,
+            options.self_check_both_sides,
+        )?)
+    } else {
+        None
+    };
+    let model: Box<dyn RewardModel> = match config.kind {
+        RewardKind::Classifier => Box::new(classifier::ClassifierRm::new(
             dir,
             &config,
-            options.session,
-            options.batch_tokens,
+            model,
             options.pool_on_device,
         )?),
-        RewardKind::Similarity => Box::new(similarity::SimilarityRm::load(
-            dir,
-            &config,
-            options.session,
-            options.batch_tokens,
-            metric,
-        )?),
-    })
+        RewardKind::Similarity => {
+            Box::new(similarity::SimilarityRm::new(dir, &config, model, metric))
+        }
+    };
+    Ok(Box::new(Loaded {
+        model,
+        report: LoadReport {
+            config,
+            inferred: resolved.inferred,
+            self_check,
+        },
+    }))
 }

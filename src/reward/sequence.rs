@@ -72,6 +72,7 @@ pub struct SequenceModel {
 }
 
 impl SequenceModel {
+    /// Opens the graph `config` names in `dir` and checks it against the config.
     pub fn load(
         dir: &Path,
         config: &RewardConfig,
@@ -85,9 +86,29 @@ impl SequenceModel {
                 reason: format!("the graph file {} is missing", onnx.display()),
             });
         }
-        let tokenizer = Tokenizer::load(dir)?;
-        let session_device = session.device;
+        let device = session.device;
         let session = runtime::open_session(&onnx, session)?;
+        Self::open(
+            dir,
+            config,
+            session,
+            device,
+            Tokenizer::load(dir)?,
+            batch_tokens,
+        )
+    }
+
+    /// Wraps an opened `session` of the folder `dir` (on `session_device`), checking its
+    /// inputs and output against `config`.
+    pub fn open(
+        dir: &Path,
+        config: &RewardConfig,
+        session: Session,
+        session_device: Device,
+        tokenizer: Tokenizer,
+        batch_tokens: usize,
+    ) -> Result<Self, RewardError> {
+        let onnx = dir.join(&config.onnx);
         let names: Vec<String> = session
             .inputs()
             .iter()
@@ -254,16 +275,54 @@ impl SequenceModel {
             .collect())
     }
 
-    /// Pads the batch's rows and runs the graph once.
+    /// Pads the batch's rows the configured way and runs the graph once.
     fn run_one(&self, seqs: &[Vec<TokenId>], rows: &[usize]) -> Result<RunOutput, RewardError> {
+        self.run_padded(seqs, rows, self.padding_side, self.pad_token_id)
+    }
+
+    /// Runs `rows` of `seqs` as one batch padded on `side` with `pad`, the output brought to
+    /// the host: the self-check's probe (`reward::self_check`).
+    pub(super) fn probe(
+        &self,
+        seqs: &[Vec<TokenId>],
+        rows: &[usize],
+        side: PaddingSide,
+        pad: TokenId,
+    ) -> Result<(Vec<usize>, Vec<f32>), RewardError> {
+        if self.device_pool.is_some() {
+            return Err(RewardError::Internal(
+                "the self-check runs before device pooling is enabled".into(),
+            ));
+        }
+        let run = self.run_padded(seqs, rows, side, pad)?;
+        Ok((run.shape, run.data))
+    }
+
+    /// The padding side and pad id the config asks for.
+    pub fn padding(&self) -> (PaddingSide, TokenId) {
+        (self.padding_side, self.pad_token_id)
+    }
+
+    /// Whether the graph takes `position_ids` (without it only right padding keeps positions).
+    pub fn takes_position_ids(&self) -> bool {
+        self.inputs.position_ids
+    }
+
+    fn run_padded(
+        &self,
+        seqs: &[Vec<TokenId>],
+        rows: &[usize],
+        padding_side: PaddingSide,
+        pad_token_id: TokenId,
+    ) -> Result<RunOutput, RewardError> {
         let b = rows.len();
         let t = rows.iter().map(|&r| seqs[r].len()).max().unwrap_or(0);
-        let mut ids = vec![i64::from(self.pad_token_id); b * t];
+        let mut ids = vec![i64::from(pad_token_id); b * t];
         let mut positions = vec![0i64; b * t];
         let mut masks = Vec::with_capacity(b);
         for (i, &r) in rows.iter().enumerate() {
             let seq = &seqs[r];
-            let offset = match self.padding_side {
+            let offset = match padding_side {
                 PaddingSide::Right => 0,
                 PaddingSide::Left => t - seq.len(),
             };

@@ -122,6 +122,7 @@ pub struct RewardService {
     stats: Arc<RewardServiceStats>,
     liveness: Liveness,
     needs_reference: bool,
+    load_report: Option<super::LoadReport>,
 }
 
 fn stopped(liveness: &Liveness) -> ServiceError {
@@ -136,6 +137,7 @@ impl RewardService {
     pub fn start(model: Box<dyn RewardModel>) -> Result<Self, RewardError> {
         let name: Arc<str> = Arc::from(model.name());
         let needs_reference = model.needs_reference();
+        let load_report = model.load_report().cloned();
         let stats = Arc::new(RewardServiceStats::default());
         let (tx, rx) = crossbeam_channel::bounded(MAX_QUEUED_REQUESTS);
         let thread_stats = Arc::clone(&stats);
@@ -153,6 +155,7 @@ impl RewardService {
             stats,
             liveness,
             needs_reference,
+            load_report,
         })
     }
 
@@ -163,6 +166,11 @@ impl RewardService {
 
     pub fn stats(&self) -> &RewardServiceStats {
         &self.stats
+    }
+
+    /// How the model loaded from its folder (see [`super::RewardModel::load_report`]).
+    pub fn load_report(&self) -> Option<&super::LoadReport> {
+        self.load_report.as_ref()
     }
 
     /// Whether the model scores only inputs with a reference answer.

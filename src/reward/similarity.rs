@@ -36,13 +36,25 @@ impl SimilarityRm {
         batch_tokens: usize,
         metric: Option<SimilarityMetric>,
     ) -> Result<Self, RewardError> {
-        Ok(Self {
-            model: SequenceModel::load(dir, config, session, batch_tokens)?,
+        let model = SequenceModel::load(dir, config, session, batch_tokens)?;
+        Ok(Self::new(dir, config, model, metric))
+    }
+
+    /// The similarity reward over an opened encoder `model` of the folder `dir`; `metric`
+    /// overrides the config's.
+    pub fn new(
+        dir: &Path,
+        config: &RewardConfig,
+        model: SequenceModel,
+        metric: Option<SimilarityMetric>,
+    ) -> Self {
+        Self {
+            model,
             metric: metric.or(config.metric).unwrap_or(SimilarityMetric::Cosine),
             special_ends: config.add_special_tokens,
             hidden_size: config.hidden_size,
             name: dir.display().to_string(),
-        })
+        }
     }
 
     /// The batch's output as `[B, T, H]` token embeddings.
