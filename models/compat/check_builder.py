@@ -16,7 +16,11 @@ models/compat/requirements-builder.txt). For one Hugging Face folder (`--hf`) it
      directly, against PyTorch (transformers) on the HF folder and, with `--ours`, against
      our own export of the same weights (models/smollm2-135m-instruct); max |diff| reported
      (logits of every prompt position, and of the last position);
-  5. with `--ours`, tpo itself on both folders: `tpo score --reward-model none
+  5. with `--long-check` (Gemma 3): a ~740-token raw prompt, longer than the 512-token
+     window: the builder's graph vs PyTorch over the whole prefill, tpo's greedy continuation
+     vs PyTorch's, and for a sliding-window graph what onnxruntime alone does with it
+     (padded prefill batches; rows prefilled alone then decoded together, vs PyTorch greedy);
+  6. with `--ours`, tpo itself on both folders: `tpo score --reward-model none
      --policy-model OUT --reference-model OURS` teacher-forces a few (prompt, response) pairs
      through tpo's engine on each folder; the per-row log-probs of the two folders are
      compared (max |diff| of the summed log-probs).
@@ -158,6 +162,60 @@ def ort_prefill(folder: Path, ids: list[int]) -> np.ndarray:
     return s.run([logits_name], feeds)[0][0].astype(np.float32)
 
 
+def ort_windowed_probe(folder: Path, rows: list[list[int]], n: int, buffer: int = 1024) -> dict:
+    """What onnxruntime itself does with a sliding-window graph, independently of tpo:
+    (a) one prefill of `rows` padded into one batch (right, then left padding): ok or the
+    error; (b) each row prefilled alone into a full-length KV buffer [1, kv, buffer, head]
+    (shared past/present, as past_present_share_buffer says), then all rows decoded together
+    for `n` greedy steps with a right-padded ragged attention_mask. Returns the decoded ids."""
+    import onnxruntime as ort
+
+    cfg = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    s = ort.InferenceSession(str(folder / cfg["filename"]), so, providers=["CPUExecutionProvider"])
+    outs = [o.name for o in s.get_outputs()]
+    pasts = [i.name for i in s.get_inputs() if "past" in i.name]
+    kv, hd = cfg["num_key_value_heads"], cfg["head_size"]
+    result = {}
+    width = max(map(len, rows))
+    for side in ("right", "left"):
+        ids = np.zeros((len(rows), width), np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for r, x in enumerate(rows):
+            sl = slice(0, len(x)) if side == "right" else slice(width - len(x), width)
+            ids[r, sl], mask[r, sl] = x, 1
+        feeds = {p: np.zeros((len(rows), kv, buffer, hd), np.float32) for p in pasts}
+        feeds.update(input_ids=ids, attention_mask=mask)
+        try:
+            s.run(outs[:1], feeds)
+            result[f"padded_prefill_{side}"] = "ok"
+        except Exception as e:  # noqa: BLE001
+            result[f"padded_prefill_{side}"] = str(e).split("Status Message:")[-1].strip()[:300]
+    caches, toks, lens = [], [], []
+    for x in rows:
+        feeds = {p: np.zeros((1, kv, buffer, hd), np.float32) for p in pasts}
+        feeds.update(input_ids=np.array([x], np.int64), attention_mask=np.ones((1, len(x)), np.int64))
+        r = s.run(outs, feeds)
+        caches.append({o.replace("present.", "past_key_values."): v for o, v in zip(outs[1:], r[1:])})
+        toks.append([int(r[0][0, -1].argmax())])
+        lens.append(len(x))
+    cache = {k: np.concatenate([c[k] for c in caches], 0) for k in caches[0]}
+    for _ in range(n - 1):
+        mask = np.zeros((len(rows), max(lens) + 1), np.int64)
+        for r, m in enumerate(lens):
+            mask[r, : m + 1] = 1
+        feeds = dict(cache)
+        feeds.update(input_ids=np.array([[t[-1]] for t in toks], np.int64), attention_mask=mask)
+        r = s.run(outs, feeds)
+        cache = {o.replace("present.", "past_key_values."): v for o, v in zip(outs[1:], r[1:])}
+        for i in range(len(rows)):
+            lens[i] += 1
+            toks[i].append(int(r[0][i, -1].argmax()))
+    result["ragged_decode_ids"] = toks
+    return result
+
+
 def torch_prefill(hf: Path, ids: list[int]) -> tuple[np.ndarray, str]:
     """PyTorch logits [T, V] of the HF folder and its greedy answer (24 tokens)."""
     import torch
@@ -248,6 +306,7 @@ def main() -> None:
     if args.long_check:
         long_ids = tok(LONG_PROMPT)["input_ids"]
         long_greedy, long_logits = torch_greedy(args.hf, long_ids, 16)
+        short_greedy, _ = torch_greedy(args.hf, ids, 12)
         res.data["long_prompt_tokens"] = len(long_ids)
     res.data["prompt"] = prompt_text
     res.data["prompt_tokens"] = len(ids)
@@ -286,6 +345,16 @@ def main() -> None:
         res.step(f"tpo_generate_{precision}", ok, rc=g["rc"], answer=answer, stderr_tail=g["stderr"][-1500:],
                  expect=args.expect if precision == "fp32" else None, folder=str(out))
 
+        if args.long_check and precision == "fp32" and "sliding_window" in cfg["model"]["decoder"]:
+            try:  # onnxruntime alone: padded prefill batches, row-at-a-time prefill + ragged decode
+                probe = ort_windowed_probe(out, [ids, long_ids], 12)
+                want = [short_greedy[:12], long_greedy[:12]]
+                same = probe.pop("ragged_decode_ids") == want
+                res.step("ort_windowed_graph_probe", "pass" if same else "fail", ragged_decode_matches_torch=same,
+                         **probe, note="padded prefill results are reported, not gated: they say what an "
+                                       "engine must avoid with this graph")
+            except Exception as e:  # noqa: BLE001 - reported, not fatal
+                res.step("ort_windowed_graph_probe", "fail", error=repr(e)[:2000])
         if args.long_check and precision == "fp32":
             try:  # the builder's graph itself on the long prompt (onnxruntime, one prefill)
                 d = np.abs(ort_prefill(out, long_ids) - long_logits)
