@@ -25,7 +25,8 @@ OUT = ROOT / "target" / "compat"
 CHECKS = ["builder-smollm2", "optimum-rm", "optimum-similarity", "builder-gemma3"]
 # the numbers worth a glance, per step
 SHOWN = ("answer", "max_abs_diff", "max_abs_diff_all", "max_abs_diff_last", "vs_ours_max_abs_diff_all",
-         "argmax_last_agrees", "seconds", "via", "tpo", "torch", "rc")
+         "argmax_last_agrees", "ragged_decode_matches_torch", "padded_prefill_right", "padded_prefill_left",
+         "seconds", "via", "tpo", "torch", "rc")
 
 
 def machine() -> dict:
