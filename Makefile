@@ -173,7 +173,7 @@ lint:
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 
 clean-models:
-	rm -rf models/*/
+	find models -mindepth 1 -maxdepth 1 -type d ! -name compat -exec rm -rf {} +
 
 # cargo-fuzz over request parsing and validation (fuzz/, src/server/fuzzing.rs) for
 # FUZZ_SECONDS; needs `cargo install cargo-fuzz --locked`, a nightly toolchain and the

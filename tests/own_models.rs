@@ -295,3 +295,94 @@ fn the_policy_checks_itself_and_its_sliding_window_at_start() {
     assert!(Engine::start(&model, options(512)).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_tokenizer_that_pads_and_truncates_by_itself_is_not_left_to() {
+    // The upstream MiniLM tokenizer.json (what optimum copies into its export) pads every
+    // text to 128 [PAD] ids and cuts it at 128; the engine pads and truncates itself.
+    let src = models_dir(paths::ENCODER_DIR);
+    let dir = linked(&src, "padding-tokenizer", &["model.onnx"], None);
+    std::fs::copy(
+        src.join("reward_config.json"),
+        dir.join("reward_config.json"),
+    )
+    .unwrap();
+    let mut tokenizer: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
+    tokenizer["padding"] = json!({"strategy": {"Fixed": 128}, "direction": "Right",
+        "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    tokenizer["truncation"] = json!({"direction": "Right", "max_length": 128,
+        "strategy": "LongestFirst", "stride": 0});
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let ids = tpo_engine::model::Tokenizer::load(&dir)
+        .unwrap()
+        .encode("A man is eating food.")
+        .unwrap();
+    assert!(ids.len() < 16, "{} ids: the tokenizer padded", ids.len());
+    let rows = [
+        ("", "A man is eating food."),
+        ("", "A man is eating a piece of bread."),
+    ];
+    let inputs: Vec<RewardInput<'_>> = rows
+        .iter()
+        .map(|&(prompt, response)| RewardInput {
+            prompt,
+            response,
+            reference: Some("Someone eats a meal."),
+        })
+        .collect();
+    let score = |dir: &Path| -> Vec<f32> {
+        load(dir)
+            .unwrap()
+            .score(&inputs)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.unwrap())
+            .collect()
+    };
+    let diff = common::max_abs_diff(&score(&dir), &score(&src));
+    assert!(diff < 1e-5, "padding tokenizer scores differ by {diff}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_policy_without_a_chat_template_runs_raw_prompts_and_names_the_file_for_chats() {
+    common::init_runtime();
+    let src = common::policy_dir();
+    let dir = std::env::temp_dir().join(format!("tpo-own-no-template-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let file = entry.unwrap().file_name();
+        if file != "chat_template.jinja" && file != "tokenizer_config.json" {
+            std::os::unix::fs::symlink(src.join(&file), dir.join(&file)).unwrap();
+        }
+    }
+    let engine = Engine::start(
+        &ModelDir::open(&dir).unwrap(),
+        EngineOptions {
+            kv_slots: 2,
+            max_seq_len: 256,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let err = engine.question_prompt("Hello?").unwrap_err().to_string();
+    assert!(err.contains("chat_template.jinja"), "{err}");
+    let out = common::tpo(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--raw",
+        "--max-new-tokens",
+        "4",
+        "The capital of France is",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -94,7 +94,11 @@ impl Engine {
             ));
         }
         let tokenizer = Arc::new(model.tokenizer()?);
-        let template = model.chat_template()?;
+        // A folder without a chat template still runs raw prompts; chats fail naming the file.
+        let template = match model.chat_template() {
+            Err(crate::model::ModelError::MissingFile { path }) => ChatTemplate::missing(path),
+            other => other?,
+        };
         let decoder = Decoder::load(model, options.decoder)?;
         let max_seq_len = options.max_seq_len.min(decoder.config().context_length);
         // A windowed graph's attention kernel needs the whole window in its KV buffer.

@@ -23,9 +23,11 @@ pub const PROMPTS: &[&str] = &[
 ];
 
 /// Largest difference allowed between a batched row's logits and the same row's alone,
-/// relative to the logits' scale (their largest magnitude, at least 1). float32 graphs differ
-/// by about 1e-6 of scale, float16 and int4 ones by about 1e-3.
-pub const TOLERANCE: f32 = 0.02;
+/// relative to the logits' scale (their largest magnitude, at least 1). Measured: float32
+/// graphs 0 (ours and the model builder's); the model builder's int4 SmolLM2 (MatMulNBits at
+/// accuracy level 4, whose activations are quantized per batch) 0.030 on the ragged decode
+/// step. A padded row whose padding is attended to differs by the logits' own size.
+pub const TOLERANCE: f32 = 0.1;
 
 /// What the policy self-check ran and found.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +88,19 @@ pub fn run(
             tokens: p,
         })
         .collect();
-    let batched_prefill = decoder.step(&mut arena, SlotId(0), &fresh, LogitsWanted::Last)?;
+    // A sliding-window graph's attention takes no padded prefill batch (onnxruntime's
+    // GroupQueryAttention with a local window refuses it), and the scheduler never forms one
+    // (it prefills one prompt at a time): its rows are prefilled alone into slots 0 and 1,
+    // and the ragged decode step below is what is checked.
+    let batched_prefill = if decoder.config().sliding_window.is_some() {
+        let mut rows = Vec::new();
+        for (i, row) in fresh.iter().enumerate() {
+            rows.extend(decoder.step(&mut arena, SlotId(i), &[*row], LogitsWanted::Last)?);
+        }
+        rows
+    } else {
+        decoder.step(&mut arena, SlotId(0), &fresh, LogitsWanted::Last)?
+    };
     let stepped: Vec<RowInput<'_>> = prompts
         .iter()
         .map(|p| RowInput {

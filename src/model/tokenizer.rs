@@ -44,9 +44,20 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(ModelError::MissingFile { path });
         }
-        let inner =
+        let mut inner =
             tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::BadTokenizer {
                 path,
+                reason: e.to_string(),
+            })?;
+        // A tokenizer.json may carry its own padding and truncation (sentence-transformers'
+        // MiniLM pads every text to 128 with [PAD] ids and cuts it there). The engine pads
+        // batches itself, with an attention mask, and applies the model's length rule; left
+        // in, the tokenizer's padding would be scored as real tokens.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| ModelError::BadTokenizer {
+                path: dir.join("tokenizer.json"),
                 reason: e.to_string(),
             })?;
         Ok(Self { inner })
@@ -94,29 +105,28 @@ pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// Set when the folder has no template: every render fails naming the file to add
+    /// (raw prompts need none, so a folder without one still loads).
+    missing: Option<std::path::PathBuf>,
 }
 
 const TEMPLATE_NAME: &str = "chat";
 
 impl ChatTemplate {
-    /// Reads `chat_template.jinja`, else the `chat_template` field of `tokenizer_config.json`.
+    /// Reads the template wherever exporters put it: `chat_template.jinja` (transformers
+    /// ≥ 4.47), else `tokenizer_config.json`'s `chat_template` (a string, or a list of named
+    /// templates of which `default` is taken), else `chat_template.json` (processors).
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let config_path = dir.join("tokenizer_config.json");
-        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::BadConfig {
-                path: config_path.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(_) => serde_json::Value::Null,
-        };
+        let config = read_json_or_null(&config_path)?;
         let jinja_path = dir.join("chat_template.jinja");
         let source = match std::fs::read_to_string(&jinja_path) {
             Ok(text) => text,
-            Err(_) => config
-                .get("chat_template")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned)
-                .ok_or(ModelError::MissingFile { path: jinja_path })?,
+            Err(_) => match template_field(&config) {
+                Some(t) => t,
+                None => template_field(&read_json_or_null(&dir.join("chat_template.json"))?)
+                    .ok_or(ModelError::MissingFile { path: jinja_path })?,
+            },
         };
         let token = |key: &str| {
             config
@@ -146,7 +156,19 @@ impl ChatTemplate {
             env,
             bos_token,
             eos_token,
+            missing: None,
         })
+    }
+
+    /// The stand-in for a folder without a template (`path` is where one would be): raw
+    /// prompts run, and rendering a chat fails with [`ModelError::MissingFile`].
+    pub fn missing(path: std::path::PathBuf) -> Self {
+        Self {
+            env: minijinja::Environment::new(),
+            bos_token: String::new(),
+            eos_token: String::new(),
+            missing: Some(path),
+        }
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
@@ -156,6 +178,9 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ModelError> {
+        if let Some(path) = &self.missing {
+            return Err(ModelError::MissingFile { path: path.clone() });
+        }
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -202,10 +227,106 @@ impl ChatTemplate {
     }
 }
 
+/// The JSON at `path`, or `Null` when there is no such file.
+fn read_json_or_null(path: &Path) -> Result<serde_json::Value, ModelError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::BadConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Ok(serde_json::Value::Null),
+    }
+}
+
+/// A `chat_template` field: a string, or a list of `{"name", "template"}` (the `default`).
+fn template_field(config: &serde_json::Value) -> Option<String> {
+    match config.get("chat_template")? {
+        serde_json::Value::String(t) => Some(t.clone()),
+        serde_json::Value::Array(named) => named
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
 /// A chat template's text between turns (see [`ChatTemplate::turn_pieces`]): a conversation
 /// continues as `reply + after_reply + user + after_user`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnPieces {
     pub after_reply: String,
     pub after_user: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh folder holding `files`.
+    fn folder(test: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tpo-template-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
+
+    fn rendered(dir: &Path) -> String {
+        ChatTemplate::load(dir)
+            .unwrap()
+            .render(&[ChatMessage::user("hi")], false)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_template_is_found_wherever_exporters_put_it() {
+        let each = "{% for m in messages %}";
+        let jinja = folder(
+            "jinja",
+            &[
+                (
+                    "chat_template.jinja",
+                    "{% for m in messages %}J:{{ m.content }}{% endfor %}",
+                ),
+                ("tokenizer_config.json", r#"{"chat_template": "T"}"#),
+            ],
+        );
+        assert_eq!(rendered(&jinja), "J:hi");
+        let field = folder(
+            "field",
+            &[(
+                "tokenizer_config.json",
+                &format!(r#"{{"chat_template": "{each}T:{{{{ m.content }}}}{{% endfor %}}"}}"#),
+            )],
+        );
+        assert_eq!(rendered(&field), "T:hi");
+        let named = folder(
+            "named",
+            &[(
+                "tokenizer_config.json",
+                &format!(
+                    r#"{{"chat_template": [{{"name": "tool_use", "template": "X"}},
+                        {{"name": "default", "template": "{each}D:{{{{ m.content }}}}{{% endfor %}}"}}]}}"#
+                ),
+            )],
+        );
+        assert_eq!(rendered(&named), "D:hi");
+        let processor = folder(
+            "processor",
+            &[(
+                "chat_template.json",
+                &format!(r#"{{"chat_template": "{each}P:{{{{ m.content }}}}{{% endfor %}}"}}"#),
+            )],
+        );
+        assert_eq!(rendered(&processor), "P:hi");
+        let none = folder("none", &[("tokenizer_config.json", "{}")]);
+        assert!(matches!(
+            ChatTemplate::load(&none),
+            Err(ModelError::MissingFile { .. })
+        ));
+    }
 }

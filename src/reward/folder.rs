@@ -42,7 +42,8 @@ pub struct FolderFacts {
     pub sentence_transformers: bool,
     /// `reward_head.json` is present.
     pub head_file: bool,
-    /// A chat template is present (`chat_template.jinja` or `tokenizer_config.json`).
+    /// A chat template is present (`chat_template.jinja`, `tokenizer_config.json` or
+    /// `chat_template.json`).
     pub chat_template: bool,
 }
 
@@ -110,7 +111,8 @@ impl FolderFacts {
                 || dir.join("sentence_bert_config.json").is_file(),
             head_file: dir.join(DEFAULT_HEAD_FILE).is_file(),
             chat_template: dir.join("chat_template.jinja").is_file()
-                || tokenizer.get("chat_template").is_some(),
+                || tokenizer.get("chat_template").is_some()
+                || dir.join("chat_template.json").is_file(),
         })
     }
 

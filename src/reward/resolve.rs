@@ -70,7 +70,7 @@ pub fn resolve_with(
         inferred: Vec::new(),
         missing: Vec::new(),
     };
-    let kind = r.kind(&file, facts);
+    let kind = r.kind(&file, facts, outline);
     let onnx = file.onnx();
     let output = r.output(&file, kind, outline);
     let layout = match kind {
@@ -251,9 +251,25 @@ impl Resolver {
         self.missing.push((field, why.to_string()));
     }
 
-    fn kind(&mut self, file: &RewardConfigFile, facts: &FolderFacts) -> Option<RewardKind> {
+    fn kind(
+        &mut self,
+        file: &RewardConfigFile,
+        facts: &FolderFacts,
+        outline: &GraphOutline,
+    ) -> Option<RewardKind> {
         if let Some(kind) = file.kind {
             return Some(kind);
+        }
+        if outline.output("sentence_embedding").is_some()
+            && outline.output("token_embeddings").is_some()
+        {
+            self.note(
+                "kind",
+                "similarity",
+                "the graph outputs token_embeddings and sentence_embedding (optimum's export \
+                 of a sentence-transformers model)",
+            );
+            return Some(RewardKind::Similarity);
         }
         if facts.sentence_transformers {
             self.note(
@@ -642,6 +658,30 @@ mod tests {
         assert_eq!(c.truncation, Truncation::Truncate);
         assert_eq!(c.metric, Some(SimilarityMetric::Cosine));
         assert!(c.add_special_tokens);
+    }
+
+    #[test]
+    fn optimum_s_export_of_a_sentence_transformers_model_is_seen_by_its_outputs() {
+        // optimum drops modules.json and sentence_bert_config.json from the folder
+        let facts = FolderFacts {
+            architectures: vec!["BertModel".into()],
+            config_pad_token_id: Some(0),
+            max_position_embeddings: Some(512),
+            tokenizer_max_length: Some(512),
+            ..FolderFacts::default()
+        };
+        let graph = outline(
+            &["input_ids", "attention_mask", "token_type_ids"],
+            &[
+                ("token_embeddings", &[-1, -1, 384]),
+                ("sentence_embedding", &[-1, 384]),
+            ],
+        );
+        let c = settle(RewardConfigFile::default(), &graph, &facts)
+            .unwrap()
+            .config;
+        assert_eq!(c.kind, RewardKind::Similarity);
+        assert_eq!(c.output, "token_embeddings");
     }
 
     #[test]
