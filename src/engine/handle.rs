@@ -67,6 +67,8 @@ struct Shared {
     template: ChatTemplate,
     /// The template's text between turns, when it renders in pieces.
     turn_pieces: Option<TurnPieces>,
+    /// The template's own text around message contents ([`ChatTemplate::fixed_text`]).
+    template_text: Vec<String>,
     stats: Arc<EngineStats>,
     max_seq_len: usize,
     kv_slots: usize,
@@ -182,6 +184,7 @@ impl Engine {
             shared: Arc::new(Shared {
                 tokenizer,
                 turn_pieces: template.turn_pieces(),
+                template_text: template.fixed_text(),
                 template,
                 stats,
                 max_seq_len,
@@ -227,6 +230,13 @@ impl Engine {
 
     pub fn kv_slots(&self) -> usize {
         self.shared.kv_slots
+    }
+
+    /// Every piece of text the chat template writes around message contents: its default
+    /// system prompt, role headers and special markers ([`ChatTemplate::fixed_text`]), for
+    /// the degenerate-candidate guard.
+    pub fn template_text(&self) -> &[String] {
+        &self.shared.template_text
     }
 
     /// Token ids of a chat, rendered with the model's template, ending where the assistant

@@ -31,6 +31,13 @@ impl ChatMessage {
             content: content.into(),
         }
     }
+
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
 }
 
 /// Tokenizer of a model folder.
@@ -225,6 +232,63 @@ impl ChatTemplate {
             after_user: whole[next_at + NEXT.len()..].to_string(),
         })
     }
+
+    /// Every piece of text the template itself writes around the messages' contents: its
+    /// default system prompt, role headers and special markers (`<|im_start|>`), found by
+    /// rendering marked messages (as [`Self::turn_pieces`] does) for a one-turn and a
+    /// multi-turn conversation, each with and without a system message, and cutting the
+    /// renders at the marks. Conversations the template refuses (some raise on a system
+    /// message) are skipped. Pieces are trimmed, non-empty and distinct, in the order found.
+    pub fn fixed_text(&self) -> Vec<String> {
+        const MARKS: [&str; 4] = [
+            "\u{E000}system",
+            "\u{E001}first",
+            "\u{E002}reply",
+            "\u{E003}next",
+        ];
+        let [system, first, reply, next] = MARKS;
+        let conversations = [
+            vec![ChatMessage::user(first)],
+            vec![ChatMessage::system(system), ChatMessage::user(first)],
+            vec![
+                ChatMessage::user(first),
+                ChatMessage::assistant(reply),
+                ChatMessage::user(next),
+            ],
+            vec![
+                ChatMessage::system(system),
+                ChatMessage::user(first),
+                ChatMessage::assistant(reply),
+                ChatMessage::user(next),
+            ],
+        ];
+        let mut pieces: Vec<String> = Vec::new();
+        for messages in &conversations {
+            let Ok(rendered) = self.render(messages, true) else {
+                continue;
+            };
+            let mut rest = rendered.as_str();
+            loop {
+                let next_mark = MARKS
+                    .iter()
+                    .filter_map(|m| rest.find(m).map(|at| (at, m.len())))
+                    .min();
+                let (piece, after) = match next_mark {
+                    Some((at, len)) => (&rest[..at], Some(&rest[at + len..])),
+                    None => (rest, None),
+                };
+                let piece = piece.trim();
+                if !piece.is_empty() && !pieces.iter().any(|p| p == piece) {
+                    pieces.push(piece.to_string());
+                }
+                match after {
+                    Some(after) => rest = after,
+                    None => break,
+                }
+            }
+        }
+        pieces
+    }
 }
 
 /// The JSON at `path`, or `Null` when there is no such file.
@@ -328,5 +392,38 @@ mod tests {
             ChatTemplate::load(&none),
             Err(ModelError::MissingFile { .. })
         ));
+    }
+
+    /// SmolLM2-135M-Instruct's `chat_template.jinja`, verbatim.
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    /// A Llama-2-style template that raises on a system message it does not expect.
+    const NO_SYSTEM: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ raise_exception('no system') }}{% elif message['role'] == 'user' %}{{ '[INST] ' + message['content'] | trim + ' [/INST]' }}{% else %}{{ ' ' + message['content'] | trim + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+    #[test]
+    fn fixed_text_holds_the_default_system_prompt_headers_and_markers() {
+        let template =
+            ChatTemplate::from_source(SMOLLM2.into(), String::new(), "<|im_end|>".into()).unwrap();
+        let pieces = template.fixed_text();
+        assert_eq!(
+            pieces,
+            [
+                "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by \
+                 Hugging Face<|im_end|>\n<|im_start|>user",
+                "<|im_end|>\n<|im_start|>assistant",
+                "<|im_start|>system",
+                "<|im_end|>\n<|im_start|>user",
+            ]
+        );
+    }
+
+    #[test]
+    fn fixed_text_skips_conversations_the_template_refuses() {
+        let template =
+            ChatTemplate::from_source(NO_SYSTEM.into(), "<s>".into(), "</s>".into()).unwrap();
+        assert_eq!(
+            template.fixed_text(),
+            ["<s>[INST]", "[/INST]", "</s>[INST]"]
+        );
     }
 }

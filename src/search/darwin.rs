@@ -28,7 +28,6 @@
 use std::time::Instant;
 
 use super::best_of_n::trace_params;
-use super::guard;
 use super::params::{call_seed, segment_seed, CallRole};
 use super::prompts;
 use super::state::SearchState;
@@ -401,7 +400,7 @@ async fn score_members(
         }
         // A leak or a loop already written stays: such a member ranks last (and is
         // replaced) without being scored.
-        if let Err(why) = guard::check_partial(state.query, &text) {
+        if let Err(why) = state.guard.check_partial(state.query, &text) {
             member.score = Err(format!("{}: {why}", why.code()));
             continue;
         }
@@ -497,7 +496,7 @@ fn finalize(
     candidate.text = text.trim().to_string();
     candidate.tokens = member.tokens.len();
     candidate.finish_reason = member.finished.unwrap_or(Finish::Length);
-    let degenerate = guard::check(state.query, &candidate.text).err();
+    let degenerate = state.guard.check(state.query, &candidate.text).err();
     match (outranked, &member.score, degenerate) {
         (Some(detail), _, _) => {
             candidate.score = None;

@@ -4,25 +4,38 @@
 //! meets the following criteria:" 0.91, above every real answer), so a search would pick
 //! them.
 //!
-//! Four checks, in this order, each with its named threshold:
+//! A search builds one [`Guard`] from every text the engine renders into its prompts: our
+//! prompt text (`prompts`, the revision tags) and the fixed text of the policy's own chat
+//! template (its default system prompt, role headers and special markers, found by
+//! [`crate::model::ChatTemplate::fixed_text`]), so a user's model is guarded against its own
+//! template too. Five checks, in this order, each with its named threshold:
 //! - [`Degenerate::Empty`] (`empty`): nothing but whitespace and punctuation;
-//! - [`Degenerate::LeakedPrompt`] (`leaked_prompt`): the answer contains our own prompt text:
-//!   the revision tag, or a run of [`LEAK_MIN_WORDS`] consecutive words of one of our
-//!   instruction sentences (`prompts`), or a line opening with [`LEAK_LINE_START_WORDS`] of
-//!   them, where the run names a role of the search (answer, rewrite, suggestions …) and is
-//!   not in the user's question. We wrote every one of those lines,
-//!   so this is an exact check, not a guess about quality;
+//! - [`Degenerate::LeakedPrompt`] (`leaked_prompt`): the answer contains text we put in the
+//!   prompt: the revision tag; a special marker of the template (`<|im_start|>`) verbatim; a
+//!   run of [`LEAK_MIN_WORDS`] consecutive words of one of our instruction sentences, or a
+//!   line opening with [`LEAK_LINE_START_WORDS`] of them, where the run names a role of the
+//!   search (answer, rewrite, suggestions …); or a run of [`TEMPLATE_LEAK_MIN_WORDS`]
+//!   consecutive words of the template's fixed text ("You are a helpful AI assistant named
+//!   SmolLM …"). A run (or marker) that is in the user's question is theirs, never a leak.
+//!   The engine wrote every one of those texts, so this is an exact check, not a guess
+//!   about quality;
 //! - [`Degenerate::Echo`] (`echo`): the answer only restates the question: it shares a word
 //!   with it and adds no word beyond the question's and [`ECHO_FILLER_WORDS`];
 //! - [`Degenerate::Repetition`] (`repetition`): the answer loops: at least
 //!   [`REPETITION_MAX_SHARE`] of its word [`REPETITION_NGRAM`]-grams repeat an earlier one
 //!   (over at least [`REPETITION_MIN_NGRAMS`] of them), e.g. "C-C-C-C…" or one sentence
-//!   written three times.
+//!   written three times;
+//! - [`Degenerate::Meta`] (`meta`): the answer talks about an answer instead of answering:
+//!   its first or last sentence, or at least [`META_MAX_SHARE`] of its sentences, narrate a
+//!   revision ("I hope to expand on my previous response …", "Here is the revised
+//!   answer:"): [`META_MIN_WORDS`] distinct words of [`META_NOUNS`] and [`META_MARKS`], a
+//!   noun among them, that are not words of the question.
 //!
 //! Words are runs of letters and digits, lowercased (so "C-C-C" is three words `c`).
-//! [`check_partial`] is the subset that stays true as an answer grows (DARWIN judges
-//! unfinished answers): a leak or a loop already written cannot be undone, while a partial
-//! answer that so far restates the question may go on to answer it.
+//! [`Guard::check_partial`] is the subset that stays true as an answer grows (DARWIN judges
+//! unfinished answers): a leak, a loop or a narrating first sentence already written cannot
+//! be undone, while a partial answer that so far restates the question may go on to answer
+//! it. The free functions [`check`] and [`check_partial`] are the guard without a template.
 
 use std::collections::HashSet;
 
@@ -74,6 +87,58 @@ pub const REPETITION_MAX_SHARE: f32 = 0.3;
 /// Fewest n-grams (words − n + 1) the repetition check needs: a short answer never loops.
 pub const REPETITION_MIN_NGRAMS: usize = 16;
 
+/// Consecutive words of the chat template's fixed text (its default system prompt, e.g.
+/// "You are a helpful AI assistant named SmolLM, trained by Hugging Face") that make a leak.
+/// The template's text holds none of our role words, so its runs need to be longer than
+/// [`LEAK_MIN_WORDS`]: six words of a system prompt do not occur in an answer by chance,
+/// while four ("you are a helpful") do.
+pub const TEMPLATE_LEAK_MIN_WORDS: usize = 6;
+
+/// Longest special marker of a template, in characters between its brackets.
+pub const MARKER_MAX_CHARS: usize = 40;
+
+/// Labels of ours a line of prose may open with: a real answer writes "Answer: 4" or
+/// "Question: …" in a quiz, so these two labels of our prompts never make a leak alone.
+pub const LABELS_PROSE_OPENS_WITH: &[&str] = &["question:", "answer:"];
+
+/// Words that name an answer as a piece of writing being revised: a sentence that narrates
+/// the search talks about one of these instead of the question's subject. "rewrite",
+/// "revision" and "draft" are left out: prose uses them with "answer" ("Simplify first, then
+/// rewrite the answer as 1/2", "check your answers during revision").
+pub const META_NOUNS: &[&str] = &[
+    "response",
+    "responses",
+    "answer",
+    "answers",
+    "suggestion",
+    "suggestions",
+    "feedback",
+    "critique",
+];
+
+/// Words that place such an answer in a revision: earlier, changed, or being changed.
+pub const META_MARKS: &[&str] = &[
+    "previous",
+    "original",
+    "earlier",
+    "initial",
+    "revised",
+    "rewritten",
+    "improved",
+    "updated",
+    "suggested",
+    "expand",
+];
+
+/// Distinct words of [`META_NOUNS`] and [`META_MARKS`] (a noun among them) that make a
+/// sentence narration: "my previous response", "the revised answer", "this response … the
+/// suggested changes". One alone is prose ("The answer is 4").
+pub const META_MIN_WORDS: usize = 2;
+
+/// Share of sentences that narrate from which an answer is narration wherever they stand;
+/// a narrating first or last sentence drops it alone.
+pub const META_MAX_SHARE: f32 = 0.34;
+
 /// Why a candidate is not an answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Degenerate {
@@ -85,6 +150,8 @@ pub enum Degenerate {
     Echo,
     #[error("the answer repeats itself ({share:.0}% of its {n}-word phrases repeat)", share = .share * 100.0, n = REPETITION_NGRAM)]
     Repetition { share: f32 },
+    #[error("the answer talks about an answer instead of answering: \"{0}\"")]
+    Meta(String),
 }
 
 impl Degenerate {
@@ -95,29 +162,239 @@ impl Degenerate {
             Degenerate::LeakedPrompt(_) => "leaked_prompt",
             Degenerate::Echo => "echo",
             Degenerate::Repetition { .. } => "repetition",
+            Degenerate::Meta(_) => "meta",
         }
     }
 }
 
 /// The codes [`Degenerate::code`] gives, for callers that read traces.
-pub const CODES: &[&str] = &["empty", "leaked_prompt", "echo", "repetition"];
+pub const CODES: &[&str] = &["empty", "leaked_prompt", "echo", "repetition", "meta"];
 
-/// Checks a finished `answer` to `query`.
-pub fn check(query: &str, answer: &str) -> Result<(), Degenerate> {
-    let words = words(answer);
-    if words.is_empty() {
-        return Err(Degenerate::Empty);
-    }
-    leak(query, answer, &words)?;
-    echo(query, &words)?;
-    repetition(&words)
+/// The guard of one search: our prompt text, and the fixed text of the policy's chat
+/// template (its default system prompt, role headers and special markers, see
+/// [`crate::model::ChatTemplate::fixed_text`]), split into words once.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// Words of our instruction sentences, one list per text between placeholders.
+    ours: Vec<Vec<String>>,
+    /// Our prompts' labels ("Suggestions:", "Current answer:"), lowercased: the line's text
+    /// before a placeholder, and the mutation's response prefix.
+    labels: Vec<String>,
+    /// Words of the template's fixed text, one list per text between markers.
+    template: Vec<Vec<String>>,
+    /// The template's special markers (`<|im_start|>`, `[INST]`), verbatim.
+    markers: Vec<String>,
 }
 
-/// The checks that hold for an unfinished answer (see the module doc): leaks and loops.
+impl Default for Guard {
+    /// Our prompt text only (no chat template known).
+    fn default() -> Self {
+        Self::new(&[])
+    }
+}
+
+impl Guard {
+    /// A guard that knows our prompt text and `template_text`, the chat template's fixed
+    /// pieces ([`crate::model::ChatTemplate::fixed_text`]).
+    pub fn new(template_text: &[String]) -> Self {
+        let ours = prompt_texts().map(words).collect();
+        let mut labels: Vec<String> = Vec::new();
+        for label in our_labels() {
+            if !labels.contains(&label) && !LABELS_PROSE_OPENS_WITH.contains(&label.as_str()) {
+                labels.push(label);
+            }
+        }
+        let mut markers: Vec<String> = Vec::new();
+        for m in template_text.iter().flat_map(|t| markers_in(t)) {
+            if !markers.contains(&m) {
+                markers.push(m);
+            }
+        }
+        let template = template_text
+            .iter()
+            .flat_map(|t| split_at_markers(t, &markers))
+            .map(words)
+            .filter(|w| w.len() >= TEMPLATE_LEAK_MIN_WORDS)
+            .collect();
+        Self {
+            ours,
+            labels,
+            template,
+            markers,
+        }
+    }
+
+    /// The template's special markers this guard looks for.
+    pub fn markers(&self) -> &[String] {
+        &self.markers
+    }
+
+    /// Checks a finished `answer` to `query`.
+    pub fn check(&self, query: &str, answer: &str) -> Result<(), Degenerate> {
+        let words = words(answer);
+        if words.is_empty() {
+            return Err(Degenerate::Empty);
+        }
+        self.leak(query, answer, &words)?;
+        echo(query, &words)?;
+        repetition(&words)?;
+        meta(query, answer)
+    }
+
+    /// The checks that hold for an unfinished answer (see the module doc): leaks, loops and
+    /// narration that opens the answer.
+    pub fn check_partial(&self, query: &str, answer: &str) -> Result<(), Degenerate> {
+        let words = words(answer);
+        self.leak(query, answer, &words)?;
+        repetition(&words)?;
+        meta_opening(query, answer)
+    }
+
+    fn leak(&self, query: &str, answer: &str, words: &[String]) -> Result<(), Degenerate> {
+        let lower = answer.to_lowercase();
+        for tag in [tags::OPEN_TAG, tags::CLOSE_TAG] {
+            if lower.contains(&tag.to_lowercase()) {
+                return Err(Degenerate::LeakedPrompt(tag.to_string()));
+            }
+        }
+        for marker in &self.markers {
+            if answer.contains(marker.as_str()) && !query.contains(marker.as_str()) {
+                return Err(Degenerate::LeakedPrompt(marker.clone()));
+            }
+        }
+        let query_words = self::words(query);
+        let line_starts: Vec<Vec<String>> = answer
+            .lines()
+            .map(|line| {
+                let mut w = self::words(line);
+                w.truncate(LEAK_LINE_START_WORDS);
+                w
+            })
+            .filter(|w| w.len() == LEAK_LINE_START_WORDS)
+            .collect();
+        let leaked = |n: usize, found: &dyn Fn(&[String]) -> bool| {
+            let asked = runs(&query_words, n);
+            self.ours.iter().find_map(|ours| {
+                ours.windows(n)
+                    .find(|run| {
+                        run.iter().any(|w| LEAK_ROLE_WORDS.contains(&w.as_str()))
+                            && found(run)
+                            && !asked.contains(run)
+                    })
+                    .map(|run| run.join(" "))
+            })
+        };
+        // A line that opens with one of our labels ("Suggestions: …") copies our layout.
+        for line in answer.lines() {
+            let line = line
+                .trim_start_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase();
+            let label = self.labels.iter().find(|label| {
+                let label_words = self::words(label);
+                line.starts_with(label.as_str())
+                    && !runs(&query_words, label_words.len()).contains(label_words.as_slice())
+            });
+            if let Some(label) = label {
+                return Err(Degenerate::LeakedPrompt(label.clone()));
+            }
+        }
+        let answer_runs = runs(words, LEAK_MIN_WORDS);
+        let in_answer = |run: &[String]| answer_runs.contains(run);
+        let opens_a_line = |run: &[String]| line_starts.iter().any(|start| start == run);
+        if let Some(run) = leaked(LEAK_MIN_WORDS, &in_answer)
+            .or_else(|| leaked(LEAK_LINE_START_WORDS, &opens_a_line))
+        {
+            return Err(Degenerate::LeakedPrompt(run));
+        }
+        // The template's text carries no role words of ours: a longer run of it is the leak.
+        let n = TEMPLATE_LEAK_MIN_WORDS;
+        let asked = runs(&query_words, n);
+        let answer_runs = runs(words, n);
+        let template_run = self.template.iter().find_map(|fixed| {
+            fixed
+                .windows(n)
+                .find(|run| answer_runs.contains(run) && !asked.contains(run))
+                .map(|run| run.join(" "))
+        });
+        match template_run {
+            Some(run) => Err(Degenerate::LeakedPrompt(run)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks a finished `answer` to `query` with our prompt text only ([`Guard::default`]); a
+/// search uses its own [`Guard`], which also knows the policy's chat template.
+pub fn check(query: &str, answer: &str) -> Result<(), Degenerate> {
+    Guard::default().check(query, answer)
+}
+
+/// [`Guard::check_partial`] with our prompt text only ([`Guard::default`]).
 pub fn check_partial(query: &str, answer: &str) -> Result<(), Degenerate> {
-    let words = words(answer);
-    leak(query, answer, &words)?;
-    repetition(&words)
+    Guard::default().check_partial(query, answer)
+}
+
+/// Our prompts' labels, lowercased: on each line of a prompt text, the text before a
+/// `{placeholder}` when it ends with a colon ("Suggestions:"), and
+/// [`prompts::MUTATION_RESPONSE_PREFIX`].
+fn our_labels() -> Vec<String> {
+    let mut labels = vec![prompts::MUTATION_RESPONSE_PREFIX.to_lowercase()];
+    for text in [
+        prompts::LOSS_TEMPLATE,
+        prompts::GRADIENT_TEMPLATE,
+        prompts::UPDATE_TEMPLATE,
+        prompts::MUTATION_TEMPLATE,
+    ] {
+        for line in text.lines() {
+            if let Some((before, _)) = line.split_once('{') {
+                let label = before.trim();
+                if label.ends_with(':') {
+                    labels.push(label.to_lowercase());
+                }
+            }
+        }
+    }
+    labels
+}
+
+/// The special markers in a template's fixed text: `<…>` and `[…]` with no whitespace
+/// inside (`<|im_start|>`, `</s>`, `[INST]`, `<<SYS>`), a `[…]` only when it has no
+/// lowercase letter (so a placeholder such as `[name]` is never one).
+fn markers_in(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (open, close) in [('<', '>'), ('[', ']')] {
+        let mut rest = text;
+        while let Some(at) = rest.find(open) {
+            let after = &rest[at + open.len_utf8()..];
+            let Some(end) = after.find(close) else {
+                break;
+            };
+            let inside = &after[..end];
+            let ok = !inside.is_empty()
+                && inside.chars().count() <= MARKER_MAX_CHARS
+                && !inside.chars().any(char::is_whitespace)
+                && (open == '<' || !inside.chars().any(char::is_lowercase));
+            if ok {
+                found.push(format!("{open}{inside}{close}"));
+                rest = &after[end + close.len_utf8()..];
+            } else {
+                rest = after;
+            }
+        }
+    }
+    found
+}
+
+/// `text` cut at every marker (a run of words never spans one).
+fn split_at_markers<'t>(text: &'t str, markers: &[String]) -> Vec<&'t str> {
+    let mut parts = vec![text];
+    for marker in markers {
+        parts = parts
+            .into_iter()
+            .flat_map(|p| p.split(marker.as_str()))
+            .collect();
+    }
+    parts
 }
 
 /// Lowercased runs of letters and digits.
@@ -144,44 +421,74 @@ fn prompt_texts() -> impl Iterator<Item = &'static str> {
     .flat_map(|t| t.split(['{', '}']))
 }
 
-fn leak(query: &str, answer: &str, words: &[String]) -> Result<(), Degenerate> {
-    let lower = answer.to_lowercase();
-    for tag in [tags::OPEN_TAG, tags::CLOSE_TAG] {
-        if lower.contains(&tag.to_lowercase()) {
-            return Err(Degenerate::LeakedPrompt(tag.to_string()));
+/// The answer's sentences: cut after `.`, `!`, `?` or `:` followed by whitespace, and at
+/// line breaks; those without a word are left out.
+fn sentences(answer: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for line in answer.lines() {
+        let mut start = 0;
+        let mut chars = line.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let ends = matches!(c, '.' | '!' | '?' | ':')
+                && chars.peek().is_none_or(|(_, next)| next.is_whitespace());
+            if ends {
+                out.push(&line[start..i + c.len_utf8()]);
+                start = i + c.len_utf8();
+            }
+        }
+        out.push(&line[start..]);
+    }
+    out.retain(|s| s.chars().any(char::is_alphanumeric));
+    out
+}
+
+/// Whether `sentence` narrates a revision ([`META_MIN_WORDS`]); words of the question
+/// never count.
+fn narrates(sentence: &str, asked: &HashSet<String>) -> bool {
+    let mut nouns = HashSet::new();
+    let mut marks = HashSet::new();
+    for w in words(sentence) {
+        if asked.contains(&w) {
+            continue;
+        }
+        if META_NOUNS.contains(&w.as_str()) {
+            nouns.insert(w);
+        } else if META_MARKS.contains(&w.as_str()) {
+            marks.insert(w);
         }
     }
-    let query_words = self::words(query);
-    let line_starts: Vec<Vec<String>> = answer
-        .lines()
-        .map(|line| {
-            let mut w = self::words(line);
-            w.truncate(LEAK_LINE_START_WORDS);
-            w
-        })
-        .filter(|w| w.len() == LEAK_LINE_START_WORDS)
+    !nouns.is_empty() && nouns.len() + marks.len() >= META_MIN_WORDS
+}
+
+fn meta(query: &str, answer: &str) -> Result<(), Degenerate> {
+    let asked: HashSet<String> = words(query).into_iter().collect();
+    let sentences = sentences(answer);
+    let narrating: Vec<&str> = sentences
+        .iter()
+        .copied()
+        .filter(|s| narrates(s, &asked))
         .collect();
-    let leaked = |n: usize, found: &dyn Fn(&[String]) -> bool| {
-        let asked = runs(&query_words, n);
-        prompt_texts().find_map(|text| {
-            let ours = self::words(text);
-            ours.windows(n)
-                .find(|run| {
-                    run.iter().any(|w| LEAK_ROLE_WORDS.contains(&w.as_str()))
-                        && found(run)
-                        && !asked.contains(run)
-                })
-                .map(|run| run.join(" "))
-        })
+    let Some(first) = narrating.first() else {
+        return Ok(());
     };
-    let answer_runs = runs(words, LEAK_MIN_WORDS);
-    let in_answer = |run: &[String]| answer_runs.contains(run);
-    let opens_a_line = |run: &[String]| line_starts.iter().any(|start| start == run);
-    match leaked(LEAK_MIN_WORDS, &in_answer)
-        .or_else(|| leaked(LEAK_LINE_START_WORDS, &opens_a_line))
-    {
-        Some(run) => Err(Degenerate::LeakedPrompt(run)),
+    let at_an_edge = [sentences.first(), sentences.last()]
+        .into_iter()
+        .flatten()
+        .find(|s| narrates(s, &asked));
+    let share = narrating.len() as f32 / sentences.len() as f32;
+    match at_an_edge {
+        Some(s) => Err(Degenerate::Meta(s.trim().to_string())),
+        None if share >= META_MAX_SHARE => Err(Degenerate::Meta(first.trim().to_string())),
         None => Ok(()),
+    }
+}
+
+/// [`meta`] for an unfinished answer: only its first sentence, which stays first.
+fn meta_opening(query: &str, answer: &str) -> Result<(), Degenerate> {
+    let asked: HashSet<String> = words(query).into_iter().collect();
+    match sentences(answer).first() {
+        Some(s) if narrates(s, &asked) => Err(Degenerate::Meta(s.trim().to_string())),
+        _ => Ok(()),
     }
 }
 
@@ -407,6 +714,236 @@ mod tests {
         assert!(check_partial(PRESENT, "<revised_answer>").is_err());
     }
 
+    const TIME: &str = "How can I improve my time management skills?";
+    const STRESS: &str = "What are the most effective ways to deal with stress?";
+    const EMAIL: &str =
+        "Write a persuasive email to convince your introverted friend, who dislikes \
+                         public speaking, to volunteer as a guest speaker at a local event.";
+    const REPORT: &str = "Draft a professional email seeking your supervisor's feedback on the \
+                          'Quarterly Financial Report' you prepared.";
+
+    #[test]
+    fn real_answers_to_held_out_questions_are_kept() {
+        // Step-0 samples and a kept rewrite of real TPO searches (embedded model, judge,
+        // 96 new tokens, seed 7) on MT-bench-style questions; the report email talks about
+        // feedback because the question asks for it.
+        for (query, answer) in [
+            (
+                TIME,
+                "Improving time management skills is a skill that can be learned and practiced. \
+            Here are some tips to help you improve your time management skills:\n\n1. \
+            **Set a Schedule**: The first step to any successful time management is \
+            setting a schedule. This can be as simple as having a daily planner or app \
+            that helps you track your tasks.\n\n2. **Prioritize Tasks**: The second step \
+            is to prioritize your tasks. This can be as simple as identifying what you \
+            need to do",
+            ),
+            (
+                TIME,
+                "Improving time management skills is a skill that can be learned and practiced, \
+            and there's no one-size-fits-all approach. However, there are some general \
+            tips that can make a significant difference in their daily lives.\n\nFirstly, \
+            it's important to recognize that time management is not a skill that is \
+            exclusive to professional environments. People with leisure activities can \
+            benefit from improving their time management skills, as it can make a \
+            significant difference in their daily lives.",
+            ),
+            (
+                STRESS,
+                "Dealing with stress is a personal and complex task, but there are several \
+            effective methods that can help manage stress. Here are some of them:\n\n1. \
+            Practice mindfulness and meditation: These techniques help you become more \
+            aware of your thoughts and emotions, making it easier to manage them.\n\n2. \
+            Exercise regularly: Physical activity is known to reduce stress by lowering \
+            the levels of stress hormones in the body.\n\n3. Balanced diet: Eating a diet \
+            rich in nutrients that help the",
+            ),
+            (
+                EMAIL,
+                "Dear [Friend's Name],\n\nI wanted to share a fantastic opportunity with you, a \
+            fellow introverted friend who is also a professional. As a guest speaker at a \
+            local event, you could have the privilege of being an expert in public \
+            speaking. This could be a chance to share your passion with someone who may \
+            not have the luxury of a traditional speaking role.\n\nI've been thinking \
+            about this for a while now, and I'm excited about the idea.",
+            ),
+            (
+                REPORT,
+                "Dear [Supervisor's Name],\n\nI hope this message finds you well. I am writing \
+            to seek your feedback on the Annual Financial Report I prepared for my team \
+            this quarter. I understand that you are a responsible and dedicated manager, \
+            and I appreciate your dedication to your team's success.\n\nYour feedback is \
+            important to me, and I would greatly appreciate your insights.\n\nPlease find \
+            the attached document that outlines my financial report and provides detailed \
+            information about the performance of",
+            ),
+        ] {
+            assert_eq!(smollm2().check(query, answer), Ok(()), "{answer}");
+        }
+    }
+
+    #[test]
+    fn real_rewrites_that_narrate_their_revision_are_meta() {
+        // Rewrites of the same searches: the winner before this check (judge reward 1.81)
+        // opens with "Improved Answer:"; two others end by narrating their revision.
+        let improved =
+            "Improved Answer:\n\nIn the context of personal and professional life, it's \
+            indeed important to remember that time management is indeed a skill that can \
+            be learned and practiced. The key lies in understanding that time is a \
+            resource that can be used to achieve goals, and it's a crucial skill that can \
+            make a significant impact in many aspects of life, including personal and \
+            professional development.\n\nI'd like to make this response a bit shorter and \
+            easier to read.";
+        let err = check(TIME, improved).unwrap_err();
+        assert_eq!(err, Degenerate::Meta("Improved Answer:".into()));
+        let rewrite =
+            "To improve your time management skills, focus on developing healthy habits, \
+            such as setting realistic goals, prioritizing tasks effectively, managing your \
+            workload, and improving your self-discipline. Remember, time is a resource \
+            that can be used to achieve your goals, and it's a skill that can be learned \
+            and practiced.\n\nRewrite the entire response to the suggested changes, with \
+            no extra spaces, and write nothing else.";
+        assert_eq!(code(TIME, rewrite), Some("meta"));
+        let suggested =
+            "To improve your time management skills, focus on developing healthy habits, \
+            prioritizing tasks effectively, managing your workload, and seeking feedback \
+            to improve your performance in various areas.\n\nWith a well-structured \
+            feedback to your user, such as the provided, provides a clear and concise list \
+            of suggestions that can be used to improve your performance in various \
+            areas.\n\nBy following the suggested changes, this response is made to fit \
+            within the suggested changes.";
+        assert_eq!(code(TIME, suggested), Some("meta"));
+        // The sentence the issue quotes from a final answer, and the issue's example.
+        for narration in [
+            "I hope to expand on my previous response and provide more relatable advice.",
+            "Here is the revised answer:",
+        ] {
+            assert_eq!(code(TIME, narration), Some("meta"), "{narration}");
+        }
+        // "rewrite" is not one of the words (prose rewrites answers too): a miss we accept.
+        assert_eq!(code(TIME, "This rewrite addresses the feedback."), None);
+        // One such word alone is prose; the question's own words never count.
+        assert_eq!(code(TIME, "The answer is to plan each day."), None);
+        assert_eq!(
+            code(
+                REPORT,
+                "Dear Sam, I would value your feedback on the original draft."
+            ),
+            None
+        );
+        // A narrating sentence in the middle of a longer answer is under the share.
+        let middle = "Plan your week on Sunday. My previous response missed this. Block time \
+                      for deep work. Say no to meetings without an agenda.";
+        assert_eq!(code(TIME, middle), None);
+        assert!(check_partial(TIME, "Improved answer: plan").is_err());
+        assert_eq!(
+            check_partial(TIME, "Plan your week. Here is the revised"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_real_rewrite_that_ends_with_our_suggestions_label_is_a_leak() {
+        // Final answers of two of those searches before this check (judge rewards 0.63 and
+        // 0.91): the answer, then a line opening with our update prompt's "Suggestions:".
+        let email = "I wanted to share a fantastic opportunity with you, a fellow introverted \
+            friend who is also a professional. As a guest speaker at a local event, you \
+            could have the privilege of being an expert in public speaking. This could be \
+            a chance to share your passion with someone who may not have the luxury of a \
+            traditional speaking role.\n\nI've been thinking about this for a while now, \
+            and I'm excited about the idea.\n\nSuggestions: I'm excited";
+        assert_eq!(
+            check(EMAIL, email),
+            Err(Degenerate::LeakedPrompt("suggestions:".into()))
+        );
+        let stress = "Dealing with stress can be a delicate task. While there is no \
+            one-size-fits-all solution, there are some strategies that can help manage \
+            stress and improve overall well-being. Some of the most effective ways to \
+            reduce stress include maintaining a balanced lifestyle, having a healthy \
+            work-life balance, getting enough sleep each night, and engaging in activities \
+            that help manage stress, such as meditation, exercise, and \
+            hobbies.\n\nSuggestions: You've already covered the";
+        assert_eq!(code(STRESS, stress), Some("leaked_prompt"));
+        // A label the user asked for is theirs; "Answer:" alone is prose's too.
+        assert_eq!(
+            code(
+                "List suggestions: how do I sleep better?",
+                "Suggestions: go to bed early."
+            ),
+            None
+        );
+        assert_eq!(code("What is 2 + 2?", "Answer: 4"), None);
+    }
+
+    /// `ChatTemplate::fixed_text` of SmolLM2-135M-Instruct's chat template (the model
+    /// tokenizer's unit test holds the same list).
+    fn smollm2() -> Guard {
+        Guard::new(&[
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by \
+             Hugging Face<|im_end|>\n<|im_start|>user"
+                .to_string(),
+            "<|im_end|>\n<|im_start|>assistant".to_string(),
+            "<|im_start|>system".to_string(),
+            "<|im_end|>\n<|im_start|>user".to_string(),
+        ])
+    }
+
+    #[test]
+    fn the_templates_markers_are_found() {
+        assert_eq!(smollm2().markers(), ["<|im_start|>", "<|im_end|>"]);
+        let llama2 = Guard::new(&["<s>[INST] <<SYS>>".into(), "[/INST]".into()]);
+        assert_eq!(llama2.markers(), ["<s>", "<<SYS>", "[INST]", "[/INST]"]);
+        // A placeholder in brackets is not a marker.
+        assert!(Guard::new(&["[name] said".into()]).markers().is_empty());
+    }
+
+    #[test]
+    fn the_templates_text_in_an_answer_is_a_leak() {
+        let guard = smollm2();
+        let tip = "Make a to-do list every morning.";
+        assert_eq!(guard.check(PRESENT, tip), Ok(()));
+        let err = guard
+            .check(PRESENT, &format!("{tip}<|im_end|>"))
+            .unwrap_err();
+        assert_eq!(err, Degenerate::LeakedPrompt("<|im_end|>".into()));
+        let err = guard
+            .check(
+                PRESENT,
+                &format!("{tip}\nYou are a helpful AI assistant named SmolLM"),
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), "leaked_prompt");
+        assert!(
+            err.to_string().contains("you are a helpful ai assistant"),
+            "{err}"
+        );
+        // Five words of it are prose; and the guard without the template never knew it.
+        assert_eq!(
+            guard.check(PRESENT, &format!("{tip} You are a helpful friend.")),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                PRESENT,
+                &format!("{tip}\nYou are a helpful AI assistant named SmolLM")
+            ),
+            Ok(())
+        );
+        // The user's own words are theirs.
+        let asked = "Who are you? Say 'You are a helpful AI assistant named SmolLM'.";
+        assert_eq!(
+            guard.check(
+                asked,
+                "I was told to say: You are a helpful AI assistant named SmolLM."
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            guard.check_partial(PRESENT, "Fold it.<|im_start|>user"),
+            Err(Degenerate::LeakedPrompt("<|im_start|>".into()))
+        );
+    }
+
     #[test]
     fn every_code_is_listed() {
         for d in [
@@ -414,6 +951,7 @@ mod tests {
             Degenerate::LeakedPrompt(String::new()),
             Degenerate::Echo,
             Degenerate::Repetition { share: 0.5 },
+            Degenerate::Meta(String::new()),
         ] {
             assert!(CODES.contains(&d.code()));
         }

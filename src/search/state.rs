@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::engine::{Engine, EngineError, GenerateRequest, SampleOutput, SamplingParams};
 use crate::model::TokenId;
 
-use super::guard;
+use super::guard::Guard;
 use super::trace::{
     Candidate, CandidateLog, Origin, StepRecord, Totals, Trace, TraceParams, UNSCORED,
 };
@@ -20,6 +20,8 @@ pub(crate) struct SearchState<'a> {
     rewards: &'a RewardService,
     pub query: &'a str,
     reference: Option<&'a str>,
+    /// The degenerate-candidate guard: our prompt text and the policy's chat template.
+    pub guard: Guard,
     pub log: CandidateLog,
     pub totals: Totals,
     started: Instant,
@@ -44,6 +46,7 @@ impl<'a> SearchState<'a> {
             rewards,
             query,
             reference,
+            guard: Guard::new(engine.template_text()),
             log: CandidateLog::default(),
             totals: Totals::default(),
             started: Instant::now(),
@@ -185,7 +188,7 @@ impl<'a> SearchState<'a> {
         mut candidates: Vec<Candidate>,
     ) -> Result<Outcome, SearchError> {
         for c in candidates.iter_mut().filter(|c| c.dropped.is_none()) {
-            if let Err(why) = guard::check(self.query, &c.text) {
+            if let Err(why) = self.guard.check(self.query, &c.text) {
                 c.dropped = Some(why.code().to_string());
                 c.drop_detail = Some(why.to_string());
             }

@@ -42,8 +42,9 @@
 //!   dropped: string | null,         "no_opening_tag" | "empty" | "unscored" |
 //!                                   "replaced" (darwin: outranked at a replacement; its
 //!                                   text is the partial answer at that point) | the
-//!                                   guard's "leaked_prompt" | "echo" | "repetition"
-//!                                   ("empty" too): not an answer, never scored otherwise
+//!                                   guard's "leaked_prompt" | "echo" | "repetition" |
+//!                                   "meta" ("empty" too): not an answer, never scored
+//!                                   otherwise
 //!   drop_detail: string | null      e.g. the reward model's reason for "unscored"
 //! }
 //! StepRecord {

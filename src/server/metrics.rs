@@ -62,6 +62,7 @@ pub const DROP_REASONS: &[&str] = &[
     "leaked_prompt",
     "echo",
     "repetition",
+    "meta",
     "no_opening_tag",
     "unscored",
     "replaced",

@@ -332,8 +332,8 @@ pub struct SearchSummary {
     pub best_reward: f32,
     /// Candidates dropped before or instead of scoring.
     pub dropped: usize,
-    /// The same by reason: `leaked_prompt`, `echo`, `repetition`, `empty` (not answers),
-    /// `no_opening_tag`, `unscored`, `replaced`.
+    /// The same by reason: `leaked_prompt`, `echo`, `repetition`, `meta`, `empty` (not
+    /// answers), `no_opening_tag`, `unscored`, `replaced`.
     pub dropped_by_reason: std::collections::BTreeMap<String, usize>,
     /// Every candidate was dropped: the answer is the best-scored dropped one, not a
     /// candidate the search would otherwise return.

@@ -118,7 +118,7 @@ function checkSearchView(v, label) {
       const scored = /^-?\d+\.\d{3}$/.test(c.reward);
       const dropped = c.status.startsWith("dropped: ");
       assert.ok(scored || dropped, `${label}: candidate #${c.id} has a reward or a drop reason (${c.reward}, ${c.status})`);
-      if (dropped) assert.match(c.status, /^dropped: (leaked_prompt|echo|repetition|empty|no_opening_tag|unscored)$/);
+      if (dropped) assert.match(c.status, /^dropped: (leaked_prompt|echo|repetition|meta|empty|no_opening_tag|unscored)$/);
     }
     if (s.step > 0) {
       assert.ok(s.critique && s.critique.trim().length > 0, `${label}: step ${s.step} shows its critique`);
