@@ -15,23 +15,26 @@
 # reports from the traces already in OUT_DIR (a shorter trace is reported over its queries).
 # RUNS=tpo (a subset of "greedy bon19 tpo darwin") reruns only those strategies, RMS=judge
 # (a subset of "judge similarity") only those guiding reward models: their held-out table
-# goes to OUT_DIR/search-quality-heldout.md and docs/ is left alone.
+# goes to OUT_DIR/search-quality-heldout.md and docs/ is left alone. QUERIES=N (default 50)
+# runs only the first N instructions (a shorter study on a busy machine: a rerun that compares
+# two builds must give both the same N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/search-quality}
 TOKENS=${TOKENS:-128}
 TPO=${TPO:-target/release/tpo}
+QUERIES=${QUERIES:-50}
 mkdir -p "$OUT"
-[ -n "${REPORT_ONLY:-}" ] || head -n 50 data/alpaca_eval/pairs.jsonl > "$OUT/prompts50.jsonl"
+[ -n "${REPORT_ONLY:-}" ] || head -n "$QUERIES" data/alpaca_eval/pairs.jsonl > "$OUT/prompts50.jsonl"
 
 run() { # name, then tpo search flags
   local name=$1; shift
   local trace="$OUT/$name.trace.jsonl"
-  if [ -n "${REPORT_ONLY:-}" ] || { [ -s "$trace" ] && [ "$(wc -l < "$trace")" -eq 50 ]; }; then
+  if [ -n "${REPORT_ONLY:-}" ] || { [ -s "$trace" ] && [ "$(wc -l < "$trace")" -eq "$QUERIES" ]; }; then
     return
   fi
   echo "$(date +%T) $name"
-  "$TPO" search --max-new-tokens "$TOKENS" --file "$OUT/prompts50.jsonl" --concurrency 50 \
+  "$TPO" search --max-new-tokens "$TOKENS" --file "$OUT/prompts50.jsonl" --concurrency "$QUERIES" \
     --output "$OUT/$name.jsonl" --trace "$trace" "$@" 2> "$OUT/$name.log"
 }
 
@@ -53,7 +56,7 @@ fi
 for rm in judge similarity; do
   [ "$REPORTS" = docs ] || continue
   "$TPO" bench quality \
-    --title "Best reward so far, first 50 AlpacaEval instructions ($rm RM, $TOKENS tokens)" \
+    --title "Best reward so far, first $QUERIES AlpacaEval instructions ($rm RM, $TOKENS tokens)" \
     --run "greedy=$OUT/greedy-$rm.trace.jsonl" \
     --run "BoN N=5=$OUT/bon19-$rm.trace.jsonl@5" \
     --run "BoN N=19=$OUT/bon19-$rm.trace.jsonl" \
