@@ -386,3 +386,31 @@ fn a_policy_without_a_chat_template_runs_raw_prompts_and_names_the_file_for_chat
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tpo_search_takes_a_reward_folder_by_path_and_says_what_it_inferred() {
+    // A folder path (not a keyword) names the model by its last component inside the app;
+    // the search must find it by the path it was given.
+    let rm = models_dir("smollm2-judge-optimum");
+    let out = common::tpo(&[
+        "search",
+        "--reward-model",
+        rm.to_str().unwrap(),
+        "--strategy",
+        "bon",
+        "--width",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "1",
+        "What is 2 + 2?",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(
+        stderr.contains("inferred from the folder") && stderr.contains("pad_token_id = 2"),
+        "{stderr}"
+    );
+}

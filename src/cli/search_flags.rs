@@ -112,11 +112,14 @@ impl SearchFlags {
     ) -> Result<(Engine, RewardService), tpo_engine::Error> {
         let names = [self.reward_model.clone()];
         let mut app = App::open(&model.app_options(&names, rm_batch_tokens)?)?;
-        let rewards = app.rewards.remove(&self.reward_model).ok_or_else(|| {
-            tpo_engine::reward::RewardError::Unknown {
-                name: self.reward_model.clone(),
-            }
-        })?;
+        // The app names a reward model by its source's name (a folder by its last component).
+        let name = tpo_engine::paths::reward_source(&self.reward_model).name;
+        let rewards =
+            app.rewards
+                .remove(&name)
+                .ok_or_else(|| tpo_engine::reward::RewardError::Unknown {
+                    name: self.reward_model.clone(),
+                })?;
         super::print_reward_load(&self.reward_model, rewards.load_report());
         Ok((app.engine, rewards))
     }

@@ -43,7 +43,8 @@ use crate::runtime::{RuntimeError, SessionOptions};
 pub enum RewardError {
     #[error(
         "reward model {name:?} is not a folder or a known name (judge, similarity, bertscore); \
-         run `make setup` to export the embedded ones, or pass a folder with reward_config.json"
+         run `make setup` to export the embedded ones, or pass a reward model's folder (see \
+         `tpo models inspect DIR`)"
     )]
     Unknown { name: String },
     #[error("reading {path}: {source}")]
