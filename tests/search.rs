@@ -358,17 +358,54 @@ fn same_trace_alone_and_among(
     for ((q, _), result) in questions.iter().zip(&together) {
         assert!(result.is_ok(), "{q}: {result:?}");
     }
+    // Every reward request the searches made, as their traces account for them.
+    let traced: u64 = together
+        .iter()
+        .map(|r| reward_requests_of(r.as_ref().unwrap()))
+        .sum();
     let pinned = together.into_iter().next().unwrap().unwrap();
     assert_eq!(timeless(pinned), timeless(alone));
 
     // The searches' reward requests were batched: fewer model calls than requests.
     let calls = stats.calls.load(Ordering::Relaxed) - calls_before;
     let requests = stats.requests.load(Ordering::Relaxed) - requests_before;
-    assert_eq!(requests, 2 * questions.len() as u64);
+    assert_eq!(requests, traced);
+    assert!(
+        requests >= questions.len() as u64,
+        "every search scores its samples"
+    );
     assert!(
         calls < requests,
         "{calls} reward calls for {requests} requests"
     );
+}
+
+/// Reward requests a search made, read from its trace: per step, one for the candidates the
+/// guard kept (when there were any), and one more for the guard's drops when they were
+/// scored too (a search with nothing kept yet scores them, see `SearchState::score_and_add`).
+/// A step whose every candidate the guard dropped, after an earlier step kept one, makes
+/// none.
+fn reward_requests_of(trace: &Trace) -> u64 {
+    let steps: std::collections::BTreeSet<usize> =
+        trace.candidates.iter().map(|c| c.step).collect();
+    steps
+        .iter()
+        .map(|&step| {
+            let of_step = || trace.candidates.iter().filter(move |c| c.step == step);
+            let guard_dropped = |c: &&search::trace::Candidate| {
+                c.dropped.as_deref().is_some_and(|d| d != "unscored")
+            };
+            let kept_scored = of_step().any(|c| !guard_dropped(&c));
+            let drops_scored = of_step().any(|c| {
+                guard_dropped(&c)
+                    && (c.score.is_some()
+                        || c.drop_detail
+                            .as_deref()
+                            .is_some_and(|d| d.contains("not scored either")))
+            });
+            u64::from(kept_scored) + u64::from(drops_scored)
+        })
+        .sum()
 }
 
 #[test]
