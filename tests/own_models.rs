@@ -16,19 +16,7 @@ use tpo_engine::model::ModelDir;
 use tpo_engine::paths;
 use tpo_engine::reward::{self, RewardError, RewardInput, RewardModel, RewardOptions, RowError};
 
-const PAIRS: &[(&str, &str)] = &[
-    ("What is 2 + 2?", "2 + 2 = 4."),
-    ("What is 2 + 2?", "It is 5."),
-    (
-        "Name a primary color.",
-        "Red is a primary color, along with blue and yellow in the traditional model.",
-    ),
-    (
-        "How do I boil an egg?",
-        "Place the egg in boiling water for about nine minutes, then cool it in cold water \
-         before peeling.",
-    ),
-];
+use common::PAIRS;
 
 fn models_dir(name: &str) -> PathBuf {
     common::init_runtime();
@@ -41,19 +29,26 @@ fn models_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A folder of links to `src`'s files (all but reward_config.json, unless `keep_config`),
-/// with `config` written as its reward_config.json when given.
-fn linked(src: &Path, name: &str, keep: &[&str], config: Option<&Value>) -> PathBuf {
+/// A fresh folder of links to `src`'s files: those in `keep` (all when empty) except those in
+/// `skip`.
+fn links(src: &Path, name: &str, keep: &[&str], skip: &[&str]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tpo-own-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(src).unwrap() {
         let file = entry.unwrap().file_name();
         let file = file.to_str().unwrap();
-        if file != "reward_config.json" && (keep.is_empty() || keep.contains(&file)) {
+        if !skip.contains(&file) && (keep.is_empty() || keep.contains(&file)) {
             std::os::unix::fs::symlink(src.join(file), dir.join(file)).unwrap();
         }
     }
+    dir
+}
+
+/// A reward folder of links to `src`'s files (all but reward_config.json, or those in
+/// `keep`), with `config` written as its reward_config.json when given.
+fn linked(src: &Path, name: &str, keep: &[&str], config: Option<&Value>) -> PathBuf {
+    let dir = links(src, name, keep, &["reward_config.json"]);
     if let Some(config) = config {
         std::fs::write(dir.join("reward_config.json"), config.to_string()).unwrap();
     }
@@ -240,15 +235,7 @@ fn models_inspect_shows_the_inference_and_write_saves_a_config_that_loads_the_sa
 /// The policy folder with `genai_config.json` edited by `edit`.
 fn policy_with(name: &str, edit: impl Fn(&mut Value)) -> PathBuf {
     let src = common::policy_dir();
-    let dir = std::env::temp_dir().join(format!("tpo-own-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let file = entry.unwrap().file_name();
-        if file != "genai_config.json" {
-            std::os::unix::fs::symlink(src.join(&file), dir.join(&file)).unwrap();
-        }
-    }
+    let dir = links(&src, name, &[], &["genai_config.json"]);
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("genai_config.json")).unwrap())
             .unwrap();
@@ -349,16 +336,12 @@ fn a_tokenizer_that_pads_and_truncates_by_itself_is_not_left_to() {
 #[test]
 fn a_policy_without_a_chat_template_runs_raw_prompts_and_names_the_file_for_chats() {
     common::init_runtime();
-    let src = common::policy_dir();
-    let dir = std::env::temp_dir().join(format!("tpo-own-no-template-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let file = entry.unwrap().file_name();
-        if file != "chat_template.jinja" && file != "tokenizer_config.json" {
-            std::os::unix::fs::symlink(src.join(&file), dir.join(&file)).unwrap();
-        }
-    }
+    let dir = links(
+        &common::policy_dir(),
+        "no-template",
+        &[],
+        &["chat_template.jinja", "tokenizer_config.json"],
+    );
     let engine = Engine::start(
         &ModelDir::open(&dir).unwrap(),
         EngineOptions {

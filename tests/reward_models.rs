@@ -46,19 +46,7 @@ fn python_json(script: &str, request: &Value) -> Value {
     serde_json::from_slice(&out).expect("reference output is JSON")
 }
 
-const PAIRS: &[(&str, &str)] = &[
-    ("What is 2 + 2?", "2 + 2 = 4."),
-    ("What is 2 + 2?", "It is 5."),
-    (
-        "Name a primary color.",
-        "Red is a primary color, along with blue and yellow in the traditional model.",
-    ),
-    (
-        "How do I boil an egg?",
-        "Place the egg in boiling water for about nine minutes, then cool it in cold water \
-         before peeling.",
-    ),
-];
+use common::PAIRS;
 
 fn inputs<'a>(pairs: &'a [(&'a str, &'a str)]) -> Vec<RewardInput<'a>> {
     pairs

@@ -162,10 +162,7 @@ fn inspect_reward(dir: &Path, write: bool) -> Result<ExitCode, tpo_engine::Error
     let config = &resolved.config;
     println!(
         "kind             reward model: {}{}",
-        serde_json::to_value(config.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        resolve::json_name(&config.kind),
         config
             .description
             .as_deref()

@@ -143,13 +143,13 @@ impl LoadReport {
                  output's scale (tolerance {}){}, {:.0} ms",
                 c.tokens.len(),
                 c.tokens,
-                side_name(c.side),
+                resolve::json_name(&c.side),
                 c.difference,
                 c.tolerance,
                 match c.other_side {
                     Some((side, d)) => format!(
                         "; padded {} (not used) {:.1e}{}",
-                        side_name(side),
+                        resolve::json_name(&side),
                         d,
                         if d > c.tolerance {
                             ", beyond tolerance"
@@ -162,13 +162,6 @@ impl LoadReport {
                 c.seconds * 1e3
             ),
         }
-    }
-}
-
-fn side_name(side: config::PaddingSide) -> &'static str {
-    match side {
-        config::PaddingSide::Right => "right",
-        config::PaddingSide::Left => "left",
     }
 }
 

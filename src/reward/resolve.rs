@@ -226,7 +226,7 @@ pub fn resolve_with(
 }
 
 /// How a serde enum value is spelled in `reward_config.json`.
-fn json_name<T: serde::Serialize>(value: &T) -> String {
+pub fn json_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -146,10 +146,7 @@ fn cause(
     pad_candidates: &[PadCandidate],
     difference_with: &dyn Fn(PaddingSide, TokenId) -> Result<f32, RewardError>,
 ) -> String {
-    let side_name = match side {
-        PaddingSide::Right => "right",
-        PaddingSide::Left => "left",
-    };
+    let side_name = super::resolve::json_name(&side);
     let head = format!(
         "rows padded ({side_name}, pad id {pad}) to a common length give outputs that differ \
          from the same rows run alone by {difference:.3} of the output's scale (tolerance \

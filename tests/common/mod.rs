@@ -115,3 +115,19 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// (prompt, response) pairs the reward-model tests score: a right and a wrong answer to one
+/// question, and two longer answers, so a batch pads every row but one.
+pub const PAIRS: &[(&str, &str)] = &[
+    ("What is 2 + 2?", "2 + 2 = 4."),
+    ("What is 2 + 2?", "It is 5."),
+    (
+        "Name a primary color.",
+        "Red is a primary color, along with blue and yellow in the traditional model.",
+    ),
+    (
+        "How do I boil an egg?",
+        "Place the egg in boiling water for about nine minutes, then cool it in cold water \
+         before peeling.",
+    ),
+];
