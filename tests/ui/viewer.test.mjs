@@ -79,9 +79,19 @@ async function waitUntil(done, ms, what) {
   }
 }
 
-function watchErrors(page, errors) {
+// Script errors and console errors go to `errors`; every HTTP response with a failing status
+// goes to `failed` as "STATUS PATH". Chromium's own console report of a failed fetch ("Failed to
+// load resource: ... status of N") is left out of `errors`: it arrives on the browser's schedule,
+// sometimes before and sometimes after the page has handled the response, while the response
+// itself is recorded exactly, in `failed`.
+function watchErrors(page, errors, failed) {
   page.on("pageerror", (e) => errors.push(`page error: ${e.message}`));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    if (/^Failed to load resource: the server responded with a status of \d+/.test(m.text())) return;
+    errors.push(`console: ${m.text()}`);
+  });
+  page.on("response", (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${new URL(r.url()).pathname}`); });
 }
 
 // What the page shows, read from the DOM.
@@ -141,21 +151,17 @@ async function liveSearch(url) {
   browser = context;
   const page = await context.newPage();
   const errors = [];
-  watchErrors(page, errors);
+  const failed = [];
+  watchErrors(page, errors, failed);
   await page.goto(`${url}/ui`);
-  const beforeKey = errors.length;
   // Without the key the page says it cannot list the models; with it, it connects.
   await page.waitForFunction(() => document.getElementById("status").textContent.includes("cannot list models"));
-  // The browser reports the refused fetch on the console on its own schedule, which can be
-  // after the page has already shown the refusal: wait for that report before going on, so
-  // it is not counted as an error of the keyed requests below.
-  await waitUntil(() => errors.slice(beforeKey).some((e) => e.includes("401")), 10_000, "the keyless 401 to reach the console");
+  await waitUntil(() => failed.length > 0, 10_000, "the keyless model listing's response");
   await page.fill("#api-key", KEY);
   await page.dispatchEvent("#api-key", "change");
   await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("connected"));
   // The keyless model listing was refused (401), as it must be; nothing else may fail.
-  const refused = errors.splice(beforeKey);
-  assert.ok(refused.every((e) => e.includes("401")), `only the keyless request failed: ${refused}`);
+  assert.deepEqual(failed, ["401 /v1/models"], "only the keyless model listing was refused");
   const rms = await page.$$eval("#reward-model option", (o) => o.map((x) => x.value));
   assert.ok(rms.includes("judge"), `the reward models are listed: ${rms}`);
   await page.fill("#question", QUESTION);
@@ -179,6 +185,7 @@ async function liveSearch(url) {
   log(`search done after ${((Date.now() - started) / 1000).toFixed(1)} s: ${view.reward}`);
   checkSearchView(view, "live");
   assert.deepEqual(errors, [], "no script errors");
+  assert.deepEqual(failed, ["401 /v1/models"], "no keyed request failed");
   fs.mkdirSync(SHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SHOTS, "viewer-live.png"), fullPage: true });
   await context.close();
@@ -222,7 +229,8 @@ async function traceView(trace) {
   });
   const page = await context.newPage();
   const errors = [];
-  watchErrors(page, errors);
+  const failed = [];
+  watchErrors(page, errors, failed);
   await page.goto(`file://${out}`);
   await page.waitForSelector("article.step");
   const view = await shown(page);
@@ -230,6 +238,7 @@ async function traceView(trace) {
   assert.equal(await page.isVisible("#controls"), false, "no search form in a saved trace");
   assert.deepEqual(requests, [], "the page asks for nothing over the network");
   assert.deepEqual(errors, [], "no script errors");
+  assert.deepEqual(failed, [], "no failed responses");
   await page.screenshot({ path: path.join(SHOTS, "viewer-trace.png"), fullPage: true });
   await context.close();
   browser = null;
