@@ -15,6 +15,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -211,19 +212,38 @@ fn open_rw(path: &Path) -> Result<File, DatasetError> {
         })
 }
 
-/// Opens the output and takes its exclusive lock, or says another job holds it.
+/// How long [`lock_output`] keeps trying before it says another job holds the output.
+///
+/// A lock is released when the last descriptor of its open file goes, and a child process
+/// forked by any thread of ours holds a copy of every descriptor until it execs (Rust opens
+/// files close-on-exec, so the copy goes then). A job that has just finished can therefore
+/// still hold its lock for that moment; a writer that is really running holds it for good.
+const LOCK_GRACE: Duration = Duration::from_secs(2);
+
+/// Opens the output and takes its exclusive lock, or says another job holds it (after
+/// trying for [`LOCK_GRACE`]).
 fn lock_output(path: &Path) -> Result<File, DatasetError> {
     let file = open_rw(path)?;
-    // Named in full: from Rust 1.89 std's inherent `File::try_lock` would shadow it.
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(file),
-        Err(fs4::TryLockError::WouldBlock) => Err(DatasetError::Busy {
-            path: path.to_path_buf(),
-        }),
-        Err(fs4::TryLockError::Error(source)) => Err(DatasetError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+    let until = Instant::now() + LOCK_GRACE;
+    loop {
+        // Named in full: from Rust 1.89 std's inherent `File::try_lock` would shadow it.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => return Ok(file),
+            Err(fs4::TryLockError::WouldBlock) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(DatasetError::Busy {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(fs4::TryLockError::Error(source)) => {
+                return Err(DatasetError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
     }
 }
 
@@ -367,5 +387,22 @@ mod tests {
         drop(first);
         let (_, r) = Checkpoint::open(&out, &err, key, false).unwrap();
         assert_eq!(r.rows_done, 2);
+    }
+
+    #[test]
+    fn a_lock_released_a_moment_later_is_waited_for() {
+        // A lock held through a second open file, as a just-forked child holds its parent's
+        // until it execs, and let go well inside the grace period.
+        let dir = tmp("grace");
+        let (out, err) = (dir.join("o.jsonl"), dir.join("e.jsonl"));
+        let holder = open_rw(&out).unwrap();
+        fs4::FileExt::try_lock(&holder).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(LOCK_GRACE / 10);
+            drop(holder);
+        });
+        let opened = Checkpoint::open(&out, &err, run(json!({"input": "x"})), false);
+        release.join().unwrap();
+        assert!(opened.is_ok(), "{:?}", opened.err().map(|e| e.to_string()));
     }
 }
