@@ -154,6 +154,7 @@ pub fn onnxruntime_library_for(device: crate::runtime::Device) -> Result<PathBuf
 /// Where NVRTC (`libnvrtc.so.13`, CUDA 13) may be, most specific first: `TPO_NVRTC_PATH`,
 /// the `nvidia-cuda-nvrtc` wheel in a project venv (`nvidia/cu13/lib/`, or the older
 /// `nvidia/cuda_nvrtc/lib/` layout), then `$CUDA_HOME/lib64` and `/usr/local/cuda/lib64`.
+/// The edge hands them to [`crate::gpu::set_nvrtc_candidates`] at start.
 pub fn nvrtc_library_candidates() -> Vec<PathBuf> {
     const SONAME: &str = "libnvrtc.so.13";
     let mut out = Vec::new();

@@ -258,6 +258,8 @@ fn not_runnable() -> Option<String> {
 
 fn main() {
     let args = Arguments::from_args();
+    // Where NVRTC may be, resolved here at the edge as the CLI does at start.
+    tpo_engine::gpu::set_nvrtc_candidates(tpo_engine::paths::nvrtc_library_candidates());
     let reason = not_runnable();
     let mut trials: Vec<Trial> = ["smollm2-135m-instruct", "smollm2-135m-instruct-f16"]
         .into_iter()

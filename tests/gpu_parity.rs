@@ -362,9 +362,12 @@ fn top_p_case(kind: Rows, vocab: usize, s: Setting) -> Result<(), Failed> {
         .iter()
         .map(|&u| RowSampling::for_row(&p, u, &[]).ok_or("the kernel refused a plain row"))
         .collect::<Result<_, _>>()?;
-    let gpu = sampler
+    let gpu: Vec<Result<Sampled, LogitsError>> = sampler
         .sample_host(&logits, vocab, &rows)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| r.map(Sampled::from).map_err(LogitsError::from))
+        .collect();
     compare_tokens(&logits, vocab, s, &uniforms, &cpu, &gpu, true).map(|_| ())
 }
 
@@ -431,6 +434,7 @@ fn pool_case(what: &'static str, dim: usize, labels: usize) -> Result<(), Failed
     let inputs = pool_inputs(dim);
     let hidden = Hidden::new(&inputs.hidden, inputs.batch, inputs.seq, inputs.dim)
         .ok_or("bad test buffer")?;
+    let states = gpu::HiddenStates::from(hidden);
     let masks: Vec<&[i64]> = inputs.masks.iter().map(Vec::as_slice).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let weight: Vec<f32> = (0..labels * dim)
@@ -467,7 +471,7 @@ fn pool_case(what: &'static str, dim: usize, labels: usize) -> Result<(), Failed
     match what {
         "last_token_head" => {
             let got = pool
-                .last_token_head(&hidden, &masks, &weight, &bias, labels)
+                .last_token_head(&states, &masks, &weight, &bias, labels)
                 .map_err(|e| e.to_string())?;
             check_last_token(&got)?;
         }
@@ -496,7 +500,7 @@ fn pool_case(what: &'static str, dim: usize, labels: usize) -> Result<(), Failed
         "masked_mean_head" => {
             let means = cpu_pool::masked_mean(&hidden, &masks);
             let got = pool
-                .masked_mean(&hidden, &masks)
+                .masked_mean(&states, &masks)
                 .map_err(|e| e.to_string())?;
             for (r, (g, w)) in got.iter().zip(&means).enumerate() {
                 check(r, g, w)?;
@@ -594,6 +598,8 @@ fn arena_case(dtype: KvDtype) -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
+    // Where NVRTC may be, resolved here at the edge as the CLI does at start.
+    gpu::set_nvrtc_candidates(tpo_engine::paths::nvrtc_library_candidates());
     let mut trials: Vec<Trial> = gpu::ALL_KERNELS
         .iter()
         .map(|k| {

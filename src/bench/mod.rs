@@ -10,6 +10,7 @@
 //! - [`plot`]: line charts (throughput or latency against concurrency), one line per engine.
 
 pub mod bandwidth;
+pub mod kernels;
 pub mod peer;
 pub mod plot;
 pub mod stats;

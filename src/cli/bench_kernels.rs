@@ -1,11 +1,12 @@
 //! `tpo bench kernels`: the cudarc kernels' throughput against the GPU's copy bandwidth,
-//! measured side by side in one run (see `tpo_engine::gpu::throughput`). Needs a GPU; on a
-//! machine without one it says so and exits with an error rather than printing nothing.
+//! measured side by side in one run (see `tpo_engine::bench::kernels`, which measures; this
+//! file parses the flags and prints). Needs a GPU; on a machine without one it says so and
+//! exits with an error rather than printing nothing.
 
 use std::process::ExitCode;
 
+use tpo_engine::bench::kernels::{self, KernelBenchOptions, PoolShape, GOAL};
 use tpo_engine::engine::EngineError;
-use tpo_engine::gpu::throughput::{self, PoolShape, Throughput};
 use tpo_engine::gpu::GpuDevice;
 
 #[derive(Debug, clap::Args)]
@@ -31,24 +32,6 @@ pub struct KernelBenchArgs {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-}
-
-/// The share of the copy's rate that counts as keeping up with memory (the goal for
-/// top-p at batch 64 × vocab 128k).
-const GOAL: f64 = 0.8;
-
-#[derive(Debug, serde::Serialize)]
-struct Report {
-    device: String,
-    copy: Throughput,
-    kernels: Vec<Row>,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct Row {
-    #[serde(flatten)]
-    throughput: Throughput,
-    share_of_copy_bandwidth: f64,
 }
 
 fn invalid(msg: String) -> tpo_engine::Error {
@@ -83,47 +66,25 @@ pub fn run(args: KernelBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         device.arch(),
         args.launches
     );
-    // The copy runs first and last; the faster of the two is the yardstick, so a clock
-    // still ramping up at the start does not flatter the kernels.
-    let copy_bytes = args.copy_mib << 20;
-    let copy_launches = (args.launches / 10).max(5);
-    let first_copy = throughput::copy_bandwidth(&device, copy_bytes, copy_launches)?;
-    let mut measured = Vec::new();
-    for &vocab in &args.vocab {
-        measured.push(throughput::top_p(
-            &device,
-            args.batch,
-            vocab,
-            args.launches,
-        )?);
-    }
-    let shape = PoolShape {
-        batch: pool_batch,
-        seq,
-        hidden,
+    let options = KernelBenchOptions {
+        batch: args.batch,
+        vocabs: args.vocab,
+        launches: args.launches,
+        pool: PoolShape {
+            batch: pool_batch,
+            seq,
+            hidden,
+        },
+        copy_bytes: args.copy_mib << 20,
     };
-    measured.extend(throughput::pooling(&device, shape, args.launches)?);
-    let last_copy = throughput::copy_bandwidth(&device, copy_bytes, copy_launches)?;
-    let copy = if last_copy.bytes_per_second() > first_copy.bytes_per_second() {
-        last_copy
-    } else {
-        first_copy
-    };
-    let ceiling = copy.bytes_per_second().max(f64::MIN_POSITIVE);
+    let report = kernels::measure(&device, &options)?;
 
     println!(
         "| kernel | µs / launch | bytes read / s | share of copy bandwidth ({:.0} GB/s) |",
-        ceiling / 1e9
+        report.ceiling() / 1e9
     );
     println!("|---|---:|---:|---:|");
-    let kernels: Vec<Row> = measured
-        .into_iter()
-        .map(|t| Row {
-            share_of_copy_bandwidth: t.bytes_per_second() / ceiling,
-            throughput: t,
-        })
-        .collect();
-    for r in &kernels {
+    for r in &report.kernels {
         println!(
             "| {} | {:.1} | {:.0} GB/s | {:.0}% |",
             r.throughput.name,
@@ -132,10 +93,7 @@ pub fn run(args: KernelBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
             100.0 * r.share_of_copy_bandwidth
         );
     }
-    if let Some(goal) = kernels
-        .iter()
-        .find(|r| r.throughput.name == "top_p batch 64 × vocab 128256")
-    {
+    if let Some(goal) = report.goal_row() {
         println!(
             "top_p at batch 64 × vocab 128256: {:.0}% of copy bandwidth (goal {:.0}%): {}",
             100.0 * goal.share_of_copy_bandwidth,
@@ -148,11 +106,6 @@ pub fn run(args: KernelBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         );
     }
     if let Some(path) = args.json {
-        let report = Report {
-            device: format!("{} ({})", device.name(), device.arch()),
-            copy,
-            kernels,
-        };
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         std::fs::write(&path, text)

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use tpo_engine::engine::Decoder;
+use tpo_engine::gpu::{CpuReason, GpuError, KernelPath};
 use tpo_engine::model::ModelDir;
 use tpo_engine::runtime;
 
@@ -30,9 +31,9 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
         }
     }
     println!("cuda driver      {}", cuda_driver_status());
-    println!("nvrtc            {}", tpo_engine::gpu::nvrtc_status());
-    let kernels = tpo_engine::gpu::KernelPath::for_device(args.model.device);
-    println!("kernels          {kernels}");
+    println!("nvrtc            {}", nvrtc_line());
+    let kernels = KernelPath::for_device(args.model.device);
+    println!("kernels          {}", kernels_line(&kernels));
     let logits = if args.model.device.gpu_ordinal().is_none() {
         "host (CPU sampler)"
     } else if !args.model.engine_options().sample_on_device {
@@ -132,6 +133,43 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, tpo_engine::Error> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What to do when NVRTC is missing: the GPU layer states what it looked for, the CLI says
+/// how to get it.
+const NVRTC_ADVICE: &str = "install the nvidia-cuda-nvrtc wheel (CUDA 13) into .venv \
+     (`make kernels-setup`), or set TPO_NVRTC_PATH to libnvrtc.so.13";
+
+/// A GPU error, with what to do about it where the CLI knows.
+fn with_advice(e: &GpuError) -> String {
+    match e {
+        GpuError::NvrtcNotFound { .. } => format!("{e}; {NVRTC_ADVICE}"),
+        _ => e.to_string(),
+    }
+}
+
+/// Where NVRTC comes from, or why it is unavailable.
+fn nvrtc_line() -> String {
+    match tpo_engine::gpu::load_nvrtc() {
+        Ok(from) => format!("found ({from})"),
+        Err(e) => format!("not found: {}", with_advice(&e)),
+    }
+}
+
+/// Which implementation sampling and pooling take, and why, in the CLI's words.
+fn kernels_line(path: &KernelPath) -> String {
+    match path {
+        KernelPath::Cpu {
+            reason: CpuReason::CpuDevice,
+        } => "CPU (the models run on the CPU (--device cpu))".into(),
+        KernelPath::Cpu {
+            reason: CpuReason::Unavailable(e),
+        } => format!(
+            "CPU (GPU kernels unavailable, CPU fallback: {})",
+            with_advice(e)
+        ),
+        gpu => gpu.to_string(),
+    }
 }
 
 /// Whether the NVIDIA driver is there (GPU kernels and CUDA EPs need it).

@@ -205,6 +205,7 @@ fn print_reward_load(name: &str, report: Option<&tpo_engine::reward::LoadReport>
 /// Runs the parsed command; `Err` is a failure of the run, printed by `main`.
 pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
     tpo_engine::runtime::set_tensorrt_cache_dir(tpo_engine::paths::tensorrt_cache_dir());
+    tpo_engine::gpu::set_nvrtc_candidates(tpo_engine::paths::nvrtc_library_candidates());
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Models(args) => models::run(args),

@@ -6,11 +6,53 @@
 //! logits-poisoning test hook) copy their one row to the host and take the CPU sampler, so
 //! every option behaves as on the CPU path. If the kernels cannot load, the engine runs as
 //! before, with host logits, and says why once at start.
+//!
+//! This is where the engine's sampling types meet the GPU room's own: [`SamplingParams`]
+//! become [`RowSettings`] (so `RowSampling::for_row` takes them), and the kernel's
+//! [`SampledRow`] / [`RowFault`] become [`Sampled`] / [`LogitsError`]. The GPU room knows
+//! nothing of the engine.
 
 use cudarc::driver::result as cu;
 
-use super::{LogitsError, Sampled};
-use crate::gpu::{DeviceBuffer, GpuDevice, GpuError, GpuSampler, RowSampling};
+use super::{LogitsError, Sampled, SamplingParams};
+use crate::gpu::{
+    DeviceBuffer, GpuDevice, GpuError, GpuSampler, RowFault, RowSampling, RowSettings, SampledRow,
+};
+
+impl From<&SamplingParams> for RowSettings {
+    fn from(params: &SamplingParams) -> Self {
+        let o = params.options();
+        RowSettings {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            top_k: o.top_k,
+            presence_penalty: o.presence_penalty,
+            frequency_penalty: o.frequency_penalty,
+            top_logprobs: o.top_logprobs,
+        }
+    }
+}
+
+impl From<SampledRow> for Sampled {
+    fn from(row: SampledRow) -> Self {
+        Sampled {
+            token: row.token,
+            logprob: row.logprob,
+            top: Vec::new(),
+        }
+    }
+}
+
+impl From<RowFault> for LogitsError {
+    fn from(fault: RowFault) -> Self {
+        match fault {
+            RowFault::NotANumber { token } => LogitsError::NotANumber { token },
+            RowFault::Infinite { token } => LogitsError::Infinite { token },
+            RowFault::AllNegativeInfinity => LogitsError::AllNegativeInfinity,
+        }
+    }
+}
 
 /// The device logits buffer and the sampling kernel on the arena's GPU.
 pub(crate) struct DeviceSampling {
@@ -76,10 +118,14 @@ impl DeviceSampling {
         // SAFETY: the buffer holds `self.rows * vocab` float32s in this device's context,
         // `rows.len() <= self.rows` (checked), and the scheduler thread that owns `self` runs
         // nothing else on the buffer until this returns (it returns after the results are back).
-        unsafe {
+        let results = unsafe {
             self.sampler
                 .sample_device(self.logits.ptr(), self.vocab, rows)
-        }
+        }?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map(Sampled::from).map_err(LogitsError::from))
+            .collect())
     }
 
     /// Copies row `row`'s logits to `out` (for a row the CPU samples).
@@ -92,5 +138,71 @@ impl DeviceSampling {
         // the context is current, and the copy is synchronous.
         unsafe { cu::memcpy_dtoh_sync(&mut out[..], src) }?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SamplingOptions;
+
+    fn params(o: SamplingOptions) -> SamplingParams {
+        SamplingParams::new(o).unwrap()
+    }
+
+    #[test]
+    fn penalized_rows_and_top_logprobs_take_the_cpu_path() {
+        let plain = params(SamplingOptions {
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 40,
+            min_p: 0.05,
+            ..SamplingOptions::default()
+        });
+        let row = RowSampling::for_row(&plain, 0.25, &[1, 2]).unwrap();
+        assert_eq!(
+            row,
+            RowSampling {
+                temperature: 0.7,
+                top_p: 0.9,
+                min_p: 0.05,
+                top_k: 40,
+                uniform: 0.25
+            }
+        );
+        let penalized = params(SamplingOptions {
+            presence_penalty: 0.5,
+            ..SamplingOptions::default()
+        });
+        assert!(RowSampling::for_row(&penalized, 0.5, &[3]).is_none());
+        // Nothing generated yet: the penalty changes nothing, so the kernel may take it.
+        assert!(RowSampling::for_row(&penalized, 0.5, &[]).is_some());
+        let top = params(SamplingOptions {
+            top_logprobs: 2,
+            ..SamplingOptions::default()
+        });
+        assert!(RowSampling::for_row(&top, 0.5, &[]).is_none());
+    }
+
+    #[test]
+    fn kernel_results_map_to_the_cpu_results_and_errors() {
+        let sampled = Sampled::from(SampledRow {
+            token: 7,
+            logprob: -0.5,
+        });
+        assert_eq!((sampled.token, sampled.logprob), (7, -0.5));
+        assert!(sampled.top.is_empty());
+        assert_eq!(
+            LogitsError::from(RowFault::NotANumber { token: 3 }),
+            LogitsError::NotANumber { token: 3 }
+        );
+        assert_eq!(
+            LogitsError::from(RowFault::Infinite { token: 4 }),
+            LogitsError::Infinite { token: 4 }
+        );
+        assert_eq!(
+            LogitsError::from(RowFault::AllNegativeInfinity),
+            LogitsError::AllNegativeInfinity
+        );
     }
 }

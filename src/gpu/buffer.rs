@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{result as cu, CudaContext};
 
-use super::GpuError;
+use super::{GpuDevice, GpuError};
 
 /// `bytes` of zeroed device memory in one context, freed when dropped.
 pub struct DeviceBuffer {
@@ -41,6 +41,49 @@ impl DeviceBuffer {
             ptr,
             bytes,
         })
+    }
+
+    /// Copies `data` into the start of the buffer (synchronously; binds its context to this
+    /// thread). Refused when `data` is longer than the buffer.
+    pub fn write_f32s(&self, data: &[f32]) -> Result<(), GpuError> {
+        let bytes = std::mem::size_of_val(data);
+        if bytes > self.bytes {
+            return Err(GpuError::Input(format!(
+                "{bytes} bytes written into a device buffer of {}",
+                self.bytes
+            )));
+        }
+        self.context.bind_to_thread()?;
+        // SAFETY: the buffer holds at least `bytes` bytes (checked above) in its context,
+        // which is current; the copy is synchronous, so `data` outlives it.
+        unsafe { cu::memcpy_htod_sync(self.ptr, data) }?;
+        Ok(())
+    }
+
+    /// Queues a copy of all of `src` into the start of this buffer on `device`'s stream (not
+    /// waited for). Refused when `src` is larger than this buffer.
+    ///
+    /// # Safety
+    /// Both buffers must belong to `device`'s context, which must be current on this thread
+    /// (allocating them there binds it), and stay alive, unwritten by anything else, until
+    /// the stream has finished the copy (synchronize it before dropping them).
+    pub unsafe fn enqueue_copy_from(
+        &self,
+        src: &DeviceBuffer,
+        device: &GpuDevice,
+    ) -> Result<(), GpuError> {
+        if src.bytes > self.bytes {
+            return Err(GpuError::Input(format!(
+                "a copy of {} bytes into a device buffer of {}",
+                src.bytes, self.bytes
+            )));
+        }
+        // SAFETY: both allocations hold at least `src.bytes` bytes (checked above); the
+        // caller guarantees they share the stream's context and outlive the queued copy.
+        unsafe {
+            cu::memcpy_dtod_async(self.ptr, src.ptr, src.bytes, device.stream().cu_stream())
+        }?;
+        Ok(())
     }
 
     /// Free device memory in `context` (bound to this thread), in bytes.

@@ -100,6 +100,11 @@ impl GpuDevice {
         &self.stream
     }
 
+    /// Waits until everything queued on this device's stream has run.
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        Ok(self.stream.synchronize()?)
+    }
+
     /// Compiles `kernel` for this device and loads it.
     pub fn load(&self, kernel: &KernelSource) -> Result<Arc<CudaModule>, GpuError> {
         let ptx = compile_ptx(kernel, self.arch)?;

@@ -40,8 +40,8 @@ pub const REWARD_POOL: KernelSource = KernelSource {
 /// Every kernel source, for the compile check.
 pub const ALL_KERNELS: [KernelSource; 2] = [TOP_P, REWARD_POOL];
 
-/// Compiles `kernel` to PTX for `arch` (e.g. `"sm_90"`). Loads NVRTC first (an error naming
-/// what to install when it is missing). Exact IEEE division and square roots, no fast math
+/// Compiles `kernel` to PTX for `arch` (e.g. `"sm_90"`). Loads NVRTC first (an error saying
+/// where it looked when it is missing). Exact IEEE division and square roots, no fast math
 /// and no FMA contraction, so results stay close to the CPU reference.
 pub fn compile_ptx(kernel: &KernelSource, arch: &'static str) -> Result<Ptx, GpuError> {
     nvrtc::load_nvrtc()?;

@@ -3,17 +3,29 @@
 //! `cudarc` opens `libnvrtc.so.13` by its bare name, which the dynamic loader finds only on
 //! the library path; the wheel `nvidia-cuda-nvrtc` puts it inside the venv instead. So we
 //! open it first by its full path and keep it loaded: a later `dlopen` of the same soname
-//! then resolves to the library already in the process. The search order is
-//! `TPO_NVRTC_PATH`, the project's venv (`crate::paths::nvrtc_library_candidates`), then the
-//! loader's own path (a CUDA toolkit on `LD_LIBRARY_PATH`).
+//! then resolves to the library already in the process. The search order is the candidate
+//! files the caller set once at start ([`set_nvrtc_candidates`]; the edge resolves them:
+//! `TPO_NVRTC_PATH`, the project's venv, the CUDA toolkit), then the loader's own path (a
+//! CUDA toolkit on `LD_LIBRARY_PATH`). This room does not know where the project keeps
+//! things on disk.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::GpuError;
 
 /// The soname `cudarc` asks for (CUDA 13).
 pub const NVRTC_SONAME: &str = "libnvrtc.so.13";
+
+/// The files NVRTC may be, most specific first, as the caller resolved them; none (only the
+/// loader's path) when unset.
+static CANDIDATES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
+/// Sets where NVRTC may be, most specific first (first call wins; call it before anything
+/// compiles a kernel, as later calls do not move an NVRTC already loaded).
+pub fn set_nvrtc_candidates(candidates: Vec<PathBuf>) {
+    let _ = CANDIDATES.set(candidates);
+}
 
 /// Where NVRTC was loaded from (a path, or the soname when the loader found it), or why not.
 static NVRTC: OnceLock<Result<String, GpuError>> = OnceLock::new();
@@ -26,17 +38,9 @@ pub fn load_nvrtc() -> Result<&'static str, GpuError> {
     }
 }
 
-/// One line for `tpo doctor`: where NVRTC comes from, or why it is unavailable.
-pub fn nvrtc_status() -> String {
-    match load_nvrtc() {
-        Ok(from) => format!("found ({from})"),
-        Err(e) => format!("not found: {e}"),
-    }
-}
-
 fn open_nvrtc() -> Result<String, GpuError> {
     let mut searched = Vec::new();
-    for path in crate::paths::nvrtc_library_candidates() {
+    for path in CANDIDATES.get().map(Vec::as_slice).unwrap_or_default() {
         searched.push(path.display().to_string());
         if path.is_file() {
             return preload(path);
@@ -53,7 +57,7 @@ fn open_nvrtc() -> Result<String, GpuError> {
     })
 }
 
-fn preload(path: PathBuf) -> Result<String, GpuError> {
+fn preload(path: &Path) -> Result<String, GpuError> {
     // NVRTC itself opens its builtins (`libnvrtc-builtins.so.13.x`) by soname when it
     // compiles; load the copy next to it first so that open resolves the same way.
     let builtins = path
@@ -82,7 +86,7 @@ fn preload(path: PathBuf) -> Result<String, GpuError> {
     // SAFETY: loading NVRTC runs its initializers only (it starts no threads and touches no
     // GPU). The handle is leaked on purpose: the library must stay loaded for the process's
     // life so that cudarc's later dlopen of the soname resolves to it.
-    let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| GpuError::NvrtcLoad {
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| GpuError::NvrtcLoad {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;

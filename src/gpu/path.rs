@@ -4,8 +4,26 @@
 
 use std::fmt;
 
-use super::{GpuDevice, GpuPool, GpuSampler};
+use super::{GpuDevice, GpuError, GpuPool, GpuSampler};
 use crate::runtime::Device;
+
+/// Why sampling and pooling run on the CPU.
+#[derive(Debug)]
+pub enum CpuReason {
+    /// The models themselves run on the CPU.
+    CpuDevice,
+    /// The GPU path could not start.
+    Unavailable(GpuError),
+}
+
+impl fmt::Display for CpuReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CpuReason::CpuDevice => write!(f, "the models run on the CPU"),
+            CpuReason::Unavailable(e) => write!(f, "GPU kernels unavailable, CPU fallback: {e}"),
+        }
+    }
+}
 
 /// The path sampling and pooling take.
 #[derive(Debug)]
@@ -17,16 +35,16 @@ pub enum KernelPath {
         arch: &'static str,
     },
     /// The CPU implementations, with why.
-    Cpu { reason: String },
+    Cpu { reason: CpuReason },
 }
 
 impl KernelPath {
-    /// Chooses the path for models running on `device`: the CPU for `--device cpu`;
+    /// Chooses the path for models running on `device`: the CPU for a CPU device;
     /// otherwise the GPU when its driver is there and both kernels compile and load.
     pub fn for_device(device: Device) -> Self {
         let Some(ordinal) = device.gpu_ordinal() else {
             return KernelPath::Cpu {
-                reason: "the models run on the CPU (--device cpu)".into(),
+                reason: CpuReason::CpuDevice,
             };
         };
         let opened = GpuDevice::open(ordinal).and_then(|gpu| {
@@ -41,7 +59,7 @@ impl KernelPath {
                 arch: gpu.arch(),
             },
             Err(e) => KernelPath::Cpu {
-                reason: format!("GPU kernels unavailable, CPU fallback: {e}"),
+                reason: CpuReason::Unavailable(e),
             },
         }
     }
@@ -75,15 +93,18 @@ mod tests {
     fn the_cpu_device_takes_the_cpu_path_with_its_reason() {
         let path = KernelPath::for_device(Device::Cpu);
         assert!(!path.is_gpu());
-        assert_eq!(
-            path.to_string(),
-            "CPU (the models run on the CPU (--device cpu))"
-        );
+        assert!(matches!(
+            path,
+            KernelPath::Cpu {
+                reason: CpuReason::CpuDevice
+            }
+        ));
+        assert_eq!(path.to_string(), "CPU (the models run on the CPU)");
     }
 
     #[test]
     fn a_gpu_device_without_a_driver_falls_back_with_the_reason() {
-        if super::super::driver_status().is_ok() {
+        if crate::gpu::driver_status().is_ok() {
             // A machine with a GPU: the path is whatever the kernels give there.
             return;
         }

@@ -3,11 +3,55 @@
 //! results out; the parity harness compares the two), and the last-token head over hidden
 //! states already on the device (a reward graph's output bound to device memory), where only
 //! the masks go up and `[B, labels]` comes back.
+//!
+//! Host hidden states come in as this room's own [`HiddenStates`] view (the reward room
+//! converts its `Hidden` to it). Timing the kernels is the benchmark's business
+//! (`bench::kernels`), over the `upload_*` and `enqueue_*` halves of each call.
 
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::{GpuDevice, GpuError, REWARD_POOL};
-use crate::reward::pool::Hidden;
+
+/// Host hidden states `[rows, seq, dim]`, float32, row-major, with one `[seq]` mask per row
+/// passed beside them (non-zero = a real token).
+#[derive(Debug, Clone, Copy)]
+pub struct HiddenStates<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub seq: usize,
+    pub dim: usize,
+}
+
+impl<'a> HiddenStates<'a> {
+    /// Checks that `data` holds exactly `rows * seq * dim` values.
+    pub fn new(data: &'a [f32], rows: usize, seq: usize, dim: usize) -> Option<Self> {
+        (rows.checked_mul(seq)?.checked_mul(dim)? == data.len()).then_some(Self {
+            data,
+            rows,
+            seq,
+            dim,
+        })
+    }
+
+    /// Checks that `masks` has one mask per row, each `seq` long.
+    fn check_masks(&self, masks: &[&[i64]]) -> Result<(), GpuError> {
+        if masks.len() != self.rows {
+            return Err(GpuError::Input(format!(
+                "the output has {} rows but the batch has {}",
+                self.rows,
+                masks.len()
+            )));
+        }
+        match masks.iter().find(|m| m.len() != self.seq) {
+            Some(m) => Err(GpuError::Input(format!(
+                "the output has {} positions per row but the input has {}",
+                self.seq,
+                m.len()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Threads per block: must equal `POOL_THREADS` in `kernels/reward_pool.cu`.
 const THREADS: u32 = 256;
@@ -31,8 +75,8 @@ impl DeviceHead {
 }
 
 /// `pool_last_token_head`'s per-batch inputs and outputs on the device (the head is a
-/// [`DeviceHead`]).
-struct LastTokenInputs {
+/// [`DeviceHead`]): what [`GpuPool::upload_last_token`] returns.
+pub struct LastTokenInputs {
     rows: usize,
     seq: i32,
     dim: i32,
@@ -45,8 +89,9 @@ struct LastTokenInputs {
     status: CudaSlice<i32>,
 }
 
-/// `pool_masked_mean`'s inputs and output on the device.
-struct MaskedMeanInputs {
+/// `pool_masked_mean`'s inputs and output on the device: what
+/// [`GpuPool::upload_masked_mean`] returns.
+pub struct MaskedMeanInputs {
     rows: usize,
     seq: i32,
     dim: i32,
@@ -114,29 +159,29 @@ impl GpuPool {
         })
     }
 
-    fn flat_masks(hidden: &Hidden<'_>, masks: &[&[i64]]) -> Result<Vec<i64>, GpuError> {
-        hidden.check_masks(masks).map_err(GpuError::Input)?;
+    fn flat_masks(hidden: &HiddenStates<'_>, masks: &[&[i64]]) -> Result<Vec<i64>, GpuError> {
+        hidden.check_masks(masks)?;
         Ok(masks.iter().flat_map(|m| m.iter().copied()).collect())
     }
 
     /// `head · hidden[last real token] + bias` per row (`[labels]`), `None` for a row with
-    /// no real token (reference: `pool::last_token` then `pool::head_dot`).
+    /// no real token (reference: `reward::pool::last_token` then `reward::pool::head_dot`).
     pub fn last_token_head(
         &self,
-        hidden: &Hidden<'_>,
+        hidden: &HiddenStates<'_>,
         masks: &[&[i64]],
         weight: &[f32],
         bias: &[f32],
         labels: usize,
     ) -> Result<Vec<Option<Vec<f32>>>, GpuError> {
-        if hidden.batch == 0 {
-            check_head(weight, bias, labels, hidden.hidden)?;
+        if hidden.rows == 0 {
+            check_head(weight, bias, labels, hidden.dim)?;
             Self::flat_masks(hidden, masks)?;
             return Ok(Vec::new());
         }
-        let head = self.upload_head(weight, bias, labels, hidden.hidden)?;
+        let head = self.upload_head(weight, bias, labels, hidden.dim)?;
         let mut x = self.upload_last_token(hidden, masks, labels)?;
-        self.launch_last_token(&mut x, &head)?;
+        self.enqueue_last_token(&mut x, &head)?;
         self.read_last_token(&x, &head)
     }
 
@@ -188,7 +233,7 @@ impl GpuPool {
             out: s.alloc_zeros::<f32>(rows * head.labels)?,
             status: s.alloc_zeros::<i32>(rows)?,
         };
-        self.launch_last_token(&mut x, head)?;
+        self.enqueue_last_token(&mut x, head)?;
         self.read_last_token(&x, head)
     }
 
@@ -208,60 +253,27 @@ impl GpuPool {
     }
 
     /// Mean of each row's hidden vectors over its real tokens (reference:
-    /// `pool::masked_mean`).
+    /// `reward::pool::masked_mean`).
     pub fn masked_mean(
         &self,
-        hidden: &Hidden<'_>,
+        hidden: &HiddenStates<'_>,
         masks: &[&[i64]],
     ) -> Result<Vec<Vec<f32>>, GpuError> {
-        if hidden.batch == 0 {
+        if hidden.rows == 0 {
             Self::flat_masks(hidden, masks)?;
             return Ok(Vec::new());
         }
         let mut x = self.upload_masked_mean(hidden, masks)?;
-        self.launch_masked_mean(&mut x)?;
+        self.enqueue_masked_mean(&mut x)?;
         let out = self.device.stream().clone_dtoh(&x.out)?;
-        Ok(out
-            .chunks(hidden.hidden.max(1))
-            .map(<[f32]>::to_vec)
-            .collect())
+        Ok(out.chunks(hidden.dim.max(1)).map(<[f32]>::to_vec).collect())
     }
 
-    /// Wall time of `launches` back-to-back `pool_last_token_head` launches over inputs
-    /// uploaded once (nothing read back): the kernel's own cost for `tpo bench kernels`.
-    pub fn time_last_token_head(
+    /// The hidden states and masks uploaded from the host (the head comes separately): the
+    /// inputs of [`Self::enqueue_last_token`].
+    pub fn upload_last_token(
         &self,
-        hidden: &Hidden<'_>,
-        masks: &[&[i64]],
-        weight: &[f32],
-        bias: &[f32],
-        labels: usize,
-        launches: usize,
-    ) -> Result<std::time::Duration, GpuError> {
-        let head = self.upload_head(weight, bias, labels, hidden.hidden)?;
-        let mut x = self.upload_last_token(hidden, masks, labels)?;
-        super::throughput::time_repeated(self.device.stream(), launches, || {
-            self.launch_last_token(&mut x, &head)
-        })
-    }
-
-    /// As [`Self::time_last_token_head`], for `pool_masked_mean`.
-    pub fn time_masked_mean(
-        &self,
-        hidden: &Hidden<'_>,
-        masks: &[&[i64]],
-        launches: usize,
-    ) -> Result<std::time::Duration, GpuError> {
-        let mut x = self.upload_masked_mean(hidden, masks)?;
-        super::throughput::time_repeated(self.device.stream(), launches, || {
-            self.launch_masked_mean(&mut x)
-        })
-    }
-
-    /// The hidden states and masks uploaded from the host (the head comes separately).
-    fn upload_last_token(
-        &self,
-        hidden: &Hidden<'_>,
+        hidden: &HiddenStates<'_>,
         masks: &[&[i64]],
         labels: usize,
     ) -> Result<LastTokenInputs, GpuError> {
@@ -271,18 +283,20 @@ impl GpuPool {
         // The guard only records stream events; everything here runs on `s`.
         let ptr = cudarc::driver::DevicePtr::device_ptr(&uploaded, s).0;
         Ok(LastTokenInputs {
-            rows: hidden.batch,
+            rows: hidden.rows,
             seq: int("seq", hidden.seq)?,
-            dim: int("hidden", hidden.hidden)?,
+            dim: int("hidden", hidden.dim)?,
             hidden: ptr,
             mask: s.clone_htod(&mask)?,
-            out: s.alloc_zeros::<f32>(hidden.batch * labels)?,
-            status: s.alloc_zeros::<i32>(hidden.batch)?,
+            out: s.alloc_zeros::<f32>(hidden.rows * labels)?,
+            status: s.alloc_zeros::<i32>(hidden.rows)?,
             _uploaded: Some(uploaded),
         })
     }
 
-    fn launch_last_token(
+    /// One `pool_last_token_head` launch over `x` with `head`, queued on this device's stream
+    /// and not waited for (the results stay in `x` on the device).
+    pub fn enqueue_last_token(
         &self,
         x: &mut LastTokenInputs,
         head: &DeviceHead,
@@ -314,24 +328,27 @@ impl GpuPool {
         Ok(())
     }
 
-    fn upload_masked_mean(
+    /// The hidden states and masks uploaded from the host: the inputs of
+    /// [`Self::enqueue_masked_mean`].
+    pub fn upload_masked_mean(
         &self,
-        hidden: &Hidden<'_>,
+        hidden: &HiddenStates<'_>,
         masks: &[&[i64]],
     ) -> Result<MaskedMeanInputs, GpuError> {
         let mask = Self::flat_masks(hidden, masks)?;
         let s = self.device.stream();
         Ok(MaskedMeanInputs {
-            rows: hidden.batch,
+            rows: hidden.rows,
             seq: int("seq", hidden.seq)?,
-            dim: int("hidden", hidden.hidden)?,
+            dim: int("hidden", hidden.dim)?,
             hidden: s.clone_htod(hidden.data)?,
             mask: s.clone_htod(&mask)?,
-            out: s.alloc_zeros::<f32>(hidden.batch * hidden.hidden)?,
+            out: s.alloc_zeros::<f32>(hidden.rows * hidden.dim)?,
         })
     }
 
-    fn launch_masked_mean(&self, x: &mut MaskedMeanInputs) -> Result<(), GpuError> {
+    /// One `pool_masked_mean` launch over `x`, queued and not waited for.
+    pub fn enqueue_masked_mean(&self, x: &mut MaskedMeanInputs) -> Result<(), GpuError> {
         let mut launch = self.device.stream().launch_builder(&self.masked_mean);
         launch
             .arg(&x.hidden)
@@ -387,7 +404,7 @@ impl GpuPool {
     }
 
     /// Cosine of each pair of rows of `a` and `b` (`[rows, dim]` each; reference:
-    /// `pool::cosine`).
+    /// `reward::pool::cosine`).
     pub fn cosine(&self, a: &[f32], b: &[f32], dim: usize) -> Result<Vec<f32>, GpuError> {
         if dim == 0 || a.len() != b.len() || a.len() % dim != 0 {
             return Err(GpuError::Input(format!(
@@ -410,5 +427,47 @@ impl GpuPool {
         // SAFETY: arguments match `pool_cosine`; sizes checked above.
         unsafe { launch.launch(grid(rows)?) }?;
         Ok(s.clone_dtoh(&out)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_states_must_fill_their_shape() {
+        assert!(HiddenStates::new(&[0.0; 6], 2, 3, 1).is_some());
+        assert!(HiddenStates::new(&[0.0; 5], 2, 3, 1).is_none());
+        assert!(HiddenStates::new(&[], usize::MAX, 2, 1).is_none());
+    }
+
+    #[test]
+    fn masks_must_be_one_per_row_of_the_sequence_length() {
+        let data = [0.0; 12];
+        let h = HiddenStates::new(&data, 2, 3, 2).unwrap();
+        assert!(h.check_masks(&[&[1, 1, 0], &[0, 1, 1]]).is_ok());
+        let longer: &[i64] = &[1, 1, 1, 1];
+        let err = h
+            .check_masks(&[&[1, 1, 0], longer])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3 positions per row but the input has 4"),
+            "{err}"
+        );
+        let err = h.check_masks(&[&[1, 1, 0]]).unwrap_err().to_string();
+        assert!(err.contains("2 rows but the batch has 1"), "{err}");
+    }
+
+    #[test]
+    fn heads_and_masks_of_the_wrong_size_are_refused() {
+        assert!(check_head(&[0.0; 6], &[0.0; 2], 2, 3).is_ok());
+        assert!(check_head(&[0.0; 5], &[0.0; 2], 2, 3).is_err());
+        assert!(check_head(&[], &[], 0, 3).is_err());
+        assert_eq!(
+            flat_masks_of(2, 2, &[&[1, 0], &[0, 1]]).unwrap(),
+            [1, 0, 0, 1]
+        );
+        assert!(flat_masks_of(2, 2, &[&[1, 0]]).is_err());
     }
 }

@@ -1,21 +1,39 @@
 //! Launching `kernels/top_p.cu`: one token per row of a `[B, vocab]` batch of logits, one
-//! launch per step, with per-row parameters and the row's uniform from the same per-sequence
-//! RNG stream as the CPU path (`SequenceRng`).
+//! launch per step, with per-row parameters and the row's uniform (the caller draws it, from
+//! the same per-sequence RNG stream as its CPU path).
 //!
-//! Rows the kernel does not handle take the CPU path ([`RowSampling::for_row`] says which):
-//! presence/frequency penalties over the generated tokens (as the fused CPU sampler also
-//! defers them to the reference path) and `top_logprobs`.
+//! Rows the kernel does not handle take the caller's CPU path ([`RowSampling::for_row`] says
+//! which): presence/frequency penalties over the generated tokens and `top_logprobs`.
+//!
+//! This room knows its own small types only ([`RowSettings`] in, [`SampledRow`] or
+//! [`RowFault`] out); the engine converts its sampling parameters and results to and from
+//! them. Timing the kernel is the benchmark's business (`bench::kernels`), over
+//! [`GpuSampler::upload_rows`] and [`GpuSampler::enqueue`].
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::{GpuDevice, GpuError, TOP_P};
-use crate::engine::{LogitsError, Sampled, SamplingParams};
-use crate::model::TokenId;
 
 /// Threads per block: must equal `THREADS` in `kernels/top_p.cu`.
 const THREADS: u32 = 1024;
+
+/// What a row asks of a sampler, in the terms the kernel cares about (the caller converts
+/// its own sampling parameters into this).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RowSettings {
+    /// 0 = greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// 0 = no top-k limit.
+    pub top_k: usize,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// How many most-likely tokens to report with each draw (the kernel reports none).
+    pub top_logprobs: usize,
+}
 
 /// The kernel's view of one row's sampling parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,10 +49,14 @@ pub struct RowSampling {
 }
 
 impl RowSampling {
-    /// The kernel's parameters for a row sampled with `params` and uniform `u`, or `None`
+    /// The kernel's parameters for a row sampled with `settings` and uniform `u`, or `None`
     /// when the row must take the CPU path (penalties over `generated`, `top_logprobs`).
-    pub fn for_row(params: &SamplingParams, uniform: f32, generated: &[TokenId]) -> Option<Self> {
-        let o = params.options();
+    pub fn for_row(
+        settings: impl Into<RowSettings>,
+        uniform: f32,
+        generated: &[u32],
+    ) -> Option<Self> {
+        let o: RowSettings = settings.into();
         let penalized =
             (o.presence_penalty != 0.0 || o.frequency_penalty != 0.0) && !generated.is_empty();
         if penalized || o.top_logprobs > 0 {
@@ -50,18 +72,35 @@ impl RowSampling {
     }
 }
 
+/// A token the kernel drew for one row, and its log-probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampledRow {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// Why the kernel drew nothing for a row (the row's logits, not the launch, were bad).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFault {
+    /// A NaN logit at `token`.
+    NotANumber { token: u32 },
+    /// A `+inf` logit at `token`.
+    Infinite { token: u32 },
+    /// Every logit of the row is `-inf`.
+    AllNegativeInfinity,
+}
+
+/// One row's result: the draw, or what was wrong with its logits.
+pub type RowResult = Result<SampledRow, RowFault>;
+
 /// Row status codes written by the kernel (`STATUS_*` in `kernels/top_p.cu`).
-fn row_result(status: i32, token: i32, logprob: f32) -> Result<Sampled, LogitsError> {
-    let token = TokenId::try_from(token).unwrap_or(0);
+fn row_result(status: i32, token: i32, logprob: f32) -> RowResult {
+    let token = u32::try_from(token).unwrap_or(0);
     match status {
-        0 => Ok(Sampled {
-            token,
-            logprob,
-            top: Vec::new(),
-        }),
-        1 => Err(LogitsError::NotANumber { token }),
-        2 => Err(LogitsError::Infinite { token }),
-        _ => Err(LogitsError::AllNegativeInfinity),
+        0 => Ok(SampledRow { token, logprob }),
+        1 => Err(RowFault::NotANumber { token }),
+        2 => Err(RowFault::Infinite { token }),
+        _ => Err(RowFault::AllNegativeInfinity),
     }
 }
 
@@ -71,8 +110,8 @@ pub struct GpuSampler {
     function: CudaFunction,
 }
 
-/// Per-row inputs and outputs on the device for one launch.
-struct RowBuffers {
+/// Per-row inputs and outputs on the device for one launch ([`GpuSampler::upload_rows`]).
+pub struct RowBuffers {
     rows: usize,
     temperature: CudaSlice<f32>,
     top_p: CudaSlice<f32>,
@@ -102,7 +141,7 @@ impl GpuSampler {
         logits: &[f32],
         vocab: usize,
         rows: &[RowSampling],
-    ) -> Result<Vec<Result<Sampled, LogitsError>>, GpuError> {
+    ) -> Result<Vec<RowResult>, GpuError> {
         check_shape(logits.len(), vocab, rows.len())?;
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -126,13 +165,13 @@ impl GpuSampler {
         logits: u64,
         vocab: usize,
         rows: &[RowSampling],
-    ) -> Result<Vec<Result<Sampled, LogitsError>>, GpuError> {
+    ) -> Result<Vec<RowResult>, GpuError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut buffers = self.upload(rows)?;
+        let mut buffers = self.upload_rows(rows)?;
         // SAFETY: the caller's guarantee on `logits`, passed on.
-        unsafe { self.launch(logits, vocab, &mut buffers) }?;
+        unsafe { self.enqueue(logits, vocab, &mut buffers) }?;
         let stream = &self.stream;
         let tokens = stream.clone_dtoh(&buffers.token)?;
         let logprobs = stream.clone_dtoh(&buffers.logprob)?;
@@ -144,28 +183,9 @@ impl GpuSampler {
             .collect())
     }
 
-    /// Wall time of `launches` back-to-back launches over the same device logits (row
-    /// parameters uploaded once, nothing read back), synchronized at the end: the kernel's
-    /// own cost for `tpo bench kernels`.
-    ///
-    /// # Safety
-    /// As for [`Self::sample_device`].
-    pub unsafe fn time_launches(
-        &self,
-        logits: u64,
-        vocab: usize,
-        rows: &[RowSampling],
-        launches: usize,
-    ) -> Result<std::time::Duration, GpuError> {
-        let mut buffers = self.upload(rows)?;
-        super::throughput::time_repeated(&self.stream, launches, || {
-            // SAFETY: the caller's guarantee on `logits`, passed on.
-            unsafe { self.launch(logits, vocab, &mut buffers) }
-        })
-    }
-
-    /// The per-row parameters on the device, and room for the per-row results.
-    fn upload(&self, rows: &[RowSampling]) -> Result<RowBuffers, GpuError> {
+    /// The per-row parameters on the device, and room for the per-row results: the inputs
+    /// of [`Self::enqueue`].
+    pub fn upload_rows(&self, rows: &[RowSampling]) -> Result<RowBuffers, GpuError> {
         let stream = &self.stream;
         let column = |f: fn(&RowSampling) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
         let top_k: Vec<i32> = rows.iter().map(|r| r.top_k).collect();
@@ -182,13 +202,18 @@ impl GpuSampler {
         })
     }
 
-    /// One launch of `sample_rows` over `b.rows` rows of device logits (queued, not waited
-    /// for).
+    /// One launch of `sample_rows` over `b.rows` rows of device logits, queued on this
+    /// device's stream and not waited for (results stay in `b` on the device).
     ///
     /// # Safety
     /// `logits` must point to at least `b.rows * vocab` floats of this context's memory that
     /// nothing writes while the launch runs.
-    unsafe fn launch(&self, logits: u64, vocab: usize, b: &mut RowBuffers) -> Result<(), GpuError> {
+    pub unsafe fn enqueue(
+        &self,
+        logits: u64,
+        vocab: usize,
+        b: &mut RowBuffers,
+    ) -> Result<(), GpuError> {
         let vocab_i32 = i32::try_from(vocab)
             .map_err(|_| GpuError::Input(format!("vocabulary of {vocab} exceeds i32")))?;
         let batch = u32::try_from(b.rows)
@@ -231,22 +256,20 @@ fn check_shape(len: usize, vocab: usize, rows: usize) -> Result<(), GpuError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::SamplingOptions;
 
-    fn params(o: SamplingOptions) -> SamplingParams {
-        SamplingParams::new(o).unwrap()
-    }
-
-    #[test]
-    fn penalized_rows_and_top_logprobs_take_the_cpu_path() {
-        let plain = params(SamplingOptions {
+    fn settings() -> RowSettings {
+        RowSettings {
             temperature: 0.7,
             top_p: 0.9,
             top_k: 40,
             min_p: 0.05,
-            ..SamplingOptions::default()
-        });
-        let row = RowSampling::for_row(&plain, 0.25, &[1, 2]).unwrap();
+            ..RowSettings::default()
+        }
+    }
+
+    #[test]
+    fn penalized_rows_and_top_logprobs_take_the_cpu_path() {
+        let row = RowSampling::for_row(settings(), 0.25, &[1, 2]).unwrap();
         assert_eq!(
             row,
             RowSampling {
@@ -257,35 +280,43 @@ mod tests {
                 uniform: 0.25
             }
         );
-        let penalized = params(SamplingOptions {
-            presence_penalty: 0.5,
-            ..SamplingOptions::default()
-        });
-        assert!(RowSampling::for_row(&penalized, 0.5, &[3]).is_none());
+        let penalized = RowSettings {
+            frequency_penalty: 0.5,
+            ..settings()
+        };
+        assert!(RowSampling::for_row(penalized, 0.5, &[3]).is_none());
         // Nothing generated yet: the penalty changes nothing, so the kernel may take it.
-        assert!(RowSampling::for_row(&penalized, 0.5, &[]).is_some());
-        let top = params(SamplingOptions {
+        assert!(RowSampling::for_row(penalized, 0.5, &[]).is_some());
+        let top = RowSettings {
             top_logprobs: 2,
-            ..SamplingOptions::default()
-        });
-        assert!(RowSampling::for_row(&top, 0.5, &[]).is_none());
+            ..settings()
+        };
+        assert!(RowSampling::for_row(top, 0.5, &[]).is_none());
+        let huge_k = RowSettings {
+            top_k: usize::MAX,
+            ..settings()
+        };
+        assert_eq!(
+            RowSampling::for_row(huge_k, 0.5, &[]).map(|r| r.top_k),
+            Some(i32::MAX)
+        );
     }
 
     #[test]
-    fn status_codes_map_to_the_cpu_errors() {
-        assert_eq!(row_result(0, 7, -0.5).unwrap().token, 7);
+    fn status_codes_map_to_row_faults() {
         assert_eq!(
-            row_result(1, 3, 0.0).unwrap_err(),
-            LogitsError::NotANumber { token: 3 }
+            row_result(0, 7, -0.5),
+            Ok(SampledRow {
+                token: 7,
+                logprob: -0.5
+            })
         );
         assert_eq!(
-            row_result(2, 4, 0.0).unwrap_err(),
-            LogitsError::Infinite { token: 4 }
+            row_result(1, 3, 0.0),
+            Err(RowFault::NotANumber { token: 3 })
         );
-        assert_eq!(
-            row_result(3, 0, 0.0).unwrap_err(),
-            LogitsError::AllNegativeInfinity
-        );
+        assert_eq!(row_result(2, 4, 0.0), Err(RowFault::Infinite { token: 4 }));
+        assert_eq!(row_result(3, 0, 0.0), Err(RowFault::AllNegativeInfinity));
     }
 
     #[test]

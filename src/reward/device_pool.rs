@@ -7,12 +7,26 @@
 //! The CPU pooling in `reward::pool` is the reference and the fallback: when the kernels
 //! cannot load (no driver, no NVRTC) or the graph's output is not float32, the model pools on
 //! the host as before and says why once.
+//!
+//! The GPU room knows nothing of rewards: [`Hidden`] becomes its [`HiddenStates`] here.
 
 use ort::memory::MemoryInfo;
 use parking_lot::Mutex;
 
-use crate::gpu::{DeviceBuffer, DeviceHead, GpuDevice, GpuError, GpuPool};
+use super::pool::Hidden;
+use crate::gpu::{DeviceBuffer, DeviceHead, GpuDevice, GpuError, GpuPool, HiddenStates};
 use crate::runtime::{self, Device};
+
+impl<'a> From<Hidden<'a>> for HiddenStates<'a> {
+    fn from(h: Hidden<'a>) -> Self {
+        HiddenStates {
+            data: h.data,
+            rows: h.batch,
+            seq: h.seq,
+            dim: h.hidden,
+        }
+    }
+}
 
 /// The pooling kernels, the head and the output memory description on one GPU.
 pub struct DeviceHeadPool {
@@ -133,5 +147,20 @@ impl DeviceHeadPool {
             .into_iter()
             .map(|r| r.and_then(|v| v.first().copied()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_converts_to_the_gpu_view_of_the_same_shape() {
+        let data = [0.5f32; 12];
+        let h = Hidden::new(&data, 2, 3, 2).unwrap();
+        let v = HiddenStates::from(h);
+        assert_eq!((v.rows, v.seq, v.dim), (2, 3, 2));
+        assert_eq!(v.data.len(), 12);
+        assert!(HiddenStates::new(v.data, v.rows, v.seq, v.dim).is_some());
     }
 }

@@ -2,7 +2,9 @@
 //! cosine and BERTScore matching.
 //!
 //! This is the CPU implementation and the reference: the GPU step adds
-//! `kernels/reward_pool.cu` behind these same functions and is tested against them.
+//! `kernels/reward_pool.cu` behind these same functions and is tested against them
+//! (`gpu::GpuPool`, which takes its own `HiddenStates` view; `device_pool` converts
+//! [`Hidden`] to it).
 //! Inputs are row-major `[B, T, H]` buffers with a per-row `[T]` mask of real tokens.
 
 /// A `[batch, seq, hidden]` float buffer, row-major.
