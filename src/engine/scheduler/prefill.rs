@@ -38,61 +38,68 @@ impl Scheduler {
     /// Runs the prefilling job's tokens up to `end` through the model (a failed run is
     /// retried once), then finishes the prefill if that was the last chunk.
     fn prefill_chunk(&mut self, id: JobId, end: usize) {
-        let Some(mut p) = self.prefill.take().filter(|p| p.id == id) else {
-            self.plan.failed(id);
-            return;
-        };
-        {
-            let wanted = match p.job {
-                Job::Logprobs { .. } => LogitsWanted::All,
-                Job::Generate { .. } => LogitsWanted::Last,
-            };
-            let rows = [RowInput {
-                past_len: p.done,
-                tokens: &p.tokens[p.done..end],
-            }];
-            // A failed run is retried once (a transient failure must not fail the request).
-            let result = self
-                .decoder
-                .step(&mut self.arena, p.slot.id(), &rows, wanted)
-                .or_else(|_| {
-                    self.decoder
-                        .step(&mut self.arena, p.slot.id(), &rows, wanted)
-                });
-            let chunk = end - p.done;
-            self.stats
-                .prefill_tokens
-                .fetch_add(chunk as u64, Ordering::Relaxed);
-            let logits = match result {
-                Ok(logits) => logits,
-                Err(e) => {
-                    self.plan.failed(p.id);
-                    fail_job(p.job, e);
-                    return;
+        let mut p = match self.prefill.take() {
+            Some(p) if p.id == id => p,
+            other => {
+                // Cannot happen (the plan chunks only the job it admitted); both sides
+                // drop what they hold so they agree again.
+                if let Some(p) = other {
+                    let error = "the prefilling job is not the one the batch plan chunks";
+                    fail_job(p.job, EngineError::Internal(error.into()));
                 }
-            };
-            if let Job::Logprobs {
-                prompt_len,
-                ref mut logprobs,
-                ..
-            } = p.job
-            {
-                let v = self.decoder.config().vocab_size;
-                for pos in p.done..end {
-                    // Row `pos` predicts token `pos + 1`; keep those inside the continuation.
-                    if pos + 1 >= prompt_len && pos + 1 < p.tokens.len() {
-                        let row = &logits[(pos - p.done) * v..(pos - p.done + 1) * v];
-                        logprobs.push(log_softmax_at(row, p.tokens[pos + 1]));
-                    }
-                }
-            }
-            p.done = end;
-            if !self.plan.chunk_done(p.id, end) {
-                self.prefill = Some(p);
+                self.plan.failed(id);
                 return;
             }
-            self.finish_prefill(p, &logits);
+        };
+        let wanted = match p.job {
+            Job::Logprobs { .. } => LogitsWanted::All,
+            Job::Generate { .. } => LogitsWanted::Last,
+        };
+        let rows = [RowInput {
+            past_len: p.done,
+            tokens: &p.tokens[p.done..end],
+        }];
+        // A failed run is retried once (a transient failure must not fail the request).
+        let result = self
+            .decoder
+            .step(&mut self.arena, p.slot.id(), &rows, wanted)
+            .or_else(|_| {
+                self.decoder
+                    .step(&mut self.arena, p.slot.id(), &rows, wanted)
+            });
+        let chunk = end - p.done;
+        self.stats
+            .prefill_tokens
+            .fetch_add(chunk as u64, Ordering::Relaxed);
+        let logits = match result {
+            Ok(logits) => logits,
+            Err(e) => {
+                self.plan.failed(p.id);
+                fail_job(p.job, e);
+                return;
+            }
+        };
+        if let Job::Logprobs {
+            prompt_len,
+            ref mut logprobs,
+            ..
+        } = p.job
+        {
+            let v = self.decoder.config().vocab_size;
+            for pos in p.done..end {
+                // Row `pos` predicts token `pos + 1`; keep those inside the continuation.
+                if pos + 1 >= prompt_len && pos + 1 < p.tokens.len() {
+                    let row = &logits[(pos - p.done) * v..(pos - p.done + 1) * v];
+                    logprobs.push(log_softmax_at(row, p.tokens[pos + 1]));
+                }
+            }
         }
+        p.done = end;
+        if !self.plan.chunk_done(p.id, end) {
+            self.prefill = Some(p);
+            return;
+        }
+        self.finish_prefill(p, &logits);
     }
 
     /// Moves the front job, which the batch plan admitted, into prefill in the slot
