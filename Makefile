@@ -9,10 +9,16 @@ VPY    := $(VENV)/bin/python
 MODEL  := models/smollm2-135m-instruct
 TPO    := target/release/tpo
 CARGO  ?= cargo
+# Test hooks compiled into the test builds only (Cargo.toml [features]): injected engine
+# faults (tests/engine.rs, tests/server's `--enable-fault-injection`) and the fuzz corpus
+# replay. `make build`/`make demo` build without them, so the same target/release/tpo is
+# rebuilt when switching between the two.
+TEST_FEATURES := fault-injection,fuzzing
 
-.PHONY: f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
-setup: venv model reward-models data build
+SETUP_FILES := venv model reward-models data
+setup: $(SETUP_FILES) build
 
 venv: $(VENV)/.installed
 
@@ -40,6 +46,11 @@ data: venv
 
 build:
 	$(CARGO) build --release --locked
+
+# target/release/tpo with the test hooks (the server suite starts it with
+# --enable-fault-injection).
+test-build:
+	$(CARGO) build --release --locked --features $(TEST_FEATURES)
 
 demo: setup
 	$(TPO) doctor
@@ -93,8 +104,8 @@ $(VENV)/.nvrtc-installed: $(VENV)/.installed kernels/requirements.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r kernels/requirements.txt
 	touch $@
 
-test: setup f16-model f16-reward-models $(VENV)/.server-tests-installed $(VENV)/.nvrtc-installed deploy-check $(UI_TESTS)/node_modules/.installed
-	$(CARGO) test --release --locked
+test: $(SETUP_FILES) test-build f16-model f16-reward-models $(VENV)/.server-tests-installed $(VENV)/.nvrtc-installed deploy-check $(UI_TESTS)/node_modules/.installed
+	$(CARGO) test --release --locked --features $(TEST_FEATURES)
 	$(VPY) -m pytest -q $(SERVER_TESTS)
 	SCREENSHOTS=target/ui-screenshots node $(UI_TESTS)/viewer.test.mjs
 
@@ -111,7 +122,7 @@ ui-test: setup $(UI_TESTS)/node_modules/.installed
 deploy-check: venv
 	deploy/check.sh
 
-server-tests: build $(VENV)/.server-tests-installed
+server-tests: test-build $(VENV)/.server-tests-installed
 	$(VPY) -m pytest -q $(SERVER_TESTS)
 
 # The chaos test of `make test` (tests/server/test_chaos.py) run for SOAK_SECONDS instead
@@ -119,7 +130,7 @@ server-tests: build $(VENV)/.server-tests-installed
 # bodies, malformed requests and injected engine faults; asserts nothing hangs, leaks or 5xxs.
 SOAK_SECONDS ?= 600
 .PHONY: soak
-soak: build $(VENV)/.server-tests-installed
+soak: test-build $(VENV)/.server-tests-installed
 	CHAOS_SECONDS=$(SOAK_SECONDS) $(VPY) -m pytest -q -s $(SERVER_TESTS)/test_chaos.py
 
 # Schemathesis against the server's /openapi.json (a few minutes).
@@ -171,6 +182,7 @@ bench-peers: bench-setup
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked --all-targets --features $(TEST_FEATURES) -- -D warnings
 
 clean-models:
 	find models -mindepth 1 -maxdepth 1 -type d ! -name compat -exec rm -rf {} +

@@ -10,8 +10,10 @@ use std::sync::atomic::Ordering;
 
 use tpo_engine::engine::{
     Engine, EngineError, EngineOptions, FinishReason, GenerateRequest, GenerationEvent,
-    InjectedFault, LogitsError, SampleOutput, SamplingOptions, SamplingParams,
+    SampleOutput, SamplingOptions, SamplingParams,
 };
+#[cfg(feature = "fault-injection")]
+use tpo_engine::engine::{InjectedFault, LogitsError};
 use tpo_engine::model::ModelDir;
 
 /// Max |difference| between a token's log-prob computed in different batch shapes
@@ -447,6 +449,8 @@ fn samples_that_finish_on_their_first_token_leave_the_batch_consistent() {
     }
 }
 
+// The fault tests below need the `fault-injection` feature (`make test` turns it on).
+#[cfg(feature = "fault-injection")]
 fn with_fault(seed: u64, max_new_tokens: usize, fault: InjectedFault) -> SamplingParams {
     SamplingParams::new(SamplingOptions {
         inject_fault: Some(fault),
@@ -457,6 +461,7 @@ fn with_fault(seed: u64, max_new_tokens: usize, fault: InjectedFault) -> Samplin
 
 /// Runs `bad` among three good seeded requests; the good ones must equal their runs alone,
 /// the bad one must fail with the error `check` accepts, and the engine must serve on.
+#[cfg(feature = "fault-injection")]
 fn one_broken_request_among_good_ones(bad: SamplingParams, check: impl Fn(&EngineError) -> bool) {
     let engine = start(8, 256);
     let prompts = prompts(&engine);
@@ -493,6 +498,7 @@ fn one_broken_request_among_good_ones(bad: SamplingParams, check: impl Fn(&Engin
     }
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_request_whose_logits_turn_nan_fails_alone_and_the_others_finish_unchanged() {
     // Before the fix, a NaN row spun the top-p loop forever and every request hung.
@@ -501,6 +507,7 @@ fn a_request_whose_logits_turn_nan_fails_alone_and_the_others_finish_unchanged()
     });
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_failing_model_step_is_retried_then_only_the_row_that_fails_alone_fails() {
     // Before the fix, one failed decode step failed every decoding sequence.
@@ -692,6 +699,7 @@ fn a_stop_string_match_carries_the_text_it_was_found_in() {
 
 /// A panic in the scheduler thread fails every request in flight at once with an error
 /// naming the engine, and every later request too; the engine reports itself dead.
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_scheduler_panic_fails_in_flight_work_and_the_engine_reports_why() {
     let engine = start(4, 256);

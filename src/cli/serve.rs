@@ -60,7 +60,9 @@ pub struct ServeArgs {
     /// public address (see docs/serving.md).
     #[arg(long)]
     metrics_port: Option<u16>,
-    /// Test hook: honour the x-tpo-inject-fault request header (never in production).
+    /// Test hook: honour the x-tpo-inject-fault request header (never in production; only
+    /// in builds with the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
     /// Seconds in-flight requests may still run after SIGTERM/SIGINT.
@@ -227,6 +229,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
         write_timeout: Duration::from_secs_f64(args.write_timeout),
         stream_buffer_bytes: args.stream_buffer_bytes as usize,
         metrics_port: args.metrics_port,
+        #[cfg(feature = "fault-injection")]
         fault_injection: args.enable_fault_injection,
         max_concurrent_requests: args.max_concurrent_requests,
         max_queue: args.max_queue,

@@ -5,12 +5,14 @@
 //! Rooms: `decoder` (one forward step over KV slots), `kv` (the arena), `prefix_cache`
 //! (finished sequences' KV rows, found by their tokens), `sampler` (sampling
 //! parameters and the CPU sampler), `device_sampling` (decode logits kept on the GPU and
-//! sampled there), `scheduler` (the batching loop), `request` (what goes in
+//! sampled there), `batch_plan` (admission, prefill budget and batch positions as a pure state
+//! machine), `scheduler` (the batching loop gluing it to the model), `request` (what goes in
 //! and comes out), `handle` (the `Engine` callers hold).
 //!
 //! Lower layers only: the engine knows token ids and sampling parameters, never HTTP, CLI
 //! flags or traces.
 
+mod batch_plan;
 mod decoder;
 mod device_sampling;
 mod handle;
@@ -32,10 +34,11 @@ pub use request::{
     ContinuationLogprobs, FinishReason, GenerateRequest, GenerationEvent, GenerationStream,
     SampleOutput,
 };
+#[cfg(feature = "fault-injection")]
+pub use sampler::InjectedFault;
 pub use sampler::{
-    argmax, log_softmax_at, InjectedFault, LogitsError, Sampled, Sampler, SamplingError,
-    SamplingOptions, SamplingParams, SequenceRng, MAX_STOP_BYTES, MAX_TOP_LOGPROBS,
-    MIN_TEMPERATURE,
+    argmax, log_softmax_at, LogitsError, Sampled, Sampler, SamplingError, SamplingOptions,
+    SamplingParams, SequenceRng, MAX_STOP_BYTES, MAX_TOP_LOGPROBS, MIN_TEMPERATURE,
 };
 pub use scheduler::{EngineStats, StatsSnapshot};
 

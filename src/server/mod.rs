@@ -31,6 +31,7 @@ mod text;
 mod validate;
 
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
 use std::convert::Infallible;
@@ -53,6 +54,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
+#[cfg(feature = "fault-injection")]
 use crate::engine::InjectedFault;
 use crate::reward::OwnedRewardInput;
 use crate::search::SearchOptions;
@@ -92,7 +94,9 @@ pub struct ServeOptions {
     pub stream_buffer_bytes: usize,
     /// Serve `/metrics` on this port (on `host`) instead of the API port.
     pub metrics_port: Option<u16>,
-    /// Test hook: honour the `x-tpo-inject-fault` header (never set in production).
+    /// Test hook: honour the `x-tpo-inject-fault` header (the `fault-injection` feature
+    /// only; never set in production).
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fault_injection: bool,
     /// After SIGTERM/SIGINT, how long in-flight requests may still run.
@@ -558,7 +562,8 @@ fn log_user(user: Option<&str>) {
 
 /// The fault a test asks for with `x-tpo-inject-fault` (only when the server runs with the
 /// hidden `--enable-fault-injection`): `panic-scheduler[:K]` panics the scheduler thread
-/// once the request has generated K tokens (default 1).
+/// once the request has generated K tokens (default 1). Only in `fault-injection` builds.
+#[cfg(feature = "fault-injection")]
 fn injected_fault(state: &ServerState, headers: &HeaderMap) -> Option<InjectedFault> {
     if !state.options.fault_injection {
         return None;
@@ -602,14 +607,20 @@ async fn chat_completions(
     let started = Instant::now();
     let deadline = deadline_of(&state);
     let endpoint = "chat";
+    #[cfg(feature = "fault-injection")]
     let fault = injected_fault(&state, &headers);
     let job = validated(&state, &headers, body, deadline, move |bytes, state| {
         let req: schema::ChatCompletionRequest = body::parse(bytes, &schema::CHAT_FIELDS)?;
         log_user(req.user.as_deref());
-        let mut job = validate::chat_job(&req, &state.limits())?;
-        if let (Some(fault), Job::Generate(g)) = (fault, &mut job) {
-            g.sampling = g.sampling.clone().with_fault(fault);
-        }
+        let job = validate::chat_job(&req, &state.limits())?;
+        #[cfg(feature = "fault-injection")]
+        let job = {
+            let mut job = job;
+            if let (Some(fault), Job::Generate(g)) = (fault, &mut job) {
+                g.sampling = g.sampling.clone().with_fault(fault);
+            }
+            job
+        };
         Ok((req.model, job))
     })
     .await;
@@ -681,14 +692,20 @@ async fn completions(
     let started = Instant::now();
     let deadline = deadline_of(&state);
     let endpoint = "completions";
+    #[cfg(feature = "fault-injection")]
     let fault = injected_fault(&state, &headers);
     let job = validated(&state, &headers, body, deadline, move |bytes, state| {
         let req: schema::CompletionRequest = body::parse(bytes, &schema::COMPLETION_FIELDS)?;
         log_user(req.user.as_deref());
-        let mut job = validate::completion_job(&req, &state.limits())?;
-        if let Some(fault) = fault {
-            job.sampling = job.sampling.clone().with_fault(fault);
-        }
+        let job = validate::completion_job(&req, &state.limits())?;
+        #[cfg(feature = "fault-injection")]
+        let job = {
+            let mut job = job;
+            if let Some(fault) = fault {
+                job.sampling = job.sampling.clone().with_fault(fault);
+            }
+            job
+        };
         Ok((req.model, job))
     })
     .await;

@@ -1,0 +1,229 @@
+//! The batch plan: the scheduler's admission, prefill-budget and batch-position policy as a
+//! pure state machine over job ids and counts, so it can be tested without a model.
+//!
+//! The scheduler (`scheduler/`) feeds it events (a job submitted, cancelled, admitted, a
+//! prefill chunk done, a job failed, a prefilled job joining the batch, a sequence leaving)
+//! and asks it for decisions (admit the front job, prefill these tokens of this prompt,
+//! which decode positions form the batch, which sequence moves into a freed position). The
+//! policy, as the scheduler's module doc states it:
+//! - FIFO admission: only the front of the queue is ever admitted, and only when enough
+//!   slots are available for all of its samples (`slots - held`: free slots and prefix-cache
+//!   entries, which can be evicted, both count; a job that does not fit waits, it never
+//!   over-allocates and is never skipped by a smaller one behind it);
+//! - at most one prompt prefilling at a time, in chunks, within a per-iteration token budget
+//!   (a chunk never exceeds what is left of the budget, and the next prompt is admitted only
+//!   when the previous one is done);
+//! - decoding sequence `i` lives in slot `i`: a prefilled job's samples join at positions
+//!   `B..B + n`, and when a sequence leaves, the last one moves into its position.
+//!
+//! What it is NOT: it knows no tokens, tensors, KV rows or sessions. Which slot a prompt
+//! gets and which cached prefix it reuses (the prefix cache and the KV arena's copies) are
+//! the scheduler's placement (`scheduler/placement.rs`); the plan only counts the slots a
+//! job holds. Retries of failed model steps and sampling live in the scheduler too; the plan
+//! only hears that a job failed.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+/// A request as the plan knows it (the scheduler numbers them in arrival order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct JobId(pub u64);
+
+/// A job waiting for admission.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    job: JobId,
+    /// Slots it holds once decoding (its samples; 1 for a scored continuation).
+    slots: usize,
+    /// Tokens to prefill (prompt, plus the continuation of a scored one).
+    tokens: usize,
+}
+
+/// The job being prefilled: it holds one slot.
+#[derive(Debug, Clone, Copy)]
+struct Prefilling {
+    job: JobId,
+    slots: usize,
+    /// Tokens whose KV rows the slot holds (from the cache or earlier chunks).
+    done: usize,
+    tokens: usize,
+}
+
+/// What the scheduler should do next within an iteration's prefill budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PrefillDecision {
+    /// Admit the front job (it fits): place it in a slot (reusing a cached prefix where one
+    /// is), then report [`BatchPlan::admitted`] with the tokens already cached, or
+    /// [`BatchPlan::failed`].
+    Admit(JobId),
+    /// Run `range` of the prefilling job's tokens through the model, then report
+    /// [`BatchPlan::chunk_done`] or [`BatchPlan::failed`].
+    Chunk { job: JobId, range: Range<usize> },
+}
+
+/// The queue, the prefilling job and the decode positions.
+#[derive(Debug)]
+pub(crate) struct BatchPlan {
+    slots: usize,
+    waiting: VecDeque<Queued>,
+    prefilling: Option<Prefilling>,
+    /// The job of the sequence decoding at each position (= slot).
+    decoding: Vec<JobId>,
+}
+
+impl BatchPlan {
+    /// A plan over an arena of `slots` KV slots.
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            slots,
+            waiting: VecDeque::new(),
+            prefilling: None,
+            decoding: Vec::new(),
+        }
+    }
+
+    /// Whether nothing is queued, prefilling or decoding.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.prefilling.is_none() && self.decoding.is_empty()
+    }
+
+    /// Jobs waiting for admission.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Sequences decoding (the batch is positions `0..decoding()`).
+    pub(crate) fn decoding(&self) -> usize {
+        self.decoding.len()
+    }
+
+    /// Slots held by decoding sequences and the prefilling job.
+    pub(crate) fn held(&self) -> usize {
+        self.decoding.len() + usize::from(self.prefilling.is_some())
+    }
+
+    /// Slots a job may be admitted into: free ones and prefix-cache entries (evictable).
+    pub(crate) fn available(&self) -> usize {
+        self.slots.saturating_sub(self.held())
+    }
+
+    /// The job being prefilled, if any.
+    #[cfg(test)]
+    pub(crate) fn prefilling(&self) -> Option<JobId> {
+        self.prefilling.map(|p| p.job)
+    }
+
+    /// Queues `job`, which decodes `slots` sequences after prefilling `tokens` tokens.
+    pub(crate) fn submit(&mut self, job: JobId, slots: usize, tokens: usize) {
+        self.waiting.push_back(Queued { job, slots, tokens });
+    }
+
+    /// Drops every waiting job `cancelled` names, and the prefilling one if it names it
+    /// (its slot is free again). Decoding sequences leave through [`BatchPlan::leave`].
+    pub(crate) fn cancel_queued(&mut self, cancelled: impl Fn(JobId) -> bool) {
+        self.waiting.retain(|q| !cancelled(q.job));
+        if self.prefilling.is_some_and(|p| cancelled(p.job)) {
+            self.prefilling = None;
+        }
+    }
+
+    /// The next step of an iteration's prefill with `budget` tokens left: admit the front
+    /// job when nothing is prefilling and it fits, or prefill the next chunk of the
+    /// prefilling job; `None` when the budget is spent or nothing can start.
+    pub(crate) fn next_prefill(&self, budget: usize) -> Option<PrefillDecision> {
+        if budget == 0 {
+            return None;
+        }
+        match self.prefilling {
+            Some(p) => {
+                let end = (p.done + budget).min(p.tokens);
+                Some(PrefillDecision::Chunk {
+                    job: p.job,
+                    range: p.done..end,
+                })
+            }
+            None => {
+                let front = self.waiting.front()?;
+                (self.available() >= front.slots).then_some(PrefillDecision::Admit(front.job))
+            }
+        }
+    }
+
+    /// The front job took a slot holding its first `done` tokens already: it is prefilling.
+    pub(crate) fn admitted(&mut self, job: JobId, done: usize) {
+        if self.waiting.front().is_some_and(|q| q.job == job) {
+            if let Some(q) = self.waiting.pop_front() {
+                self.prefilling = Some(Prefilling {
+                    job,
+                    slots: q.slots,
+                    done: done.min(q.tokens),
+                    tokens: q.tokens,
+                });
+            }
+        }
+    }
+
+    /// The prefilling job's tokens `..end` are in its slot; true when it is fully prefilled
+    /// (then it joins the batch with [`BatchPlan::join`] or ends with
+    /// [`BatchPlan::prefilled`]).
+    pub(crate) fn chunk_done(&mut self, job: JobId, end: usize) -> bool {
+        match self.prefilling.as_mut() {
+            Some(p) if p.job == job => {
+                p.done = end.min(p.tokens);
+                p.done == p.tokens
+            }
+            _ => false,
+        }
+    }
+
+    /// `job` failed while waiting, being admitted or prefilling: it leaves (its slot too).
+    pub(crate) fn failed(&mut self, job: JobId) {
+        self.waiting.retain(|q| q.job != job);
+        if self.prefilling.is_some_and(|p| p.job == job) {
+            self.prefilling = None;
+        }
+    }
+
+    /// The prefilled job ends without decoding (a scored continuation, or one whose samples
+    /// could not be placed): its slot is free or cached.
+    pub(crate) fn prefilled(&mut self, job: JobId) {
+        self.failed(job);
+    }
+
+    /// The prefilled job's samples start decoding: the positions (= slots) they take, at
+    /// the end of the batch. Empty when `job` is not the prefilling job.
+    pub(crate) fn join(&mut self, job: JobId) -> Range<usize> {
+        let Some(p) = self.prefilling.filter(|p| p.job == job) else {
+            return 0..0;
+        };
+        self.prefilling = None;
+        let start = self.decoding.len();
+        self.decoding.extend(std::iter::repeat_n(job, p.slots));
+        start..self.decoding.len()
+    }
+
+    /// The decode batch: positions `0..B`, one row per decoding sequence, in slot order.
+    pub(crate) fn decode_batch(&self) -> Range<usize> {
+        0..self.decoding.len()
+    }
+
+    /// The sequence at `position` leaves (finished, failed or cancelled); returns the
+    /// position whose sequence moves into it (the last one), if any.
+    pub(crate) fn leave(&mut self, position: usize) -> Option<usize> {
+        if position >= self.decoding.len() {
+            return None;
+        }
+        self.decoding.swap_remove(position);
+        (position < self.decoding.len()).then_some(self.decoding.len())
+    }
+
+    /// Forgets everything (after a scheduler panic every job failed).
+    pub(crate) fn clear(&mut self) {
+        self.waiting.clear();
+        self.prefilling = None;
+        self.decoding.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! Property tests of the batch plan alone (no model, milliseconds): random interleavings
+//! of submissions, cancellations, prefill chunks, failures and finished sequences, driven
+//! the way the scheduler drives the plan, against a plain model of what it must hold.
+//! Not a test of placement or the prefix cache (see `prefix_cache.rs` and tests/).
+
+use std::collections::{BTreeSet, HashMap};
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// One thing that happens between (or during) scheduler iterations.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A request of `samples` sequences and `tokens` prompt tokens arrives.
+    Submit { samples: usize, tokens: usize },
+    /// The caller of the `k`-th waiting job (mod the queue) goes away.
+    CancelWaiting(usize),
+    /// The caller of the prefilling job goes away.
+    CancelPrefill,
+    /// One iteration's prefill with `budget` tokens; `luck` picks what each step does
+    /// (cached prefix length, a failed run, a scored job that never decodes).
+    Iterate { budget: usize, luck: u64 },
+    /// The sequence at position `k` (mod the batch) finishes, fails or is cancelled.
+    Leave(usize),
+}
+
+fn op(slots: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1..=slots, 1usize..80).prop_map(|(samples, tokens)| Op::Submit { samples, tokens }),
+        1 => (0usize..8).prop_map(Op::CancelWaiting),
+        1 => Just(Op::CancelPrefill),
+        4 => (1usize..64, any::<u64>()).prop_map(|(budget, luck)| Op::Iterate { budget, luck }),
+        3 => (0usize..16).prop_map(Op::Leave),
+    ]
+}
+
+/// The scheduler's side, reduced to what the plan must agree with.
+struct Driver {
+    plan: BatchPlan,
+    slots: usize,
+    next: u64,
+    /// Submitted and not yet admitted, cancelled or failed: (id, samples, tokens).
+    queue: Vec<(JobId, usize, usize)>,
+    /// Every submission's (samples, tokens).
+    submitted: HashMap<JobId, (usize, usize)>,
+    /// The prefilling job and how many of its tokens are in its slot.
+    prefill: Option<(JobId, usize)>,
+    /// The job of each decoding position.
+    batch: Vec<JobId>,
+    /// Jobs admitted, in order.
+    admitted: Vec<JobId>,
+    /// Jobs that left the queue without admission (cancelled or failed there).
+    dropped: BTreeSet<JobId>,
+    /// Whether admissions and chunks may fail (not while draining).
+    faults: bool,
+}
+
+impl Driver {
+    fn new(slots: usize) -> Self {
+        Self {
+            plan: BatchPlan::new(slots),
+            slots,
+            next: 0,
+            queue: Vec::new(),
+            submitted: HashMap::new(),
+            prefill: None,
+            batch: Vec::new(),
+            admitted: Vec::new(),
+            dropped: BTreeSet::new(),
+            faults: true,
+        }
+    }
+
+    fn check(&self) {
+        let held = self.batch.len() + usize::from(self.prefill.is_some());
+        assert!(held <= self.slots, "{held} slots held of {}", self.slots);
+        assert_eq!(self.plan.held(), held, "the plan counts the slots held");
+        assert_eq!(self.plan.available() + held, self.slots, "a slot leaked");
+        assert_eq!(self.plan.waiting(), self.queue.len());
+        assert_eq!(self.plan.decoding(), self.batch.len());
+        assert_eq!(self.plan.decode_batch(), 0..self.batch.len());
+        assert_eq!(self.plan.prefilling(), self.prefill.map(|p| p.0));
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Submit { samples, tokens } => {
+                let id = JobId(self.next);
+                self.next += 1;
+                self.plan.submit(id, samples, tokens);
+                self.queue.push((id, samples, tokens));
+                self.submitted.insert(id, (samples, tokens));
+            }
+            Op::CancelWaiting(k) => {
+                if !self.queue.is_empty() {
+                    let (id, _, _) = self.queue.remove(k % self.queue.len());
+                    self.plan.cancel_queued(|j| j == id);
+                    self.dropped.insert(id);
+                }
+            }
+            Op::CancelPrefill => {
+                if let Some((id, _)) = self.prefill.take() {
+                    self.plan.cancel_queued(|j| j == id);
+                }
+            }
+            Op::Iterate { budget, luck } => self.iterate(budget, luck),
+            Op::Leave(k) => self.leave(k),
+        }
+        self.check();
+    }
+
+    fn leave(&mut self, k: usize) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let i = k % self.batch.len();
+        let moved = self.plan.leave(i);
+        self.batch.swap_remove(i);
+        // The last sequence moves into the freed position (slot i = sequence i).
+        assert_eq!(moved, (i < self.batch.len()).then_some(self.batch.len()));
+    }
+
+    /// One iteration's prefill, as `Scheduler::prefill_step` runs it.
+    fn iterate(&mut self, budget: usize, mut luck: u64) {
+        let mut roll = |n: u64| {
+            let r = luck % n;
+            luck = (luck / n) ^ luck.rotate_left(17);
+            r
+        };
+        let mut left = budget;
+        let mut spent = 0;
+        while let Some(decision) = self.plan.next_prefill(left) {
+            match decision {
+                PrefillDecision::Admit(id) => {
+                    assert!(self.prefill.is_none(), "one prompt prefills at a time");
+                    // FIFO: only the front of the queue, and only when it fits.
+                    let (front, samples, tokens) = self.queue[0];
+                    assert_eq!(id, front, "admission skipped the front of the queue");
+                    assert!(
+                        self.plan.available() >= samples,
+                        "admitted beyond the slots"
+                    );
+                    self.queue.remove(0);
+                    if self.faults && roll(8) == 0 {
+                        // Placement failed: the job fails, the loop goes on.
+                        self.plan.failed(id);
+                        self.dropped.insert(id);
+                        continue;
+                    }
+                    // A cached prefix covers at most all but the last token.
+                    let done = roll(tokens as u64) as usize;
+                    self.plan.admitted(id, done);
+                    self.admitted.push(id);
+                    self.prefill = Some((id, done));
+                }
+                PrefillDecision::Chunk { job, range } => {
+                    let (id, done) = self.prefill.expect("a chunk of a prefilling job");
+                    assert_eq!(job, id);
+                    assert_eq!(range.start, done, "chunks follow each other");
+                    assert!(!range.is_empty(), "an empty chunk");
+                    assert!(range.len() <= left, "a chunk beyond the budget");
+                    let (samples, tokens) = self.submitted[&id];
+                    assert!(range.end <= tokens);
+                    left -= range.len();
+                    spent += range.len();
+                    if self.faults && roll(10) == 0 {
+                        self.plan.failed(id);
+                        self.prefill = None;
+                        continue;
+                    }
+                    let complete = self.plan.chunk_done(id, range.end);
+                    assert_eq!(complete, range.end == tokens);
+                    if !complete {
+                        assert_eq!(left, 0, "a prompt stopped before the budget was spent");
+                        self.prefill = Some((id, range.end));
+                        continue;
+                    }
+                    self.prefill = None;
+                    if roll(4) == 0 {
+                        // Scored, or its samples could not be placed: it never decodes.
+                        self.plan.prefilled(id);
+                    } else {
+                        let start = self.batch.len();
+                        assert_eq!(self.plan.join(id), start..start + samples);
+                        self.batch.extend(std::iter::repeat_n(id, samples));
+                    }
+                }
+            }
+            self.check();
+        }
+        assert!(
+            spent <= budget,
+            "prefilled {spent} tokens on a budget of {budget}"
+        );
+        // Nothing that could start was left waiting.
+        if left > 0 {
+            assert!(self.prefill.is_none());
+            if let Some(&(_, samples, _)) = self.queue.first() {
+                assert!(
+                    samples > self.plan.available(),
+                    "a job that fits was not admitted"
+                );
+            }
+        }
+    }
+
+    /// Every sequence finishes and no new work comes: everything queued must be admitted
+    /// (no starvation) and every slot must come back (no leak).
+    fn drain(&mut self) {
+        let waiting: Vec<JobId> = self.queue.iter().map(|q| q.0).collect();
+        self.faults = false;
+        let mut rounds = 0;
+        while !self.plan.is_idle() {
+            rounds += 1;
+            assert!(rounds < 10_000, "the plan never drained");
+            self.apply(&Op::Iterate {
+                budget: 32,
+                luck: 1,
+            });
+            while !self.batch.is_empty() {
+                self.apply(&Op::Leave(0));
+            }
+        }
+        for id in waiting {
+            assert!(self.admitted.contains(&id), "{id:?} starved");
+        }
+        assert_eq!(self.plan.available(), self.slots);
+        assert_eq!(self.plan.held(), 0);
+    }
+
+    /// Admissions in submission order (FIFO within the one priority there is).
+    fn check_fifo(&self) {
+        assert!(
+            self.admitted.windows(2).all(|w| w[0] < w[1]),
+            "admitted out of order: {:?}",
+            self.admitted
+        );
+        for id in &self.admitted {
+            assert!(!self.dropped.contains(id));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_slot_leaks_budgets_hold_fifo_and_no_starvation(
+        slots in 1usize..8,
+        ops in (1usize..8).prop_flat_map(|s| prop::collection::vec(op(s), 0..120)),
+    ) {
+        let mut d = Driver::new(slots);
+        for op in &ops {
+            // Requests wider than the arena are refused before they reach the scheduler.
+            if let Op::Submit { samples, .. } = op {
+                if *samples > slots {
+                    continue;
+                }
+            }
+            d.apply(op);
+        }
+        d.check_fifo();
+        d.drain();
+        d.check_fifo();
+    }
+}
+
+#[test]
+fn a_job_that_does_not_fit_waits_and_blocks_smaller_ones_behind_it() {
+    let mut plan = BatchPlan::new(3);
+    plan.submit(JobId(0), 2, 4);
+    assert_eq!(
+        plan.next_prefill(100),
+        Some(PrefillDecision::Admit(JobId(0)))
+    );
+    plan.admitted(JobId(0), 0);
+    assert_eq!(
+        plan.next_prefill(100),
+        Some(PrefillDecision::Chunk {
+            job: JobId(0),
+            range: 0..4
+        })
+    );
+    assert!(plan.chunk_done(JobId(0), 4));
+    assert_eq!(plan.join(JobId(0)), 0..2);
+    plan.submit(JobId(1), 2, 4);
+    plan.submit(JobId(2), 1, 4);
+    // One slot is left: job 1 needs two and job 2 must not overtake it.
+    assert_eq!(plan.next_prefill(100), None);
+    assert_eq!(plan.leave(0), Some(1));
+    assert_eq!(
+        plan.next_prefill(100),
+        Some(PrefillDecision::Admit(JobId(1)))
+    );
+}
+
+#[test]
+fn a_long_prompt_is_prefilled_in_chunks_of_the_budget() {
+    let mut plan = BatchPlan::new(2);
+    plan.submit(JobId(7), 1, 10);
+    assert_eq!(plan.next_prefill(4), Some(PrefillDecision::Admit(JobId(7))));
+    plan.admitted(JobId(7), 3);
+    assert_eq!(
+        plan.next_prefill(4),
+        Some(PrefillDecision::Chunk {
+            job: JobId(7),
+            range: 3..7
+        })
+    );
+    assert!(!plan.chunk_done(JobId(7), 7));
+    assert_eq!(
+        plan.next_prefill(0),
+        None,
+        "the iteration's budget is spent"
+    );
+    assert_eq!(
+        plan.next_prefill(4),
+        Some(PrefillDecision::Chunk {
+            job: JobId(7),
+            range: 7..10
+        })
+    );
+    assert!(plan.chunk_done(JobId(7), 10));
+    assert_eq!(plan.join(JobId(7)), 0..1);
+    assert!(!plan.is_idle());
+    assert_eq!(plan.leave(0), None);
+    assert!(plan.is_idle());
+}
