@@ -170,19 +170,6 @@ pub struct JudgeConfig {
 pub const CONFIG_FILE: &str = "reward_config.json";
 
 impl RewardConfig {
-    /// The settled config of the folder `dir`: its `reward_config.json` (if any) completed
-    /// from the folder's files and the graph's outline (a CPU session opened for it). Loading
-    /// a model does the same with the session it runs.
-    pub fn load(dir: &Path) -> Result<Self, RewardError> {
-        let file = RewardConfigFile::read(dir)?;
-        let session = crate::runtime::open_session(
-            &dir.join(file.onnx()),
-            crate::runtime::SessionOptions::default(),
-        )?;
-        let outline = super::folder::GraphOutline::of(&session);
-        Ok(super::resolve::resolve(dir, file, &outline)?.config)
-    }
-
     pub(super) fn validate(&self, path: &Path) -> Result<(), RewardError> {
         let bad = |reason: &str| {
             Err(RewardError::BadConfig {

@@ -535,6 +535,21 @@ fn pad_candidates(
     out
 }
 
+impl RewardConfig {
+    /// The settled config of the folder `dir`: its `reward_config.json` (if any) completed
+    /// from the folder's files and the graph's outline (a CPU session opened for it). Loading
+    /// a model does the same with the session it runs.
+    pub fn load(dir: &Path) -> Result<Self, RewardError> {
+        let file = RewardConfigFile::read(dir)?;
+        let session = crate::runtime::open_session(
+            &dir.join(file.onnx()),
+            crate::runtime::SessionOptions::default(),
+        )?;
+        let outline = super::folder::GraphOutline::of(&session);
+        Ok(resolve(dir, file, &outline)?.config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
