@@ -58,9 +58,11 @@ pub enum EngineError {
     Sampling(#[from] SamplingError),
     #[error("invalid engine configuration: {0}")]
     InvalidConfig(String),
-    #[error("the sequence needs {tokens} tokens but the context holds {limit} (shorten the prompt, lower --max-new-tokens or raise --max-seq-len)")]
+    /// A prompt plus its `max_new_tokens` needs more tokens than a KV slot holds.
+    #[error("the sequence needs {tokens} tokens but the context holds {limit}")]
     SequenceTooLong { tokens: usize, limit: usize },
-    #[error("--max-seq-len {max_seq_len} is below the model's sliding-window size {window} (genai_config.json sliding_window.window_size): its windowed attention needs the whole window in the KV cache; raise --max-seq-len to at least {window}")]
+    /// The context asked for (`max_seq_len`) is shorter than the graph's attention window.
+    #[error("a context of {max_seq_len} tokens is below the model's sliding-window size {window} (genai_config.json sliding_window.window_size): its windowed attention needs the whole window in the KV cache")]
     BelowSlidingWindow { max_seq_len: usize, window: usize },
     #[error("the policy model failed its load-time self-check: {0}")]
     SelfCheck(String),
@@ -78,7 +80,8 @@ pub enum EngineError {
     Logits(#[from] LogitsError),
     #[error("the engine is overloaded: {pending} requests in flight (limit {limit}); retry later")]
     Overloaded { pending: usize, limit: usize },
-    #[error("a KV arena of {slots} slots x {max_len} tokens needs {} but {} (lower --kv-slots or --max-seq-len)", gib(*bytes), available.map_or_else(|| "the available memory is unknown".to_string(), |a| format!("only {} is available", gib(a))))]
+    /// The KV arena of `slots` slots of `max_len` tokens needs `bytes`, more than is free.
+    #[error("a KV arena of {slots} slots x {max_len} tokens needs {} but {}", gib(*bytes), available.map_or_else(|| "the available memory is unknown".to_string(), |a| format!("only {} is available", gib(a))))]
     KvTooLarge {
         slots: usize,
         max_len: usize,

@@ -19,7 +19,7 @@ pub const DEFAULT_POLICY: &str = "smollm2-135m-instruct";
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model folder {path} does not exist; run `make setup` to export the default model, or pass --model DIR")]
+    #[error("model folder {path} does not exist")]
     MissingFolder { path: PathBuf },
     #[error("model file {path} is missing; re-export the folder (`make setup`)")]
     MissingFile { path: PathBuf },
