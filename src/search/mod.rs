@@ -30,7 +30,8 @@ pub use best_of_n::best_of_n;
 pub use darwin::darwin;
 pub use greedy::greedy;
 pub use params::{
-    call_seed, segment_seed, CallRole, DarwinOptions, SearchOptions, SearchParams, Strategy,
+    call_seed, segment_seed, CallRole, DarwinOptions, PeakSetting, SearchOptions, SearchParams,
+    Strategy,
 };
 pub use progress::{events_of, Progress, StepEvent};
 pub use tags::{extract_revised_answer, DropReason};
