@@ -23,7 +23,7 @@ mod scheduler;
 pub mod self_check;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
-pub use handle::{text_of, Engine, EngineOptions};
+pub use handle::{Engine, EngineOptions};
 pub use kv::{
     available_memory_bytes, check_arena_fits, KvArena, KvDtype, KvPlacement, KvShape, Slot, SlotId,
 };

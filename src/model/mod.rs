@@ -1,12 +1,15 @@
 //! A model folder on disk: its config, tokenizer, chat template and ONNX graph file.
 //!
-//! This room validates what a folder holds and names what is missing; it does not run
-//! anything (the `engine` owns sessions).
+//! This room validates what a folder holds and names what is missing, and is the policy's
+//! text side (`chat`: conversations into prompt tokens, generated tokens into text); it
+//! does not run anything (the `engine` owns sessions and speaks token ids).
 
+mod chat;
 mod config;
 mod detok;
 mod tokenizer;
 
+pub use chat::{text_of, ChatFormat};
 pub use config::{DecoderConfig, SlidingWindow};
 pub use detok::{find_stop, IncrementalText};
 pub use tokenizer::{ChatMessage, ChatTemplate, TokenId, Tokenizer, TurnPieces};

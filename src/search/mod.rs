@@ -60,6 +60,14 @@ pub enum SearchError {
     DoesNotFit(#[from] fit::DoesNotFit),
 }
 
+/// A chat that cannot be rendered or an answer that cannot be decoded (the policy's text
+/// side) fails the search as the engine's model error, as when the engine did the text.
+impl From<crate::model::ModelError> for SearchError {
+    fn from(e: crate::model::ModelError) -> Self {
+        SearchError::Engine(e.into())
+    }
+}
+
 /// Runs the search `params` asks for on `query` (with `reference` for similarity rewards).
 pub async fn run(
     engine: &Engine,

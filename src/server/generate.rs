@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use futures::Stream;
 
-use crate::engine::{GenerateRequest, GenerationEvent, SampleOutput};
+use crate::engine::{EngineError, GenerateRequest, GenerationEvent, SampleOutput};
 
 use super::admission::Ticket;
 use super::error::ApiError;
@@ -100,7 +100,10 @@ pub async fn complete(
     let mut texts = Vec::with_capacity(samples.len());
     for s in &samples {
         record_latencies(s);
-        texts.push(state.app.engine.text_of(s)?);
+        texts.push(
+            s.text_in(state.app.engine.chat())
+                .map_err(EngineError::from)?,
+        );
     }
     let body = match shape {
         Shape::Chat => serde_json::to_value(ChatCompletion {
@@ -247,7 +250,7 @@ pub fn stream(
                 }
                 GenerationEvent::Finished(sample) => {
                     finished += 1;
-                    let final_text = state.app.engine.text_of(&sample).unwrap_or_default();
+                    let final_text = sample.text_in(state.app.engine.chat()).unwrap_or_default();
                     let rest = texts
                         .get_mut(sample.index)
                         .map(|t| t.finish(&final_text))

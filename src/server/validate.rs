@@ -47,7 +47,7 @@ impl Policy for Engine {
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
-        Engine::chat_prompt(self, messages)
+        Ok(self.chat().chat_prompt(messages)?)
     }
 
     fn tokenizer(&self) -> &Tokenizer {
