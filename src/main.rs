@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            cli::print_error(&err);
             ExitCode::FAILURE
         }
     }

@@ -56,7 +56,10 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, tpo_engine::Error> {
             .encode(&args.prompt)
             .map_err(EngineError::from)?
     } else {
-        engine.question_prompt(&args.prompt)?
+        engine
+            .chat()
+            .question_prompt(&args.prompt)
+            .map_err(EngineError::from)?
     };
     let mut stream = engine.submit(GenerateRequest::new(prompt, params))?;
     let mut tokens = Vec::new();
@@ -78,7 +81,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, tpo_engine::Error> {
                 }
             }
             GenerationEvent::Finished(out) => {
-                let text = engine.text_of(&out)?;
+                let text = out.text_in(engine.chat()).map_err(EngineError::from)?;
                 if text.len() > printed {
                     let _ = write!(stdout, "{}", &text[printed.min(text.len())..]);
                 }

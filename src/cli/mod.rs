@@ -1,6 +1,7 @@
 //! Command-line front end: parses flags into library calls and prints results.
 //! Nothing below `cli` knows about flags.
 
+mod advice;
 mod bench;
 mod bench_kernels;
 mod bench_peers;
@@ -200,6 +201,12 @@ fn print_reward_load(name: &str, report: Option<&tpo_engine::reward::LoadReport>
         eprintln!("  {line}");
     }
     eprintln!("  self-check {}", report.self_check_line());
+}
+
+/// Prints a failed run's error on stderr, with the CLI's advice (flags to change) when it
+/// has one.
+pub fn print_error(err: &tpo_engine::Error) {
+    eprintln!("error: {}", advice::with_advice(err, advice::advice(err)));
 }
 
 /// Runs the parsed command; `Err` is a failure of the run, printed by `main`.

@@ -339,7 +339,10 @@ async fn run_file(
     while let Some((prompt, result)) = results.next().await {
         match result {
             Ok(trace) => sink.answer(prompt, &trace)?,
-            Err(e) => sink.failure(prompt.line, Some(&prompt.id), &e.to_string())?,
+            Err(e) => {
+                let error = super::advice::with_advice(&e, super::advice::search(&e));
+                sink.failure(prompt.line, Some(&prompt.id), &error)?
+            }
         }
     }
     eprintln!(

@@ -5,7 +5,9 @@
 use tpo_engine::app::App;
 use tpo_engine::engine::Engine;
 use tpo_engine::reward::{self, RewardService};
-use tpo_engine::search::{DarwinOptions, SearchError, SearchOptions, SearchParams, Strategy};
+use tpo_engine::search::{
+    DarwinOptions, PeakSetting, SearchError, SearchOptions, SearchParams, Strategy,
+};
 
 use super::ModelArgs;
 
@@ -80,12 +82,13 @@ impl SearchFlags {
     /// `Err` when one request of the search decodes more sequences at once than the engine
     /// has KV slots: greedy one, DARWIN its population (--mutations), the others --width.
     pub(super) fn check_kv_slots(&self, kv_slots: u32) -> Result<(), SearchError> {
-        let (flag, needed) = match self.strategy {
-            Strategy::Greedy => ("--width", 1),
-            Strategy::Darwin => ("--mutations", self.mutations),
-            Strategy::BestOfN | Strategy::Tpo => ("--width", self.width),
+        let params = self.params()?;
+        let flag = match params.options().peak_setting() {
+            PeakSetting::Width => "--width",
+            PeakSetting::Mutations => "--mutations",
         };
-        if needed > kv_slots {
+        let needed = params.peak_sequences();
+        if needed > kv_slots as usize {
             return Err(SearchError::InvalidParams(format!(
                 "{flag} {needed} needs that many KV slots at once; raise --kv-slots (now \
                  {kv_slots})"

@@ -196,7 +196,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
         .first()
         .map(|source| source.name.clone())
         .unwrap_or_else(|| "judge".into());
-    let open = move || {
+    let open_app = move || {
         let loading = std::time::Instant::now();
         let app = App::open(&options)?;
         for (name, service) in &app.rewards {
@@ -214,6 +214,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
         );
         Ok::<App, tpo_engine::Error>(app)
     };
+    // A load failure is printed with the CLI's advice (the flags that get past it).
+    let open = move || open_app().map_err(super::advice::Advised);
     let api_key = match &args.api_key_file {
         Some(path) => Some(read_key_file(path)?),
         None => args.api_key.filter(|k| !k.is_empty()),

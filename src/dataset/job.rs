@@ -19,7 +19,7 @@ use super::reader::RowReader;
 use super::row::{Columns, DataRow, Responses};
 use super::shard::Shard;
 use super::summary::Summary;
-use super::DatasetError;
+use super::{DatasetError, ResumeRefusal};
 use crate::engine::EngineError;
 use crate::reward::implicit::{ImplicitModels, ResponseLogprobs};
 use crate::reward::{RewardInput, RewardModel};
@@ -83,10 +83,10 @@ impl ScoreJob {
         if resume.rows_done > shard_rows {
             return Err(DatasetError::Resume {
                 output: self.output.clone(),
-                reason: format!(
-                    "the progress record says {} rows are done but the shard has {shard_rows}",
-                    resume.rows_done
-                ),
+                reason: ResumeRefusal::PastShard {
+                    done: resume.rows_done,
+                    shard_rows,
+                },
             });
         }
         progress(resume.rows_done, shard_rows);
@@ -138,10 +138,10 @@ impl ScoreJob {
     /// and no file the job writes is the input, however spelled (`./`, `..`, symlinks).
     pub fn validate(&self) -> Result<(), DatasetError> {
         if !(1..=MAX_CHUNK_ROWS).contains(&self.chunk_rows) {
-            return Err(DatasetError::Options(format!(
-                "--chunk-rows must be within 1..={MAX_CHUNK_ROWS}, not {}",
-                self.chunk_rows
-            )));
+            return Err(DatasetError::ChunkRows {
+                value: self.chunk_rows,
+                max: MAX_CHUNK_ROWS,
+            });
         }
         let input = std::fs::canonicalize(&self.input).map_err(|source| DatasetError::Io {
             path: self.input.clone(),

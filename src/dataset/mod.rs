@@ -19,6 +19,23 @@ pub use row::Columns;
 pub use shard::Shard;
 pub use summary::Summary;
 
+/// Why a job cannot resume into its output, as facts (the CLI names the flags that get
+/// past them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeRefusal {
+    #[error("it holds a different run (differs in: {})", .differs.join(", "))]
+    DifferentRun { differs: Vec<String> },
+    #[error("the file exists and no progress record says which run wrote it")]
+    Unrecorded,
+    #[error(
+        "the file has {actual} bytes but the progress record says {recorded} were written; \
+         it was changed outside tpo"
+    )]
+    ChangedOutside { actual: u64, recorded: u64 },
+    #[error("the progress record says {done} rows are done but the shard has {shard_rows}")]
+    PastShard { done: usize, shard_rows: usize },
+}
+
 /// Errors of a dataset job as a whole (a bad row is not one: it goes to the errors file).
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -30,7 +47,13 @@ pub enum DatasetError {
     #[error("{path}: {reason}")]
     BadFile { path: PathBuf, reason: String },
     #[error("cannot resume into {output}: {reason}")]
-    Resume { output: PathBuf, reason: String },
+    Resume {
+        output: PathBuf,
+        reason: ResumeRefusal,
+    },
+    /// The progress record beside an output cannot be read as one (`reason`: what is wrong).
+    #[error("{path}: {reason}")]
+    BadProgress { path: PathBuf, reason: String },
     #[error(
         "{path} is locked: another `tpo score` is writing it (wait for it to stop, or choose \
          another output)"
@@ -50,6 +73,8 @@ pub enum DatasetError {
         expected: usize,
         got: usize,
     },
+    #[error("the chunk size must be within 1..={max} rows, not {value}")]
+    ChunkRows { value: usize, max: usize },
     #[error("invalid options: {0}")]
     Options(String),
     #[error(transparent)]

@@ -27,7 +27,7 @@ impl FromStr for Shard {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("--shard takes i/n with 0 <= i < n (e.g. 0/4), not {s:?}");
+        let usage = || format!("a shard is i/n with 0 <= i < n (e.g. 0/4), not {s:?}");
         let (i, n) = s.split_once('/').ok_or_else(usage)?;
         let index: usize = i.trim().parse().map_err(|_| usage())?;
         let count: usize = n.trim().parse().map_err(|_| usage())?;

@@ -1,6 +1,9 @@
 //! `Engine`: the cheap, cloneable handle callers hold. It validates requests, sends them to
 //! the scheduler thread over a crossbeam channel, and hands back streams and futures.
 //! Many callers, one owner: the session and the KV arena live only on the scheduler thread.
+//! Requests and results are token ids; the handle carries the policy's text side
+//! ([`ChatFormat`], in `model`) for callers that render chats or decode answers, and does
+//! neither itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
 use super::self_check::{self, PolicyCheck};
 use super::EngineError;
 use crate::liveness::Liveness;
-use crate::model::{ChatMessage, ChatTemplate, ModelDir, TokenId, Tokenizer, TurnPieces};
+use crate::model::{ChatFormat, ChatMessage, ModelDir, TokenId, Tokenizer};
 
 /// How an engine is built.
 #[derive(Debug, Clone, Copy)]
@@ -63,12 +66,8 @@ pub struct Engine {
 }
 
 struct Shared {
-    tokenizer: Arc<Tokenizer>,
-    template: ChatTemplate,
-    /// The template's text between turns, when it renders in pieces.
-    turn_pieces: Option<TurnPieces>,
-    /// The template's own text around message contents ([`ChatTemplate::fixed_text`]).
-    template_text: Vec<String>,
+    /// The policy's text side (tokenizer, chat template), for callers that work in text.
+    chat: Arc<ChatFormat>,
     stats: Arc<EngineStats>,
     max_seq_len: usize,
     kv_slots: usize,
@@ -95,12 +94,7 @@ impl Engine {
                 "kv_slots, prefill_budget and max_pending must be at least 1".into(),
             ));
         }
-        let tokenizer = Arc::new(model.tokenizer()?);
-        // A folder without a chat template still runs raw prompts; chats fail naming the file.
-        let template = match model.chat_template() {
-            Err(crate::model::ModelError::MissingFile { path }) => ChatTemplate::missing(path),
-            other => other?,
-        };
+        let chat = Arc::new(ChatFormat::load(model)?);
         let decoder = Decoder::load(model, options.decoder)?;
         let max_seq_len = options.max_seq_len.min(decoder.config().context_length);
         // A windowed graph's attention kernel needs the whole window in its KV buffer.
@@ -131,7 +125,7 @@ impl Engine {
         };
         let logits_f32 = decoder.logits_are_f32();
         let sample_on_device = options.sample_on_device;
-        let thread_tokenizer = Arc::clone(&tokenizer);
+        let thread_tokenizer = chat.shared_tokenizer();
         let thread_stats = Arc::clone(&stats);
         let kv_slots = options.kv_slots;
         let liveness = Liveness::new();
@@ -182,10 +176,7 @@ impl Engine {
         Ok(Self {
             commands: tx,
             shared: Arc::new(Shared {
-                tokenizer,
-                turn_pieces: template.turn_pieces(),
-                template_text: template.fixed_text(),
-                template,
+                chat,
                 stats,
                 max_seq_len,
                 kv_slots,
@@ -212,7 +203,7 @@ impl Engine {
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.shared.tokenizer
+        self.shared.chat.tokenizer()
     }
 
     /// Why the scheduler thread died, or `None` while it runs.
@@ -232,51 +223,26 @@ impl Engine {
         self.shared.kv_slots
     }
 
-    /// Every piece of text the chat template writes around message contents: its default
-    /// system prompt, role headers and special markers ([`ChatTemplate::fixed_text`]), for
-    /// the degenerate-candidate guard.
-    pub fn template_text(&self) -> &[String] {
-        &self.shared.template_text
+    /// The policy's text side: its chat template and tokenizer (conversations into prompt
+    /// tokens, generated tokens into text). The engine itself takes and returns tokens.
+    pub fn chat(&self) -> &ChatFormat {
+        &self.shared.chat
     }
 
-    /// Token ids of a chat, rendered with the model's template, ending where the assistant
-    /// answers.
-    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
-        let text = self.shared.template.render(messages, true)?;
-        Ok(self.shared.tokenizer.encode(&text)?)
-    }
-
-    /// The prompt of the next turn of a conversation, from token ids: `prompt` (a chat
-    /// prompt ending where the assistant answers), the assistant's `reply` tokens as
-    /// generated, then a `user` message and the start of the next answer. Every token of
-    /// `prompt` and `reply` is kept as is (so the prefix cache matches them exactly); only
-    /// the new turn is tokenized. `None` when the template does not render in pieces (see
-    /// [`ChatTemplate::turn_pieces`]): re-render the conversation with [`Self::chat_prompt`].
-    pub fn continue_chat(
-        &self,
-        prompt: &[TokenId],
-        reply: &[TokenId],
-        user: &str,
-    ) -> Result<Option<Vec<TokenId>>, EngineError> {
-        let Some(pieces) = &self.shared.turn_pieces else {
-            return Ok(None);
-        };
-        let turn = format!("{}{user}{}", pieces.after_reply, pieces.after_user);
-        let mut tokens = Vec::with_capacity(prompt.len() + reply.len() + turn.len());
-        tokens.extend_from_slice(prompt);
-        tokens.extend_from_slice(reply);
-        tokens.extend(self.shared.tokenizer.encode(&turn)?);
-        Ok(Some(tokens))
-    }
-
-    /// Token ids of a one-turn question.
+    /// Shorthand for [`ChatFormat::question_prompt`] of [`Self::chat`].
     pub fn question_prompt(&self, question: &str) -> Result<Vec<TokenId>, EngineError> {
-        self.chat_prompt(&[ChatMessage::user(question)])
+        Ok(self.shared.chat.question_prompt(question)?)
     }
 
-    /// Decoded text of a sample, cut at its stop string if one matched.
+    /// Shorthand for [`ChatFormat::chat_prompt`] of [`Self::chat`].
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
+        Ok(self.shared.chat.chat_prompt(messages)?)
+    }
+
+    /// Shorthand for the [`ChatFormat::text_of`] of a sample: its decoded text, cut at its
+    /// stop string if one matched.
     pub fn text_of(&self, sample: &SampleOutput) -> Result<String, EngineError> {
-        text_of(&self.shared.tokenizer, sample)
+        Ok(sample.text_in(&self.shared.chat)?)
     }
 
     /// Counts one more request in flight, or refuses it when the limit is reached.
@@ -417,25 +383,6 @@ impl Engine {
     ) -> Result<ContinuationLogprobs, EngineError> {
         futures::executor::block_on(self.logprobs(prompt, continuation))
     }
-}
-
-/// The decoded text of `sample`, cut at its stop string: the scheduler's own text when a
-/// stop matched (its offset belongs to that text), else one decode of the tokens. An offset
-/// without that text (a sample built elsewhere) is cut at the nearest character boundary at
-/// or below it, never through a character.
-pub fn text_of(tokenizer: &Tokenizer, sample: &SampleOutput) -> Result<String, EngineError> {
-    if let Some(text) = &sample.text {
-        return Ok(text.clone());
-    }
-    let mut text = tokenizer.decode(&sample.tokens)?;
-    if let Some(at) = sample.stop_at {
-        let mut cut = at.min(text.len());
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    Ok(text)
 }
 
 /// Decode logits on the GPU for a device arena with float32 logits, when the sampling kernel

@@ -25,7 +25,7 @@ mod scheduler;
 pub mod self_check;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
-pub use handle::{text_of, Engine, EngineOptions};
+pub use handle::{Engine, EngineOptions};
 pub use kv::{
     available_memory_bytes, check_arena_fits, KvArena, KvDtype, KvPlacement, KvShape, Slot, SlotId,
 };
@@ -61,9 +61,11 @@ pub enum EngineError {
     Sampling(#[from] SamplingError),
     #[error("invalid engine configuration: {0}")]
     InvalidConfig(String),
-    #[error("the sequence needs {tokens} tokens but the context holds {limit} (shorten the prompt, lower --max-new-tokens or raise --max-seq-len)")]
+    /// A prompt plus its `max_new_tokens` needs more tokens than a KV slot holds.
+    #[error("the sequence needs {tokens} tokens but the context holds {limit}")]
     SequenceTooLong { tokens: usize, limit: usize },
-    #[error("--max-seq-len {max_seq_len} is below the model's sliding-window size {window} (genai_config.json sliding_window.window_size): its windowed attention needs the whole window in the KV cache; raise --max-seq-len to at least {window}")]
+    /// The context asked for (`max_seq_len`) is shorter than the graph's attention window.
+    #[error("a context of {max_seq_len} tokens is below the model's sliding-window size {window} (genai_config.json sliding_window.window_size): its windowed attention needs the whole window in the KV cache")]
     BelowSlidingWindow { max_seq_len: usize, window: usize },
     #[error("the policy model failed its load-time self-check: {0}")]
     SelfCheck(String),
@@ -81,7 +83,8 @@ pub enum EngineError {
     Logits(#[from] LogitsError),
     #[error("the engine is overloaded: {pending} requests in flight (limit {limit}); retry later")]
     Overloaded { pending: usize, limit: usize },
-    #[error("a KV arena of {slots} slots x {max_len} tokens needs {} but {} (lower --kv-slots or --max-seq-len)", gib(*bytes), available.map_or_else(|| "the available memory is unknown".to_string(), |a| format!("only {} is available", gib(a))))]
+    /// The KV arena of `slots` slots of `max_len` tokens needs `bytes`, more than is free.
+    #[error("a KV arena of {slots} slots x {max_len} tokens needs {} but {}", gib(*bytes), available.map_or_else(|| "the available memory is unknown".to_string(), |a| format!("only {} is available", gib(a))))]
     KvTooLarge {
         slots: usize,
         max_len: usize,

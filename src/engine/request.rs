@@ -8,7 +8,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use super::sampler::SamplingParams;
 use super::EngineError;
 use crate::liveness::Liveness;
-use crate::model::TokenId;
+use crate::model::{ChatFormat, ModelError, TokenId};
 
 /// A generation request: `n` samples continuing one prompt.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub struct SampleOutput {
     /// Byte offset into the decoded text where a stop string matched, if one did.
     pub stop_at: Option<usize>,
     /// When a stop string matched: the answer's text up to it, from the same incremental
-    /// decode the match was found in (`Engine::text_of` returns it).
+    /// decode the match was found in (`SampleOutput::text_in` returns it).
     pub text: Option<String>,
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
@@ -71,6 +71,12 @@ pub struct SampleOutput {
 impl SampleOutput {
     pub fn logprob_sum(&self) -> f32 {
         self.logprobs.iter().sum()
+    }
+
+    /// The sample's text by the model's [`ChatFormat::text_of`]: its tokens decoded, cut at
+    /// its stop string if one matched.
+    pub fn text_in(&self, chat: &ChatFormat) -> Result<String, ModelError> {
+        chat.text_of(&self.tokens, self.text.as_deref(), self.stop_at)
     }
 }
 

@@ -1,12 +1,15 @@
 //! A model folder on disk: its config, tokenizer, chat template and ONNX graph file.
 //!
-//! This room validates what a folder holds and names what is missing; it does not run
-//! anything (the `engine` owns sessions).
+//! This room validates what a folder holds and names what is missing, and is the policy's
+//! text side (`chat`: conversations into prompt tokens, generated tokens into text); it
+//! does not run anything (the `engine` owns sessions and speaks token ids).
 
+mod chat;
 mod config;
 mod detok;
 mod tokenizer;
 
+pub use chat::{text_of, ChatFormat};
 pub use config::{DecoderConfig, SlidingWindow};
 pub use detok::{find_stop, IncrementalText};
 pub use tokenizer::{ChatMessage, ChatTemplate, TokenId, Tokenizer, TurnPieces};
@@ -19,7 +22,7 @@ pub const DEFAULT_POLICY: &str = "smollm2-135m-instruct";
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model folder {path} does not exist; run `make setup` to export the default model, or pass --model DIR")]
+    #[error("model folder {path} does not exist")]
     MissingFolder { path: PathBuf },
     #[error("model file {path} is missing; re-export the folder (`make setup`)")]
     MissingFile { path: PathBuf },

@@ -149,7 +149,7 @@ async fn response_logprob(
     engine: &Engine,
     (prompt, response): (&str, &str),
 ) -> Result<ResponseLogprob, EngineError> {
-    let prompt_ids = engine.question_prompt(prompt)?;
+    let prompt_ids = engine.chat().question_prompt(prompt)?;
     let response_ids = engine.tokenizer().encode(response)?;
     let out = engine.logprobs(prompt_ids, response_ids).await?;
     Ok(ResponseLogprob {

@@ -50,14 +50,13 @@ pub enum RuntimeError {
     #[error(
         "execution provider {provider} was asked for but this ONNX Runtime build does not have it; \
          run `make gpu-setup` (the onnxruntime-gpu 1.31.1 wheel, CUDA 13, in .venv-gpu; TensorRT \
-         also needs TensorRT 10 and cuDNN 9) and a CUDA driver, or use --device cpu"
+         also needs TensorRT 10 and cuDNN 9) and a CUDA driver"
     )]
     ProviderMissing { provider: &'static str },
     #[error(
         "execution provider {provider} is in this ONNX Runtime build but could not start: \
          {reason}. It needs an NVIDIA driver and the CUDA 13 libraries (cuBLAS 13, cudart 13, \
-         cuRAND 10, cuDNN 9; TensorRT 10 for TensorRT) on LD_LIBRARY_PATH (docs/gpu.md), or use \
-         --device cpu"
+         cuRAND 10, cuDNN 9; TensorRT 10 for TensorRT) on LD_LIBRARY_PATH (docs/gpu.md)"
     )]
     ProviderStart {
         provider: &'static str,

@@ -235,15 +235,15 @@ async fn mutate(
     let samples = state
         .generate(prompt, sampling, params.darwin().mutations)
         .await?;
-    let parent_prompt = engine.question_prompt(parent)?;
+    let parent_prompt = engine.chat().question_prompt(parent)?;
     let mut records = Vec::with_capacity(samples.len());
     let mut prompts = Vec::with_capacity(samples.len());
     for sample in &samples {
-        let raw = engine.text_of(sample)?;
+        let raw = sample.text_in(engine.chat())?;
         let cleaned = match clean_mutation(&raw, sample.finish_reason) {
             Ok(instruction) => {
                 // The variant's own prompt must leave room for an answer.
-                let prompt = engine.question_prompt(&instruction)?;
+                let prompt = engine.chat().question_prompt(&instruction)?;
                 if prompt.len() + 1 > engine.max_seq_len() {
                     Err(MutationDrop::PromptTooLong)
                 } else {

@@ -109,11 +109,13 @@ pub fn check_engine(
 ) -> Result<Result<(), DoesNotFit>, EngineError> {
     let render = |text: &str| {
         engine
+            .chat()
             .chat_prompt(&[ChatMessage::user(text)])
             .map(|t| t.len())
+            .map_err(EngineError::from)
     };
     let prefix = engine.tokenizer().encode(UPDATE_RESPONSE_PREFIX)?.len();
-    let question_prompt = engine.question_prompt(question)?.len();
+    let question_prompt = engine.chat().question_prompt(question)?.len();
     check(
         params.strategy(),
         render,

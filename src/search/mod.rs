@@ -30,7 +30,8 @@ pub use best_of_n::best_of_n;
 pub use darwin::darwin;
 pub use greedy::greedy;
 pub use params::{
-    call_seed, segment_seed, CallRole, DarwinOptions, SearchOptions, SearchParams, Strategy,
+    call_seed, segment_seed, CallRole, DarwinOptions, PeakSetting, SearchOptions, SearchParams,
+    Strategy,
 };
 pub use progress::{events_of, Progress, StepEvent};
 pub use tags::{extract_revised_answer, DropReason};
@@ -57,6 +58,14 @@ pub enum SearchError {
     NothingScored(String),
     #[error("the search does not fit the context: {0}")]
     DoesNotFit(#[from] fit::DoesNotFit),
+}
+
+/// A chat that cannot be rendered or an answer that cannot be decoded (the policy's text
+/// side) fails the search as the engine's model error, as when the engine did the text.
+impl From<crate::model::ModelError> for SearchError {
+    fn from(e: crate::model::ModelError) -> Self {
+        SearchError::Engine(e.into())
+    }
 }
 
 /// Runs the search `params` asks for on `query` (with `reference` for similarity rewards).

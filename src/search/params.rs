@@ -144,6 +144,37 @@ impl Default for SearchOptions {
     }
 }
 
+/// The setting a search's peak sequence count comes from (what a caller names when the
+/// count is too many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeakSetting {
+    /// [`SearchOptions::width`] (greedy's one sequence is counted here too).
+    Width,
+    /// DARWIN's population, [`DarwinOptions::mutations`].
+    Mutations,
+}
+
+impl SearchOptions {
+    /// Sequences one request of this search decodes at once, its peak: greedy one, DARWIN
+    /// its population (`mutations`), Best-of-N and TPO `width`. What the server admits a
+    /// search by and what must fit the engine's KV slots.
+    pub fn peak_sequences(&self) -> usize {
+        match self.strategy {
+            Strategy::Greedy => 1,
+            Strategy::Darwin => self.darwin.mutations,
+            Strategy::BestOfN | Strategy::Tpo => self.width,
+        }
+    }
+
+    /// The setting [`Self::peak_sequences`] comes from.
+    pub fn peak_setting(&self) -> PeakSetting {
+        match self.strategy {
+            Strategy::Darwin => PeakSetting::Mutations,
+            Strategy::Greedy | Strategy::BestOfN | Strategy::Tpo => PeakSetting::Width,
+        }
+    }
+}
+
 /// Validated search settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchParams {
@@ -190,6 +221,12 @@ impl SearchParams {
 
     pub fn darwin(&self) -> DarwinOptions {
         self.options.darwin
+    }
+
+    /// Sequences one request of this search decodes at once (the one peak rule,
+    /// [`SearchOptions::peak_sequences`]).
+    pub fn peak_sequences(&self) -> usize {
+        self.options.peak_sequences()
     }
 
     /// The search's sampler with `seed`, stopping at any of `stop`.
@@ -357,6 +394,30 @@ mod tests {
             }
         }
         assert_ne!(segment_seed(7, 1, 0, 0), segment_seed(8, 1, 0, 0));
+    }
+
+    #[test]
+    fn the_peak_is_one_for_greedy_the_population_for_darwin_and_the_width_otherwise() {
+        let options = |strategy| SearchOptions {
+            strategy,
+            width: 4,
+            darwin: DarwinOptions {
+                mutations: 6,
+                keep: 2,
+                ..DarwinOptions::default()
+            },
+            ..SearchOptions::default()
+        };
+        let peak = |strategy| {
+            let o = options(strategy);
+            let p = SearchParams::new(o.clone()).unwrap();
+            assert_eq!(p.peak_sequences(), o.peak_sequences());
+            (o.peak_sequences(), o.peak_setting())
+        };
+        assert_eq!(peak(Strategy::Greedy), (1, PeakSetting::Width));
+        assert_eq!(peak(Strategy::Darwin), (6, PeakSetting::Mutations));
+        assert_eq!(peak(Strategy::BestOfN), (4, PeakSetting::Width));
+        assert_eq!(peak(Strategy::Tpo), (4, PeakSetting::Width));
     }
 
     #[test]

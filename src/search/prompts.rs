@@ -128,7 +128,7 @@ pub fn loss_prompt(
         LOSS_TEMPLATE,
         &[("query", query), ("chosen", chosen), ("rejected", rejected)],
     );
-    engine.chat_prompt(&[ChatMessage::user(text)])
+    Ok(engine.chat().chat_prompt(&[ChatMessage::user(text)])?)
 }
 
 /// The textual-gradient prompt's tokens.
@@ -142,7 +142,7 @@ pub fn gradient_prompt(
         GRADIENT_TEMPLATE,
         &[("query", query), ("chosen", chosen), ("critique", critique)],
     );
-    engine.chat_prompt(&[ChatMessage::user(text)])
+    Ok(engine.chat().chat_prompt(&[ChatMessage::user(text)])?)
 }
 
 /// The update prompt's tokens, ending with the assistant's [`UPDATE_RESPONSE_PREFIX`].
@@ -160,7 +160,7 @@ pub fn update_prompt(
             ("suggestions", suggestions),
         ],
     );
-    let mut tokens = engine.chat_prompt(&[ChatMessage::user(text)])?;
+    let mut tokens = engine.chat().chat_prompt(&[ChatMessage::user(text)])?;
     tokens.extend(engine.tokenizer().encode(UPDATE_RESPONSE_PREFIX)?);
     Ok(tokens)
 }
@@ -186,7 +186,7 @@ impl StepConversation {
             &[("query", query), ("chosen", chosen), ("rejected", rejected)],
         );
         let messages = vec![ChatMessage::user(text)];
-        let prompt = engine.chat_prompt(&messages)?;
+        let prompt = engine.chat().chat_prompt(&messages)?;
         Ok(Self { messages, prompt })
     }
 
@@ -217,9 +217,12 @@ impl StepConversation {
     ) -> Result<(), EngineError> {
         self.messages.push(ChatMessage::assistant(reply.text));
         self.messages.push(ChatMessage::user(user));
-        self.prompt = match engine.continue_chat(&self.prompt, reply.tokens, user)? {
+        self.prompt = match engine
+            .chat()
+            .continue_chat(&self.prompt, reply.tokens, user)?
+        {
             Some(tokens) => tokens,
-            None => engine.chat_prompt(&self.messages)?,
+            None => engine.chat().chat_prompt(&self.messages)?,
         };
         Ok(())
     }
@@ -234,7 +237,7 @@ pub struct Reply<'a> {
 /// The mutation prompt's tokens, ending with the assistant's [`MUTATION_RESPONSE_PREFIX`].
 pub fn mutation_prompt(engine: &Engine, instruction: &str) -> Result<Vec<TokenId>, EngineError> {
     let text = fill(MUTATION_TEMPLATE, &[("instruction", instruction)]);
-    let mut tokens = engine.chat_prompt(&[ChatMessage::user(text)])?;
+    let mut tokens = engine.chat().chat_prompt(&[ChatMessage::user(text)])?;
     tokens.extend(engine.tokenizer().encode(MUTATION_RESPONSE_PREFIX)?);
     Ok(tokens)
 }

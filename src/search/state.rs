@@ -46,7 +46,7 @@ impl<'a> SearchState<'a> {
             rewards,
             query,
             reference,
-            guard: Guard::new(engine.template_text()),
+            guard: Guard::new(engine.chat().template_text()),
             log: CandidateLog::default(),
             totals: Totals::default(),
             started: Instant::now(),
@@ -146,7 +146,7 @@ impl<'a> SearchState<'a> {
 
     /// Text of a sample, trimmed.
     pub fn text(&self, sample: &SampleOutput) -> Result<String, SearchError> {
-        Ok(self.engine.text_of(sample)?.trim().to_string())
+        Ok(sample.text_in(self.engine.chat())?.trim().to_string())
     }
 
     /// An unscored candidate for `sample` with the next free id (`offset` places it after
@@ -252,7 +252,7 @@ impl<'a> SearchState<'a> {
         n: usize,
         origin: Origin,
     ) -> Result<Outcome, SearchError> {
-        let prompt = self.engine.question_prompt(self.query)?;
+        let prompt = self.engine.chat().question_prompt(self.query)?;
         let samples = self.generate(prompt, sampling.clone(), n).await?;
         let mut candidates = Vec::with_capacity(samples.len());
         for (offset, sample) in samples.iter().enumerate() {

@@ -84,7 +84,7 @@ async fn run_step(
     let mut candidates = Vec::with_capacity(samples.len());
     for (offset, sample) in samples.iter().enumerate() {
         // Untrimmed: the tag rules see exactly what followed the prompt's opening tag.
-        let raw = state.engine.text_of(sample)?;
+        let raw = sample.text_in(state.engine.chat())?;
         let parsed = tags::extract_revised_answer(&prompts::update_output(&raw));
         let mut c = state.candidate(
             offset,

@@ -276,10 +276,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An engine error in the API's words: the engine states facts (limits and values); the
+/// advice here names request fields (`max_tokens`, `messages`), never a CLI flag.
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match &e {
-            EngineError::SequenceTooLong { .. } => ApiError::invalid("max_tokens", e.to_string()),
+            EngineError::SequenceTooLong { .. } => ApiError::invalid(
+                "max_tokens",
+                format!("{e}; shorten the messages or lower max_tokens"),
+            ),
             EngineError::EmptyPrompt => ApiError::invalid("messages", e.to_string()),
             EngineError::InvalidSampleCount { .. } => ApiError::invalid("n", e.to_string()),
             EngineError::Sampling(_) => ApiError::bad_body(e.to_string()),
@@ -312,5 +317,54 @@ impl From<SearchError> for ApiError {
             SearchError::Reward(e) => e.into(),
             other => ApiError::internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same failure the CLI advises on with flags (`--max-new-tokens`, `--max-seq-len`)
+    /// reaches an API client naming its request fields instead.
+    #[test]
+    fn a_sequence_too_long_names_request_fields_not_flags() {
+        let e = ApiError::from(EngineError::SequenceTooLong {
+            tokens: 40,
+            limit: 16,
+        });
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.param.as_deref(), Some("max_tokens"));
+        assert!(e.message.contains("context holds 16"), "{}", e.message);
+        assert!(e.message.contains("lower max_tokens"), "{}", e.message);
+        assert!(!e.message.contains("--"), "{}", e.message);
+    }
+
+    /// No engine error's message names a CLI flag on its way to a client.
+    #[test]
+    fn engine_errors_reach_clients_without_cli_flags() {
+        for e in [
+            EngineError::BelowSlidingWindow {
+                max_seq_len: 256,
+                window: 512,
+            },
+            EngineError::KvTooLarge {
+                slots: 64,
+                max_len: 2048,
+                bytes: 1 << 40,
+                available: None,
+            },
+            EngineError::SequenceTooLong {
+                tokens: 9,
+                limit: 8,
+            },
+        ] {
+            let api = ApiError::from(e);
+            assert!(!api.message.contains("--"), "{}", api.message);
+        }
+        let search = ApiError::from(SearchError::Engine(EngineError::SequenceTooLong {
+            tokens: 9,
+            limit: 8,
+        }));
+        assert!(!search.message.contains("--"), "{}", search.message);
     }
 }

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::Stream;
-use serde_json::json;
 
-use crate::engine::{GenerateRequest, GenerationEvent, SampleOutput};
+use crate::engine::{EngineError, GenerateRequest, GenerationEvent, SampleOutput};
 
 use super::admission::Ticket;
 use super::error::ApiError;
 use super::metrics;
 use super::schema::{
-    ChatChoice, ChatCompletion, ChatMessageOut, ChoiceLogprobs, Completion, CompletionChoice,
-    TokenLogprob, TopLogprob, Usage,
+    ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, ChatMessageOut, ChoiceLogprobs,
+    ChunkDelta, Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, TokenLogprob,
+    TopLogprob, Usage,
 };
 use super::stream::{chunk_id, data_event, done_event, error_event, unix_now, Frame};
 use super::text::{token_text, TextStream};
@@ -100,7 +100,10 @@ pub async fn complete(
     let mut texts = Vec::with_capacity(samples.len());
     for s in &samples {
         record_latencies(s);
-        texts.push(state.app.engine.text_of(s)?);
+        texts.push(
+            s.text_in(state.app.engine.chat())
+                .map_err(EngineError::from)?,
+        );
     }
     let body = match shape {
         Shape::Chat => serde_json::to_value(ChatCompletion {
@@ -178,28 +181,40 @@ pub fn stream(
         let id = chunk_id(if shape == Shape::Chat { "chatcmpl" } else { "cmpl" });
         let created = unix_now();
         let object = if shape == Shape::Chat { "chat.completion.chunk" } else { "text_completion" };
-        let chunk = |index: usize, content: Option<&str>, role: bool, logprobs: Option<serde_json::Value>, finish: Option<&str>| {
+        let chunk = |index: usize, content: Option<&str>, role: bool, logprobs: Option<ChoiceLogprobs>, finish: Option<&str>| {
             match shape {
-                Shape::Chat => {
-                    let mut delta = serde_json::Map::new();
-                    if role {
-                        delta.insert("role".into(), json!("assistant"));
-                    }
-                    if let Some(c) = content {
-                        delta.insert("content".into(), json!(c));
-                    }
-                    json!({"id": id, "object": object, "created": created, "model": model,
-                        "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                        "finish_reason": finish}]})
-                }
-                Shape::Completion => json!({"id": id, "object": object, "created": created,
-                    "model": model, "choices": [{"index": index, "text": content.unwrap_or(""),
-                    "logprobs": null, "finish_reason": finish}]}),
+                Shape::Chat => data_event(&ChatChunk {
+                    id: &id,
+                    object,
+                    created,
+                    model: &model,
+                    choices: vec![ChatChunkChoice {
+                        index,
+                        delta: ChunkDelta { role: role.then_some("assistant"), content },
+                        logprobs,
+                        finish_reason: finish,
+                    }],
+                    usage: None,
+                    tpo: None,
+                }),
+                Shape::Completion => data_event(&CompletionChunk {
+                    id: &id,
+                    object,
+                    created,
+                    model: &model,
+                    choices: vec![CompletionChunkChoice {
+                        index,
+                        text: content.unwrap_or(""),
+                        logprobs: None,
+                        finish_reason: finish,
+                    }],
+                    usage: None,
+                }),
             }
         };
         if shape == Shape::Chat {
             for index in 0..n {
-                yield Ok(data_event(&chunk(index, Some(""), true, None, None)));
+                yield Ok(chunk(index, Some(""), true, None, None));
             }
         }
         let mut texts: Vec<TextStream> = (0..n).map(|_| TextStream::new(&stop)).collect();
@@ -226,24 +241,24 @@ pub fn stream(
                     completion_tokens += 1;
                     let Some(text) = texts.get_mut(index) else { continue };
                     let piece = text.push(state.app.engine.tokenizer(), token);
-                    let logprobs = want_logprobs.then(|| {
-                        json!({"content": [logprob_entry(&state, token, logprob, &top)]})
+                    let logprobs = want_logprobs.then(|| ChoiceLogprobs {
+                        content: vec![logprob_entry(&state, token, logprob, &top)],
                     });
                     if !piece.is_empty() || logprobs.is_some() {
-                        yield Ok(data_event(&chunk(index, Some(&piece), false, logprobs, None)));
+                        yield Ok(chunk(index, Some(&piece), false, logprobs, None));
                     }
                 }
                 GenerationEvent::Finished(sample) => {
                     finished += 1;
-                    let final_text = state.app.engine.text_of(&sample).unwrap_or_default();
+                    let final_text = sample.text_in(state.app.engine.chat()).unwrap_or_default();
                     let rest = texts
                         .get_mut(sample.index)
                         .map(|t| t.finish(&final_text))
                         .unwrap_or_default();
                     if !rest.is_empty() {
-                        yield Ok(data_event(&chunk(sample.index, Some(&rest), false, None, None)));
+                        yield Ok(chunk(sample.index, Some(&rest), false, None, None));
                     }
-                    yield Ok(data_event(&chunk(sample.index, None, false, None, Some(finish_reason(&sample)))));
+                    yield Ok(chunk(sample.index, None, false, None, Some(finish_reason(&sample))));
                 }
                 GenerationEvent::Failed(e) => {
                     let e = ApiError::from(e);
@@ -256,8 +271,25 @@ pub fn stream(
         metrics::tokens(prompt_tokens, completion_tokens);
         if include_usage && failed.is_none() {
             let usage = Usage::new(prompt_tokens, completion_tokens);
-            yield Ok(data_event(&json!({"id": id, "object": object, "created": created,
-                "model": model, "choices": [], "usage": usage})));
+            yield Ok(match shape {
+                Shape::Chat => data_event(&ChatChunk {
+                    id: &id,
+                    object,
+                    created,
+                    model: &model,
+                    choices: Vec::new(),
+                    usage: Some(usage),
+                    tpo: None,
+                }),
+                Shape::Completion => data_event(&CompletionChunk {
+                    id: &id,
+                    object,
+                    created,
+                    model: &model,
+                    choices: Vec::new(),
+                    usage: Some(usage),
+                }),
+            });
         }
         metrics::request_done(shape.endpoint(), failed.unwrap_or(200), started.elapsed().as_secs_f64());
         yield Ok(done_event());

@@ -583,11 +583,7 @@ fn injected_fault(state: &ServerState, headers: &HeaderMap) -> Option<InjectedFa
 fn cost_of(job: &Job) -> usize {
     match job {
         Job::Generate(g) => g.n,
-        Job::Search(s) => match s.params.strategy() {
-            crate::search::Strategy::Darwin => s.params.darwin().mutations,
-            crate::search::Strategy::Greedy => 1,
-            _ => s.params.width(),
-        },
+        Job::Search(s) => s.params.peak_sequences(),
     }
 }
 

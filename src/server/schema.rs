@@ -416,3 +416,181 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// One streamed chat event (`chat.completion.chunk`): a delta per choice, or `choices: []`
+/// with the usage or a search's progress. Its fields serialize in the order OpenAI's
+/// chunks have them; absent `usage` and `tpo` are left out.
+#[derive(Debug, Serialize)]
+pub struct ChatChunk<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<ChatChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// A search's step (progress chunks) or its summary (the last delta chunk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpo: Option<ChunkTpo>,
+}
+
+/// The `tpo` object of a streamed search chunk.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ChunkTpo {
+    Progress(SearchProgress),
+    Summary(SearchSummary),
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatChunkChoice<'a> {
+    pub index: usize,
+    pub delta: ChunkDelta<'a>,
+    pub logprobs: Option<ChoiceLogprobs>,
+    pub finish_reason: Option<&'a str>,
+}
+
+/// What a chat chunk adds to its choice: the role (first chunk) and a piece of content
+/// (`{}` on the finishing chunk).
+#[derive(Debug, Default, Serialize)]
+pub struct ChunkDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+}
+
+/// One streamed legacy completion event (`text_completion`).
+#[derive(Debug, Serialize)]
+pub struct CompletionChunk<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<CompletionChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CompletionChunkChoice<'a> {
+    pub index: usize,
+    pub text: &'a str,
+    /// Always `null`: legacy completions have no logprobs here.
+    pub logprobs: Option<Value>,
+    pub finish_reason: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn text(chunk: &impl Serialize) -> String {
+        serde_json::to_value(chunk).unwrap().to_string()
+    }
+
+    /// The typed chunks print byte for byte as the `json!` chunks they replace did: the
+    /// same fields in the same order, the same nulls, the same floats.
+    #[test]
+    fn typed_chunks_print_as_the_json_chunks_did() {
+        let (id, model, created) = ("chatcmpl-1", "m", 7u64);
+        let choice = |delta, logprobs, finish| ChatChunk {
+            id,
+            object: "chat.completion.chunk",
+            created,
+            model,
+            choices: vec![ChatChunkChoice {
+                index: 1,
+                delta,
+                logprobs,
+                finish_reason: finish,
+            }],
+            usage: None,
+            tpo: None,
+        };
+        let first = choice(
+            ChunkDelta {
+                role: Some("assistant"),
+                content: Some(""),
+            },
+            None,
+            None,
+        );
+        assert_eq!(
+            text(&first),
+            json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [{"index": 1,
+                "delta": {"role": "assistant", "content": ""}, "logprobs": null,
+                "finish_reason": null}]})
+            .to_string()
+        );
+        let entry = TokenLogprob {
+            token: "a".into(),
+            logprob: -0.1,
+            bytes: vec![97],
+            top_logprobs: vec![TopLogprob {
+                token: "b".into(),
+                logprob: -2.3,
+                bytes: vec![98],
+            }],
+        };
+        let piece = choice(
+            ChunkDelta {
+                role: None,
+                content: Some("a"),
+            },
+            Some(ChoiceLogprobs {
+                content: vec![entry.clone()],
+            }),
+            None,
+        );
+        assert_eq!(
+            text(&piece),
+            json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [{"index": 1, "delta": {"content": "a"},
+                "logprobs": json!({"content": [entry]}), "finish_reason": null}]})
+            .to_string()
+        );
+        let last = choice(ChunkDelta::default(), None, Some("stop"));
+        assert_eq!(
+            text(&last),
+            json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [{"index": 1, "delta": {}, "logprobs": null,
+                "finish_reason": "stop"}]})
+            .to_string()
+        );
+        let usage = ChatChunk {
+            choices: Vec::new(),
+            usage: Some(Usage::new(3, 4)),
+            ..choice(ChunkDelta::default(), None, None)
+        };
+        assert_eq!(
+            text(&usage),
+            json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [], "usage": Usage::new(3, 4)})
+            .to_string()
+        );
+        let completion = CompletionChunk {
+            id,
+            object: "text_completion",
+            created,
+            model,
+            choices: vec![CompletionChunkChoice {
+                index: 0,
+                text: "hi",
+                logprobs: None,
+                finish_reason: None,
+            }],
+            usage: None,
+        };
+        assert_eq!(
+            text(&completion),
+            json!({"id": id, "object": "text_completion", "created": created,
+                "model": model, "choices": [{"index": 0, "text": "hi",
+                "logprobs": null, "finish_reason": null}]})
+            .to_string()
+        );
+    }
+}

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::Stream;
-use serde_json::json;
 
 use crate::reward::RewardService;
 use crate::search::{self, StepEvent, Trace};
@@ -19,7 +18,8 @@ use super::admission::Ticket;
 use super::error::ApiError;
 use super::metrics;
 use super::schema::{
-    ChatChoice, ChatCompletion, ChatMessageOut, SearchProgress, SearchSummary, Usage,
+    ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, ChatMessageOut, ChunkDelta, ChunkTpo,
+    SearchProgress, SearchSummary, Usage,
 };
 use super::stream::{chunk_id, data_event, done_event, error_event, unix_now, Frame};
 use super::validate::SearchJob;
@@ -134,13 +134,16 @@ pub fn stream(
         let _ticket = ticket;
         let id = chunk_id("chatcmpl");
         let created = unix_now();
-        let base = |extra: serde_json::Value| {
-            let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": []});
-            if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
-                obj.extend(more);
-            }
-            v
+        let chunk = |choices: Vec<ChatChunkChoice<'_>>, usage: Option<Usage>, tpo: Option<ChunkTpo>| {
+            data_event(&ChatChunk {
+                id: &id,
+                object: "chat.completion.chunk",
+                created,
+                model: &model,
+                choices,
+                usage,
+                tpo,
+            })
         };
         let rewards = match rewards(&state, &job) {
             Ok(r) => r.clone(),
@@ -169,29 +172,30 @@ pub fn stream(
                 result = &mut run => Ok(result),
             };
             match next {
-                Err(event) => yield Ok(data_event(&base(json!({"tpo": progress(event)})))),
+                Err(event) => yield Ok(chunk(Vec::new(), None, Some(ChunkTpo::Progress(progress(event))))),
                 Ok(result) => break result,
             }
         };
         while let Ok(event) = rx.try_recv() {
-            yield Ok(data_event(&base(json!({"tpo": progress(event)}))));
+            yield Ok(chunk(Vec::new(), None, Some(ChunkTpo::Progress(progress(event)))));
         }
         match result {
             Ok(trace) => {
                 record(&job, &trace);
-                let delta = |d: serde_json::Value, finish: Option<&str>| {
-                    base(json!({"choices": [{"index": 0, "delta": d, "logprobs": null,
-                        "finish_reason": finish}]}))
+                let delta = |role, content, finish| {
+                    vec![ChatChunkChoice {
+                        index: 0,
+                        delta: ChunkDelta { role, content },
+                        logprobs: None,
+                        finish_reason: finish,
+                    }]
                 };
-                yield Ok(data_event(&delta(json!({"role": "assistant", "content": ""}), None)));
-                yield Ok(data_event(&delta(json!({"content": trace.final_answer}), None)));
-                let mut last = delta(json!({}), Some("stop"));
-                if let Some(obj) = last.as_object_mut() {
-                    obj.insert("tpo".into(), json!(summary(&job, &trace)));
-                }
-                yield Ok(data_event(&last));
+                yield Ok(chunk(delta(Some("assistant"), Some(""), None), None, None));
+                yield Ok(chunk(delta(None, Some(&trace.final_answer), None), None, None));
+                let summary = ChunkTpo::Summary(summary(&job, &trace));
+                yield Ok(chunk(delta(None, None, Some("stop")), None, Some(summary)));
                 if job.include_usage {
-                    yield Ok(data_event(&base(json!({"usage": usage(&trace)}))));
+                    yield Ok(chunk(Vec::new(), Some(usage(&trace)), None));
                 }
                 metrics::request_done("chat", 200, started.elapsed().as_secs_f64());
             }

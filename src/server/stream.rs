@@ -32,8 +32,14 @@ fn frame(data: String) -> Frame {
     }
 }
 
-pub fn data_event(value: &serde_json::Value) -> Frame {
-    frame(value.to_string())
+/// The event of one chunk. It goes through a JSON value (as the chunks built with `json!`
+/// did), so its floats print as that value prints them.
+pub fn data_event(chunk: &impl serde::Serialize) -> Frame {
+    frame(
+        serde_json::to_value(chunk)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| "{}".into()),
+    )
 }
 
 pub fn error_event(error: &ApiError) -> Frame {

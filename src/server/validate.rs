@@ -5,7 +5,9 @@ use serde_json::Value;
 
 use crate::engine::{Engine, EngineError, SamplingOptions, SamplingParams, MAX_STOP_BYTES};
 use crate::model::{ChatMessage, TokenId, Tokenizer};
-use crate::search::{fit, prompts, DarwinOptions, SearchOptions, SearchParams, Strategy};
+use crate::search::{
+    fit, prompts, DarwinOptions, PeakSetting, SearchOptions, SearchParams, Strategy,
+};
 
 use super::error::ApiError;
 use super::schema::{
@@ -45,7 +47,7 @@ impl Policy for Engine {
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
-        Engine::chat_prompt(self, messages)
+        Ok(self.chat().chat_prompt(messages)?)
     }
 
     fn tokenizer(&self) -> &Tokenizer {
@@ -577,11 +579,11 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
         }
     }
     let slots = limits.engine.kv_slots();
-    let (field, fan_out) = match strategy {
-        Strategy::Greedy => ("tpo.width", 1),
-        Strategy::Darwin => ("tpo.mutations", options.darwin.mutations),
-        Strategy::BestOfN | Strategy::Tpo => ("tpo.width", options.width),
+    let field = match options.peak_setting() {
+        PeakSetting::Width => "tpo.width",
+        PeakSetting::Mutations => "tpo.mutations",
     };
+    let fan_out = options.peak_sequences();
     if fan_out == 0 || fan_out > slots {
         return Err(ApiError::invalid(
             field,
