@@ -28,13 +28,13 @@ const ROOMS: &[(&str, u32)] = &[
     ("engine", 4),
     ("reward", 5),
     ("search", 6),
-    ("dataset", 6),
-    ("paths", 7),
-    ("app", 8),
-    ("viewer", 9),
-    ("bench", 9),
-    ("server", 10),
-    ("cli", 11),
+    ("dataset", 7),
+    ("paths", 8),
+    ("app", 9),
+    ("viewer", 10),
+    ("bench", 10),
+    ("server", 11),
+    ("cli", 12),
 ];
 
 fn rank(room: &str) -> Option<u32> {
@@ -691,7 +691,7 @@ mod checker {
                 "fn a() {}\n#[cfg(test)]\nmod tests {\n    use super::super::driver_status;\n    use super::super::super::search::Trace;\n}\nuse super::super::app;\n",
             ),
             // Same rank, different rooms.
-            ("search/x.rs", "use crate::dataset::Row;\n"),
+            ("viewer/x.rs", "use crate::bench::stats;\n"),
             // The binary sees the library as `tpo_engine`; the CLI may use everything.
             ("main.rs", "use tpo_engine::server::serve;\n"),
             ("cli/x.rs", "use tpo_engine::gpu;\n"),
@@ -716,7 +716,7 @@ mod checker {
                     "super::super::super::search".into()
                 ),
                 ("src/gpu/path.rs".into(), 7, "super::super::app".into()),
-                ("src/search/x.rs".into(), 1, "crate::dataset".into()),
+                ("src/viewer/x.rs".into(), 1, "crate::bench".into()),
             ]
         );
     }

@@ -1,7 +1,14 @@
-//! Benchmark machinery shared by `tpo bench`: statistics over repeated runs, peer engines
-//! driven side by side with ours, the machine's memory-bandwidth ceiling, and PNG plots.
-//! The CLI (`src/cli/bench*.rs`) parses flags, calls these and prints.
+//! Everything `tpo bench …` does, as library code: each bench takes a typed options struct
+//! and returns a typed report (or a [`BenchError`]). The CLI (`src/cli/bench*.rs`) only
+//! parses flags into those options, calls one function here and prints the report; the
+//! benches never parse flags.
 //!
+//! - [`engine`]: continuous batching against one request at a time (`tpo bench engine`);
+//! - [`score`]: `tpo score`'s job against a batch-1 Python loop (`tpo bench score`);
+//! - [`search`]: N searches at once against one after another (`tpo bench search`);
+//! - [`quality`]: rewards and best-so-far curves over saved traces (`tpo bench quality`);
+//! - [`serve`]: a load generator for OpenAI-compatible servers (`tpo bench serve`);
+//! - [`peers`]: ours against llama.cpp and onnxruntime-genai (`tpo bench peers`);
 //! - [`stats`]: medians and spreads of interleaved rounds;
 //! - [`peer`]: a peer engine (llama.cpp, onnxruntime-genai) as a long-lived worker process
 //!   speaking JSON lines (`benches/peers/`), fed the same token ids as our engine;
@@ -10,10 +17,18 @@
 //! - [`plot`]: line charts (throughput or latency against concurrency), one line per engine.
 
 pub mod bandwidth;
+pub mod engine;
 pub mod kernels;
 pub mod peer;
+pub mod peers;
 pub mod plot;
+pub mod quality;
+pub mod score;
+pub mod search;
+pub mod serve;
 pub mod stats;
+
+use std::path::PathBuf;
 
 /// Why a benchmark could not run (a slow result is a number, never one of these).
 #[derive(Debug, thiserror::Error)]
@@ -33,4 +48,62 @@ pub enum BenchError {
     },
     #[error("no usable TrueType font for the plot; searched {searched}. Pass --font FILE.ttf (e.g. after `apt-get install fonts-dejavu-core`)")]
     NoFont { searched: String },
+    /// A failure of the library under the bench (loading a model, a search, scoring).
+    #[error(transparent)]
+    Lib(#[from] crate::Error),
+    #[error(transparent)]
+    Serve(#[from] serve::BenchServeError),
+    /// Options that do not make a run (the message names the flag).
+    #[error("{0}")]
+    Options(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file the bench reads (queries, traces) that does not say what it should.
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{phase} phase, search {index} ({query:?}): {source}")]
+    Search {
+        phase: &'static str,
+        index: usize,
+        query: String,
+        source: crate::search::SearchError,
+    },
+    #[error("drawing the plot {path}: {reason}")]
+    DrawPlot { path: PathBuf, reason: String },
+}
+
+impl From<crate::runtime::RuntimeError> for BenchError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        BenchError::Lib(e.into())
+    }
+}
+
+impl From<crate::engine::EngineError> for BenchError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        BenchError::Lib(e.into())
+    }
+}
+
+impl From<crate::search::SearchError> for BenchError {
+    fn from(e: crate::search::SearchError) -> Self {
+        BenchError::Lib(e.into())
+    }
+}
+
+impl From<crate::dataset::DatasetError> for BenchError {
+    fn from(e: crate::dataset::DatasetError) -> Self {
+        BenchError::Lib(e.into())
+    }
+}
+
+impl From<crate::reward::RewardError> for BenchError {
+    fn from(e: crate::reward::RewardError) -> Self {
+        BenchError::Lib(e.into())
+    }
 }

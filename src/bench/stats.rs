@@ -22,20 +22,10 @@ impl Summary {
         v.sort_by(f64::total_cmp);
         Some(Summary {
             rounds: v.len(),
-            median: median_sorted(&v),
+            median: crate::dataset::summary::median(&mut v)?,
             min: v[0],
             max: v[v.len() - 1],
         })
-    }
-}
-
-/// The median of sorted values (the mean of the middle two for an even count).
-fn median_sorted(v: &[f64]) -> f64 {
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

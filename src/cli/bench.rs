@@ -1,23 +1,15 @@
-//! `tpo bench`: benchmarks that print ratios measured side by side in one run.
-//!
-//! `tpo bench engine`: for each concurrency C, C requests submitted at once versus the same
-//! C requests run one after another on the same engine; aggregate decode tokens/s of each,
-//! their ratio, and the share of decode-step time spent outside ONNX Runtime's `run`.
-//! `tpo bench score`: see `bench_score`. `tpo bench search`: see `bench_search`.
-//! `tpo bench quality`: see `bench_quality`. `tpo bench serve`: see `bench_serve`.
-//! `tpo bench peers` / `tpo bench --peers`: see `bench_peers`. `tpo bench kernels`: see
-//! `bench_kernels`.
+//! `tpo bench`: benchmarks that print ratios measured side by side in one run. Each
+//! subcommand's flags are parsed here or in its `bench_*` file and handed to one function
+//! of [`tpo_engine::bench`], whose report is printed here; the benches themselves (and
+//! `tpo bench engine`'s, [`tpo_engine::bench::engine`]) are library code.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
-use tpo_engine::engine::{Engine, EngineError, GenerateRequest, SamplingOptions, SamplingParams};
+use tpo_engine::bench::engine::EngineBenchOptions;
+use tpo_engine::bench::BenchError;
+use tpo_engine::engine::EngineError;
 
-use super::ModelArgs;
-
-// Declared here rather than in `cli/mod.rs`: it is only ever a `tpo bench` subcommand.
-#[path = "bench_serve/mod.rs"]
-pub(super) mod bench_serve;
+use super::{bench_serve, ModelArgs};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_required = false)]
@@ -89,25 +81,6 @@ struct EngineBenchArgs {
     json: Option<std::path::PathBuf>,
 }
 
-const QUESTIONS: &[&str] = &[
-    "Explain how a rainbow forms.",
-    "Write a short poem about the ocean.",
-    "What are three benefits of regular exercise?",
-    "Describe the water cycle.",
-    "Give me a recipe for pancakes.",
-    "Why do cats purr?",
-    "Summarize the plot of Romeo and Juliet.",
-    "How does a bicycle stay upright?",
-    "What is photosynthesis?",
-    "List some tips for a job interview.",
-    "Explain what a computer program is to a child.",
-    "What causes the seasons on Earth?",
-    "Write a haiku about mountains.",
-    "How do airplanes fly?",
-    "What is the difference between weather and climate?",
-    "Tell me a fun fact about octopuses.",
-];
-
 pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
     let Some(what) = args.what else {
         if args.peers {
@@ -129,132 +102,33 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, tpo_engine::Error> {
     }
 }
 
-#[derive(Debug, serde::Serialize)]
-struct LevelResult {
-    concurrency: usize,
-    tokens: usize,
-    batched_seconds: f64,
-    batched_tokens_per_second: f64,
-    sequential_seconds: f64,
-    sequential_tokens_per_second: f64,
-    speedup: f64,
-    mean_decode_batch: f64,
-    decode_step_ms: f64,
-    our_share_of_decode_step: f64,
-    sampling_share_of_decode_step: f64,
-}
-
-fn requests(
-    engine: &Engine,
-    count: usize,
-    max_new_tokens: usize,
-) -> Result<Vec<GenerateRequest>, EngineError> {
-    (0..count)
-        .map(|i| {
-            let params = SamplingParams::new(SamplingOptions {
-                temperature: 0.7,
-                top_p: 0.95,
-                max_new_tokens,
-                seed: Some(i as u64),
-                ignore_eos: true,
-                ..SamplingOptions::default()
-            })?;
-            let prompt = engine.question_prompt(QUESTIONS[i % QUESTIONS.len()])?;
-            Ok(GenerateRequest::new(prompt, params))
-        })
-        .collect()
-}
-
 fn engine_bench(args: EngineBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
-    let max_level = args.concurrency.iter().copied().max().unwrap_or(1);
-    if args.concurrency.contains(&0) || args.max_new_tokens == 0 {
-        return Err(EngineError::InvalidConfig(
-            "concurrency levels and --max-new-tokens must be positive".into(),
-        )
-        .into());
-    }
-    if (args.model.kv_slots as usize) < max_level {
-        return Err(EngineError::InvalidConfig(format!(
-            "--kv-slots {} is below the highest concurrency {max_level}; raise it so the batch is not capped",
-            args.model.kv_slots
-        ))
-        .into());
-    }
-    let engine = args.model.start_engine()?;
-    // Warm up: first runs pay for page faults in the arena and ORT's allocations.
-    engine.generate_blocking(requests(&engine, 1, 8)?.remove(0))?;
-
-    eprintln!(
-        "engine bench: {} new tokens per request, levels {:?}, {} threads",
-        args.max_new_tokens, args.concurrency, args.model.threads
-    );
-    let mut results = Vec::new();
-    for &c in &args.concurrency {
-        let work = requests(&engine, c, args.max_new_tokens)?;
-        let tokens = c * args.max_new_tokens;
-
-        let before = engine.stats().snapshot();
-        let started = Instant::now();
-        let streams = work
-            .iter()
-            .cloned()
-            .map(|r| engine.submit(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        for s in streams {
-            futures::executor::block_on(s.collect())?;
+    let options = EngineBenchOptions {
+        app: args
+            .model
+            .app_options(&[], tpo_engine::reward::DEFAULT_BATCH_TOKENS)?,
+        concurrency: args.concurrency,
+        max_new_tokens: args.max_new_tokens,
+    };
+    report((|| -> Result<ExitCode, BenchError> {
+        let results = tpo_engine::bench::engine::run(&options)?;
+        print!("{}", tpo_engine::bench::engine::table(&results));
+        if let Some(path) = &args.json {
+            tpo_engine::bench::engine::write_json(path, &results)?;
         }
-        let batched = started.elapsed().as_secs_f64();
-        let after = engine.stats().snapshot();
+        Ok(ExitCode::SUCCESS)
+    })())
+}
 
-        let started = Instant::now();
-        for r in work {
-            engine.generate_blocking(r)?;
+/// A bench's outcome as the command's: a failure of the library is returned (`main` prints
+/// it), any other failure of the bench is printed here and exits 1.
+pub(super) fn report(result: Result<ExitCode, BenchError>) -> Result<ExitCode, tpo_engine::Error> {
+    match result {
+        Ok(code) => Ok(code),
+        Err(BenchError::Lib(e)) => Err(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
         }
-        let sequential = started.elapsed().as_secs_f64();
-
-        let delta = after.since(&before);
-        let steps = delta.steps.max(1);
-        let nanos = delta.nanos.max(1);
-        let result = LevelResult {
-            concurrency: c,
-            tokens,
-            batched_seconds: batched,
-            batched_tokens_per_second: tokens as f64 / batched,
-            sequential_seconds: sequential,
-            sequential_tokens_per_second: tokens as f64 / sequential,
-            speedup: sequential / batched,
-            mean_decode_batch: delta.mean_decode_batch(),
-            decode_step_ms: nanos as f64 / steps as f64 / 1e6,
-            sampling_share_of_decode_step: delta.sample_nanos as f64 / nanos as f64,
-            our_share_of_decode_step: 1.0 - delta.ort_nanos as f64 / nanos as f64,
-        };
-        eprintln!(
-            "  C={c}: batched {:.1} tok/s, sequential {:.1} tok/s, x{:.2}",
-            result.batched_tokens_per_second, result.sequential_tokens_per_second, result.speedup
-        );
-        results.push(result);
     }
-
-    println!("| concurrency | batched tok/s | sequential tok/s | speed-up | mean decode batch | decode step ms | our code share of step | of which sampling |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &results {
-        println!(
-            "| {} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.1}% | {:.1}% |",
-            r.concurrency,
-            r.batched_tokens_per_second,
-            r.sequential_tokens_per_second,
-            r.speedup,
-            r.mean_decode_batch,
-            r.decode_step_ms,
-            100.0 * r.our_share_of_decode_step,
-            100.0 * r.sampling_share_of_decode_step
-        );
-    }
-    if let Some(path) = args.json {
-        let text = serde_json::to_string_pretty(&results)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        std::fs::write(&path, text)
-            .map_err(|e| EngineError::Internal(format!("writing {}: {e}", path.display())))?;
-    }
-    Ok(ExitCode::SUCCESS)
 }

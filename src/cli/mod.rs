@@ -8,6 +8,7 @@ mod bench_peers;
 mod bench_quality;
 mod bench_score;
 mod bench_search;
+mod bench_serve;
 mod doctor;
 mod generate;
 mod models;

@@ -1,4 +1,5 @@
-//! `tpo search`: flags → one engine, one reward service and one search per question.
+//! `tpo search`: flags → one engine, one reward service and one search per question (a
+//! prompt file's run is [`tpo_engine::dataset::answers`]).
 //!
 //! One question: progress on stderr as steps finish, the answer on stdout, the trace as
 //! pretty JSON (`--trace FILE`). A prompt file (`--file`): up to `--concurrency` searches at
@@ -9,16 +10,13 @@
 //! failed searches are reported with their line number and the run goes on), 1 when the run
 //! itself failed.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use futures::StreamExt;
-
+use tpo_engine::dataset::answers::{answer_file, describe, summary, AnswerFiles, AnswersError};
 use tpo_engine::engine::Engine;
 use tpo_engine::reward::RewardService;
-use tpo_engine::search::{self, SearchError, SearchParams, StepEvent, Trace};
+use tpo_engine::search::{self, SearchError, SearchParams, StepEvent};
 
 use super::score::EXIT_ROWS_REJECTED;
 use super::search_flags::SearchFlags;
@@ -68,6 +66,14 @@ enum CliError {
     DoesNotFit(search::fit::DoesNotFit),
 }
 
+impl From<AnswersError> for CliError {
+    fn from(e: AnswersError) -> Self {
+        match e {
+            AnswersError::Io { what, path, source } => CliError::Io { what, path, source },
+        }
+    }
+}
+
 impl From<SearchError> for CliError {
     fn from(e: SearchError) -> Self {
         match e {
@@ -110,7 +116,22 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
         .build()
         .map_err(CliError::Runtime)?;
     match (&args.file, &args.question) {
-        (Some(file), _) => runtime.block_on(run_file(&args, file, &engine, &rewards, &params)),
+        (Some(file), _) => {
+            let files = AnswerFiles {
+                prompts: file.clone(),
+                output: args.output.clone(),
+                traces: args.trace.clone(),
+                concurrency: args.concurrency as usize,
+            };
+            let done = runtime.block_on(answer_file(&files, &engine, &rewards, &params, |e| {
+                super::advice::with_advice(e, super::advice::search(e))
+            }))?;
+            Ok(if done.failed > 0 {
+                ExitCode::from(EXIT_ROWS_REJECTED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         (None, Some(question)) => {
             runtime.block_on(run_one(&args, question, &engine, &rewards, &params))
         }
@@ -118,19 +139,6 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
             Err(SearchError::InvalidParams("give a question or --file prompts.jsonl".into()).into())
         }
     }
-}
-
-/// How a step reads on stderr.
-fn describe(event: &StepEvent) -> String {
-    let what = if event.step == 0 {
-        "samples".to_string()
-    } else {
-        format!("step {}/{}", event.step, event.depth)
-    };
-    format!(
-        "{what}: best reward {:.4}, kept {}, dropped {}",
-        event.best_reward, event.kept, event.dropped
-    )
 }
 
 async fn run_one(
@@ -159,201 +167,4 @@ async fn run_one(
         eprintln!("trace written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn summary(trace: &Trace) -> String {
-    let dropped: usize = trace.dropped.values().sum();
-    let reasons = if trace.dropped.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = trace
-            .dropped
-            .iter()
-            .map(|(reason, n)| format!("{reason} {n}"))
-            .collect();
-        format!(": {}", list.join(", "))
-    };
-    let flag = if trace.all_dropped {
-        "; EVERY candidate was dropped, this is the best-scored dropped one"
-    } else {
-        ""
-    };
-    format!(
-        "[{}: reward {:.4} (candidate {} of {}, {} dropped{reasons}){flag}; {} requests, {} tokens, {:.1} s]",
-        trace.strategy,
-        trace.final_reward,
-        trace.final_id,
-        trace.candidates.len(),
-        dropped,
-        trace.totals.requests,
-        trace.totals.tokens_generated,
-        trace.totals.seconds
-    )
-}
-
-/// One prompt of a `--file`.
-struct Prompt {
-    line: usize,
-    id: String,
-    prompt: String,
-    reference: Option<String>,
-}
-
-/// Parses one input line; `Err` says what is wrong with it.
-fn parse_line(line: usize, text: &str) -> Result<Prompt, (Option<String>, String)> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| (None, format!("not valid JSON: {e}")))?;
-    let Some(object) = value.as_object() else {
-        return Err((None, "not a JSON object".into()));
-    };
-    let id = match object.get("id") {
-        None | Some(serde_json::Value::Null) => line.to_string(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        Some(_) => return Err((None, "\"id\" must be a string or a number".into())),
-    };
-    let prompt = match object.get("prompt") {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(serde_json::Value::String(_)) => return Err((Some(id), "\"prompt\" is empty".into())),
-        Some(_) => return Err((Some(id), "\"prompt\" must be a string".into())),
-        None => return Err((Some(id), "missing \"prompt\"".into())),
-    };
-    let reference = match object.get("reference") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err((Some(id), "\"reference\" must be a string".into())),
-    };
-    Ok(Prompt {
-        line,
-        id,
-        prompt,
-        reference,
-    })
-}
-
-/// Where the answers of a `--file` run go.
-struct Sink {
-    answers: Box<dyn Write>,
-    /// Where the answers go, for messages ("stdout" without --output).
-    answers_path: PathBuf,
-    traces: Option<(BufWriter<File>, PathBuf)>,
-    answered: usize,
-    failed: usize,
-}
-
-impl Sink {
-    fn line(&mut self, value: &serde_json::Value) -> Result<(), CliError> {
-        writeln!(self.answers, "{value}")
-            .and_then(|()| self.answers.flush())
-            .map_err(io_error("writing answers to", &self.answers_path))
-    }
-
-    fn failure(&mut self, line: usize, id: Option<&str>, error: &str) -> Result<(), CliError> {
-        self.failed += 1;
-        eprintln!(
-            "line {line}{}: {error}",
-            id.map(|id| format!(" (id {id})")).unwrap_or_default()
-        );
-        self.line(&serde_json::json!({ "id": id, "line": line, "error": error }))
-    }
-
-    fn answer(&mut self, prompt: &Prompt, trace: &Trace) -> Result<(), CliError> {
-        self.answered += 1;
-        eprintln!("[{}] {}", prompt.id, summary(trace));
-        self.line(&serde_json::json!({
-            "id": prompt.id,
-            "line": prompt.line,
-            "answer": trace.final_answer,
-            "reward": trace.final_reward,
-            "strategy": trace.strategy,
-            "tokens_generated": trace.totals.tokens_generated,
-            "seconds": trace.totals.seconds,
-        }))?;
-        if let Some((traces, path)) = &mut self.traces {
-            let json = serde_json::to_string(trace)
-                .map_err(|e| io_error("writing traces to", path)(e.into()))?;
-            writeln!(traces, "{json}")
-                .and_then(|()| traces.flush())
-                .map_err(io_error("writing traces to", path))?;
-        }
-        Ok(())
-    }
-}
-
-async fn run_file(
-    args: &SearchArgs,
-    file: &Path,
-    engine: &Engine,
-    rewards: &RewardService,
-    params: &SearchParams,
-) -> Result<ExitCode, CliError> {
-    let text = std::fs::read_to_string(file).map_err(io_error("reading", file))?;
-    let (answers, answers_path): (Box<dyn Write>, PathBuf) = match &args.output {
-        Some(path) => (
-            Box::new(BufWriter::new(
-                File::create(path).map_err(io_error("creating", path))?,
-            )),
-            path.clone(),
-        ),
-        None => (Box::new(std::io::stdout()), PathBuf::from("stdout")),
-    };
-    let traces = match &args.trace {
-        Some(path) => Some((
-            BufWriter::new(File::create(path).map_err(io_error("creating", path))?),
-            path.clone(),
-        )),
-        None => None,
-    };
-    let mut sink = Sink {
-        answers,
-        answers_path,
-        traces,
-        answered: 0,
-        failed: 0,
-    };
-    let mut prompts = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        match parse_line(index + 1, raw) {
-            Ok(prompt) => prompts.push(prompt),
-            Err((id, error)) => sink.failure(index + 1, id.as_deref(), &error)?,
-        }
-    }
-    let mut results = futures::stream::iter(prompts.iter())
-        .map(|prompt| async move {
-            let mut report = |event: &StepEvent| eprintln!("[{}] {}", prompt.id, describe(event));
-            let result = search::run(
-                engine,
-                rewards,
-                &prompt.prompt,
-                prompt.reference.as_deref(),
-                params,
-                &mut report,
-            )
-            .await;
-            (prompt, result)
-        })
-        .buffer_unordered(args.concurrency as usize);
-    while let Some((prompt, result)) = results.next().await {
-        match result {
-            Ok(trace) => sink.answer(prompt, &trace)?,
-            Err(e) => {
-                let error = super::advice::with_advice(&e, super::advice::search(&e));
-                sink.failure(prompt.line, Some(&prompt.id), &error)?
-            }
-        }
-    }
-    eprintln!(
-        "answered {} prompts, {} failed (answers in {})",
-        sink.answered,
-        sink.failed,
-        sink.answers_path.display()
-    );
-    Ok(if sink.failed > 0 {
-        ExitCode::from(EXIT_ROWS_REJECTED)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

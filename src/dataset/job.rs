@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use super::checkpoint::{progress_path, Checkpoint};
 use super::reader::RowReader;
 use super::row::{Columns, DataRow, Responses};
+use super::scored::{Implicit, MrpoScores, ReferenceScores, ScoredRow, Side};
 use super::shard::Shard;
 use super::summary::Summary;
 use super::{DatasetError, ResumeRefusal};
@@ -375,7 +376,10 @@ fn score_chunk(
             Ok(scored_row(row, rm, lp, scorers.implicit.as_ref()))
         });
         let (target, value) = match result {
-            Ok(v) => (&mut out, v),
+            Ok(v) => (
+                &mut out,
+                serde_json::to_value(v).map_err(|e| DatasetError::Internal(e.to_string()))?,
+            ),
             Err(reason) => {
                 let id = row.as_ref().map(|r| r.id.clone()).unwrap_or(Value::Null);
                 (&mut err, json!({"line": line, "id": id, "error": reason}))
@@ -388,77 +392,79 @@ fn score_chunk(
     Ok((out, err))
 }
 
-/// The output object of a scored row.
+/// The output line of a scored row.
 fn scored_row(
     row: &DataRow,
     rm: Option<Vec<f64>>,
     logprobs: Option<Vec<ResponseLogprobs>>,
     models: Option<&ImplicitModels>,
-) -> Value {
-    let mut obj = Map::new();
-    obj.insert("id".into(), row.id.clone());
-    obj.insert("line".into(), json!(row.line));
+) -> ScoredRow {
+    let mut out = ScoredRow {
+        id: row.id.clone(),
+        line: row.line,
+        ..ScoredRow::default()
+    };
     let pair = matches!(row.responses, Responses::Pair { .. });
+    let side = |i: usize| match (pair, i) {
+        (false, _) => Side::Single,
+        (true, 0) => Side::Chosen,
+        (true, _) => Side::Rejected,
+    };
     // Headline rewards: the RM's, else MRPO's, else the first reference's DPO reward.
     let mut headline: Option<Vec<f64>> = rm;
     if let (Some(lp), Some(models)) = (&logprobs, models) {
-        let mut implicit = Map::new();
-        let names = ["chosen", "rejected"];
-        let label = |i: usize, what: &str| {
-            if pair {
-                format!("{}_{what}", names[i])
-            } else {
-                what.to_string()
-            }
-        };
-        let mut policy = Map::new();
+        let mut implicit = Implicit::default();
         for (i, l) in lp.iter().enumerate() {
-            policy.insert(label(i, "logprob"), json!(l.policy));
+            implicit.policy.set(side(i), l.policy);
         }
-        implicit.insert("policy".into(), Value::Object(policy));
-        let mut references = Vec::new();
         for (k, r) in models.references.iter().enumerate() {
-            let mut o = Map::new();
-            o.insert("model".into(), json!(r.name));
+            let mut o = ReferenceScores {
+                model: r.name.clone(),
+                ..ReferenceScores::default()
+            };
             let rewards: Vec<f64> = lp.iter().map(|l| models.dpo(l, k)).collect();
             for (i, l) in lp.iter().enumerate() {
-                o.insert(label(i, "logprob"), json!(l.references[k]));
-                o.insert(label(i, "reward"), json!(rewards[i]));
+                o.set(side(i), l.references[k], rewards[i]);
             }
             if pair {
-                o.insert("margin".into(), json!(rewards[0] - rewards[1]));
+                o.margin = Some(rewards[0] - rewards[1]);
             }
             if headline.is_none() && k == 0 && !models.mrpo {
                 headline = Some(rewards);
             }
-            references.push(Value::Object(o));
+            implicit.references.push(o);
         }
-        implicit.insert("references".into(), Value::Array(references));
         if let Some(m) = models.mrpo(&lp[0], lp.get(1)) {
-            let mut o = Map::new();
-            o.insert("alpha".into(), json!(m.alpha));
-            o.insert(label(0, "reward"), json!(m.chosen));
+            let mut o = MrpoScores {
+                alpha: m.alpha,
+                ..MrpoScores::default()
+            };
+            if pair {
+                o.chosen_reward = Some(m.chosen);
+            } else {
+                o.reward = Some(m.chosen);
+            }
             if let Some(r) = m.rejected {
-                o.insert("rejected_reward".into(), json!(r));
-                o.insert("margin".into(), json!(m.chosen - r));
+                o.rejected_reward = Some(r);
+                o.margin = Some(m.chosen - r);
             }
             if headline.is_none() {
                 headline = Some([Some(m.chosen), m.rejected].into_iter().flatten().collect());
             }
-            implicit.insert("mrpo".into(), Value::Object(o));
+            implicit.mrpo = Some(o);
         }
-        obj.insert("implicit".into(), Value::Object(implicit));
+        out.implicit = Some(implicit);
     }
     if let Some(h) = headline {
         if pair && h.len() == 2 {
-            obj.insert("chosen_reward".into(), json!(h[0]));
-            obj.insert("rejected_reward".into(), json!(h[1]));
-            obj.insert("margin".into(), json!(h[0] - h[1]));
+            out.chosen_reward = Some(h[0]);
+            out.rejected_reward = Some(h[1]);
+            out.margin = Some(h[0] - h[1]);
         } else if let Some(&r) = h.first() {
-            obj.insert("reward".into(), json!(r));
+            out.reward = Some(r);
         }
     }
-    Value::Object(obj)
+    out
 }
 
 #[cfg(test)]

@@ -3,12 +3,17 @@
 //!
 //! Rooms: `reader` (rows as JSON values), `row` (a value → what to score), `shard`
 //! (`--shard i/n`), `checkpoint` (crash-safe append + progress record), `job` (the loop that
-//! ties them to the reward models), `summary` (accuracy and margins of an output file).
+//! ties them to the reward models), `answers` (`tpo search --file`: prompts answered by
+//! searches), `scored` (an output line, typed), `summary` (accuracy
+//! and margins of an output file), `prompts` (the one reader of prompt files).
 
+pub mod answers;
 pub mod checkpoint;
 pub mod job;
+pub mod prompts;
 pub mod reader;
 pub mod row;
+pub mod scored;
 pub mod shard;
 pub mod summary;
 
@@ -16,6 +21,7 @@ use std::path::PathBuf;
 
 pub use job::{ScoreJob, ScoreOutcome, Scorers};
 pub use row::Columns;
+pub use scored::ScoredRow;
 pub use shard::Shard;
 pub use summary::Summary;
 

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::Value;
 
+use super::scored::ScoredRow;
 use super::DatasetError;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -35,14 +35,15 @@ impl Summary {
         let mut rows = 0;
         for line in lines(output)? {
             let line = line?;
-            let value: Value = serde_json::from_str(&line).map_err(|e| DatasetError::BadFile {
-                path: output.to_path_buf(),
-                reason: format!("not a scored row: {e}"),
-            })?;
+            let row: ScoredRow =
+                serde_json::from_str(&line).map_err(|e| DatasetError::BadFile {
+                    path: output.to_path_buf(),
+                    reason: format!("not a scored row: {e}"),
+                })?;
             rows += 1;
-            if let Some(m) = value.get("margin").and_then(Value::as_f64) {
+            if let Some(m) = row.margin {
                 margins.push(m);
-            } else if let Some(r) = value.get("reward").and_then(Value::as_f64) {
+            } else if let Some(r) = row.reward {
                 rewards.push(r);
             }
         }
@@ -86,7 +87,9 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = Result<String, DatasetError
         .filter(|l| !matches!(l, Ok(s) if s.trim().is_empty())))
 }
 
-fn median(v: &mut [f64]) -> Option<f64> {
+/// The median of `v` (the mean of the middle two for an even count; `None` for none),
+/// sorting `v` in place. The codebase's one median: `bench::stats` quotes it too.
+pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

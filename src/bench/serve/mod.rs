@@ -14,16 +14,17 @@
 //! The client runs on one current-thread tokio runtime: a benchmark that shares the
 //! server's machine should take as little CPU as it can, and one thread keeps hundreds of
 //! streams going.
+//!
+//! Not here: the flags (`src/cli/bench_serve.rs`), printing the table, and the prompt
+//! file's format ([`crate::dataset::prompts`]).
 
 mod client;
 mod load;
 mod measure;
-mod prompts;
 mod sse;
 pub mod stats;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -36,7 +37,7 @@ use stats::{Level, LevelReport, Outcome};
 /// Requests per level when neither `--requests` nor `--duration` is given.
 const DEFAULT_REQUESTS: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchKind {
     None,
     Tpo,
@@ -56,65 +57,61 @@ impl SearchKind {
     }
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ServeBenchArgs {
+/// What `tpo bench serve` runs (its flags, parsed; see the CLI for their meaning).
+#[derive(Debug, Clone)]
+pub struct ServeBenchOptions {
     /// The server's root URL (http only; a trailing /v1 is accepted).
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    url: String,
-    /// Bearer key sent with every request [default: env TPO_API_KEY; none = no header].
-    #[arg(long, env = "TPO_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    pub url: String,
+    /// Bearer key sent with every request (none = no header).
+    pub api_key: Option<String>,
     /// Model id [default: the first id of GET /v1/models].
-    #[arg(long)]
-    model: Option<String>,
-    /// Closed loop: concurrency levels, comma separated (each keeps C requests in flight).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1,4,16,64",
-        conflicts_with = "rate"
-    )]
-    concurrency: Vec<usize>,
-    /// Open loop instead: Poisson arrival rates in requests/s, comma separated.
-    #[arg(long, value_delimiter = ',')]
-    rate: Option<Vec<f64>>,
-    /// Requests per level [default: 64 when --duration is not given].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    requests: Option<u64>,
-    /// Seconds each level sends for (with --requests: whichever ends first). Requests in
-    /// flight at the end still finish and count.
-    #[arg(long, value_parser = crate::cli::parse_seconds)]
-    duration: Option<f64>,
-    /// Search run through the model id suffix (the server's search defaults apply).
-    #[arg(long, value_enum, default_value_t = SearchKind::None)]
-    search: SearchKind,
-    /// max_tokens of each request [default: none sent, the server's default; for a search
-    /// it caps every policy call].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    max_tokens: Option<u32>,
-    /// temperature of each request [default: none sent, the server's default; 0 = greedy].
-    #[arg(long, value_parser = parse_temperature)]
-    temperature: Option<f32>,
-    /// Prompts: one per line, or JSONL with an "instruction" or "prompt" field; used in
-    /// file order, round robin.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "data/alpaca_eval/pairs.jsonl"
-    )]
-    prompts: PathBuf,
+    pub model: Option<String>,
+    /// Closed loop: concurrency levels (used when `rate` is `None`).
+    pub concurrency: Vec<usize>,
+    /// Open loop instead: Poisson arrival rates in requests/s.
+    pub rate: Option<Vec<f64>>,
+    /// Requests per level [default: 64 when `duration` is not given].
+    pub requests: Option<u64>,
+    /// Seconds each level sends for.
+    pub duration: Option<f64>,
+    pub search: SearchKind,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    /// Prompts file (see [`crate::dataset::prompts`]); a relative path that does not exist
+    /// is taken relative to the project.
+    pub prompts: PathBuf,
     /// Untimed requests sent one at a time before the first level.
-    #[arg(long, default_value_t = 1)]
-    warmup: usize,
-    /// Seconds one request may take, send to [DONE] (then it counts as "timeout").
-    #[arg(long, default_value_t = 600.0, value_parser = crate::cli::parse_seconds)]
-    timeout: f64,
+    pub warmup: usize,
+    /// Seconds one request may take.
+    pub timeout: f64,
     /// Seed of the open loop's arrival times.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Write the report as JSON to this file too.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    pub seed: u64,
+}
+
+/// What a run measured: the caller prints [`Self::table`] and writes [`Self::write_json`].
+#[derive(Debug, Clone)]
+pub struct ServeBenchReport {
+    pub levels: Vec<LevelReport>,
+    /// Whether the requests ran searches (the table then has searches/s).
+    pub search: bool,
+    /// The settings and the levels, as `--json` writes them.
+    pub json: serde_json::Value,
+}
+
+impl ServeBenchReport {
+    /// The Markdown table of the levels.
+    pub fn table(&self) -> String {
+        stats::table(&self.levels, self.search)
+    }
+
+    /// Writes [`Self::json`] (pretty, with a final newline) to `path`.
+    pub fn write_json(&self, path: &std::path::Path) -> Result<(), BenchServeError> {
+        let text = serde_json::to_string_pretty(&self.json).unwrap_or_default();
+        std::fs::write(path, text + "\n").map_err(|source| BenchServeError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
 }
 
 /// Why the bench could not run (a failed request is an outcome, never one of these).
@@ -139,23 +136,6 @@ pub enum BenchServeError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-pub fn run(args: ServeBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
-    match run_inner(args) {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-fn parse_temperature(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(t) if t.is_finite() && (0.0..=2.0).contains(&t) => Ok(t),
-        _ => Err(format!("{s:?} is not a temperature between 0 and 2")),
-    }
 }
 
 /// One server under load from [`Target::level`]: its client and the request settings.
@@ -239,7 +219,7 @@ pub fn load_prompts(path: &std::path::Path) -> Result<Vec<String>, BenchServeErr
 }
 
 /// The levels of the run, checked.
-fn levels(args: &ServeBenchArgs) -> Result<Vec<Level>, BenchServeError> {
+fn levels(args: &ServeBenchOptions) -> Result<Vec<Level>, BenchServeError> {
     let levels: Vec<Level> = match &args.rate {
         Some(rates) => {
             if let Some(r) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
@@ -269,15 +249,11 @@ fn read_prompts(path: &std::path::Path) -> Result<Vec<String>, BenchServeError> 
     let resolved = if path.exists() || path.is_absolute() {
         path.to_path_buf()
     } else {
-        tpo_engine::paths::project_path(&path.to_string_lossy())
+        crate::paths::project_path(&path.to_string_lossy())
     };
-    let text = std::fs::read_to_string(&resolved).map_err(|e| BenchServeError::Prompts {
-        path: resolved.clone(),
-        reason: e.to_string(),
-    })?;
-    prompts::parse_prompts(&text).map_err(|reason| BenchServeError::Prompts {
-        path: resolved,
-        reason,
+    crate::dataset::prompts::read_prompts(&resolved).map_err(|e| BenchServeError::Prompts {
+        path: e.path,
+        reason: e.source.to_string(),
     })
 }
 
@@ -310,8 +286,10 @@ fn progress_bar(len: Option<usize>, label: &str) -> ProgressBar {
     bar
 }
 
-fn run_inner(args: ServeBenchArgs) -> Result<ExitCode, BenchServeError> {
-    let levels = levels(&args)?;
+/// Runs the levels against the server; the report is printed by the caller (the JSON,
+/// with `json`, is written here).
+pub fn run(args: &ServeBenchOptions) -> Result<ServeBenchReport, BenchServeError> {
+    let levels = levels(args)?;
     let limit = Limit {
         requests: args
             .requests
@@ -403,31 +381,27 @@ fn run_inner(args: ServeBenchArgs) -> Result<ExitCode, BenchServeError> {
         Ok::<_, BenchServeError>((settings, reports))
     })?;
 
-    print!("{}", stats::table(&reports, search));
-    if let Some(path) = &args.json {
-        let result = json!({
-            "url": client.base(),
-            "model": settings.model,
-            "search": args.search.suffix().unwrap_or("none"),
-            "max_tokens": settings.max_tokens,
-            "requests_per_level": limit.requests,
-            "duration_s": args.duration,
-            "timeout_s": args.timeout,
-            "seed": args.seed,
-            "prompts": args.prompts.display().to_string(),
-            "prompt_count": prompts.len(),
-            "warmup": args.warmup,
-            "tpo_version": env!("CARGO_PKG_VERSION"),
-            "commit": env!("TPO_GIT_COMMIT"),
-            "levels": reports,
-        });
-        let text = serde_json::to_string_pretty(&result).unwrap_or_default();
-        std::fs::write(path, text + "\n").map_err(|source| BenchServeError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
-    Ok(ExitCode::SUCCESS)
+    let json = json!({
+        "url": client.base(),
+        "model": settings.model,
+        "search": args.search.suffix().unwrap_or("none"),
+        "max_tokens": settings.max_tokens,
+        "requests_per_level": limit.requests,
+        "duration_s": args.duration,
+        "timeout_s": args.timeout,
+        "seed": args.seed,
+        "prompts": args.prompts.display().to_string(),
+        "prompt_count": prompts.len(),
+        "warmup": args.warmup,
+        "tpo_version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("TPO_GIT_COMMIT"),
+        "levels": reports,
+    });
+    Ok(ServeBenchReport {
+        levels: reports,
+        search,
+        json,
+    })
 }
 
 async fn run_level(
