@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn the_alpaca_eval_pairs_parse() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/alpaca_eval/pairs.jsonl");
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        let Ok(text) = std::fs::read_to_string(path) else {
             return;
         };
         let prompts = parse_prompts(&text).unwrap();
