@@ -1,23 +1,32 @@
 //! tpo-engine: test-time preference optimization over ONNX Runtime models.
 //!
-//! Layers, each a module with its own error type, data flowing one way:
-//! - [`runtime`]: ONNX Runtime itself (library, execution providers, in-place tensors);
-//! - [`model`]: a model folder on disk (config, tokenizer, chat template);
-//! - [`engine`]: decoding (decoder session, KV arena, sampling, generation);
-//! - [`gpu`]: the CUDA kernels (top-p sampling, reward pooling) behind the CPU paths' functions,
-//!   compiled at run time with NVRTC, used only where a driver is present;
-//! - [`liveness`]: whether a worker thread (scheduler, scorer) is alive, and why not;
-//! - [`reward`]: reward models (classifier heads, the judge, similarity, DPO/MRPO);
-//! - [`dataset`]: preference datasets in and scored rows out, resumable and sharded;
-//! - [`search`]: greedy, Best-of-N and TPO over an engine and a reward model, with traces;
-//! - [`paths`]: where the project's models, ONNX Runtime and data are on disk, resolved at
-//!   the edge (CLI, server, tests) and passed down;
-//! - [`app`]: opens the policy engine and the reward services from one options struct;
-//! - [`bench`]: benchmark machinery (statistics, peer engines, bandwidth ceiling, plots);
-//! - [`server`]: `tpo serve`, the OpenAI-compatible HTTP API over an [`app::App`];
-//! - [`viewer`]: the search viewer page (live from the server's stream, or from saved traces).
+//! Rooms, each a module with its own error type, lowest rank first. A room uses only rooms
+//! of lower rank (`tests/architecture.rs` fails on an import that points up; see
+//! `docs/architecture.md`):
+//! 1. [`runtime`]: ONNX Runtime itself (library, execution providers, in-place tensors);
+//!    [`liveness`]: whether a worker thread (scheduler, scorer) is alive, and why not;
+//! 2. [`gpu`]: the CUDA kernels (top-p sampling, reward pooling) over plain slices and their
+//!    own small types, compiled at run time with NVRTC, used only where a driver is present;
+//! 3. [`model`]: a model folder on disk (config, tokenizer, chat template and the text side:
+//!    rendering prompts, detokenizing);
+//! 4. [`engine`]: decoding over token ids (decoder session, KV arena, prefix cache, sampling,
+//!    the batch plan and the scheduler thread);
+//! 5. [`reward`]: reward models (classifier heads, the judge, similarity, DPO/MRPO);
+//! 6. [`search`]: greedy, Best-of-N, TPO and DARWIN over an engine and a reward model;
+//! 7. [`dataset`]: files of work in, results out: preference datasets scored into typed rows
+//!    (resumable, sharded), prompt files answered by searches;
+//! 8. [`paths`]: the edge: where the project's models, ONNX Runtime, NVRTC and data are on
+//!    disk, resolved here and passed down (nothing below asks);
+//! 9. [`app`]: opens the policy engine and the reward services from one options struct;
+//! 10. [`bench`]: everything `tpo bench` measures (engine, peers, search, quality, serve
+//!     load, score, kernels) with statistics and plots; [`viewer`]: the search viewer page;
+//! 11. [`server`]: `tpo serve`, the OpenAI-compatible HTTP API over an [`app::App`].
 //!
-//! The `tpo` binary (`src/main.rs`, `src/cli/`) translates command lines into calls of these.
+//! Errors below the edge state facts (a limit, a value, what exceeded it) and name no flag
+//! or request field: the CLI and the server each add advice in their own words.
+//!
+//! The `tpo` binary (`src/main.rs`, `src/cli/`, rank 12) parses flags, calls one of these
+//! and prints.
 
 pub mod app;
 pub mod bench;

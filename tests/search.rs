@@ -87,7 +87,7 @@ fn tpo_best_score_never_decreases_and_the_trace_accounts_for_every_candidate() {
     let p = params(Strategy::Tpo, width, depth, 48);
     let mut events = Vec::new();
     let mut record = |e: &StepEvent| events.push(e.clone());
-    let trace = block_on(search::tpo(
+    let trace = block_on(search::run(
         &engine,
         &rewards,
         QUESTION,
@@ -279,7 +279,7 @@ fn the_prefix_cache_leaves_a_tpo_trace_unchanged_and_saves_prefill() {
     let run = |engine: &Engine| {
         let mut quiet = |_: &StepEvent| {};
         timeless(
-            block_on(search::tpo(
+            block_on(search::run(
                 engine, &rewards, QUESTION, None, &p, &mut quiet,
             ))
             .unwrap(),
@@ -322,7 +322,7 @@ fn same_trace_alone_and_among(
     let engine = start_engine(32);
     let p = params(Strategy::Tpo, 2, 1, max_new_tokens);
     let mut quiet = |_: &StepEvent| {};
-    let alone = block_on(search::tpo(
+    let alone = block_on(search::run(
         &engine,
         &rewards,
         QUESTION,
@@ -350,7 +350,7 @@ fn same_trace_alone_and_among(
             let (engine, rewards) = (&engine, &rewards);
             async move {
                 let mut quiet = |_: &StepEvent| {};
-                search::tpo(engine, rewards, q, reference.as_deref(), &p, &mut quiet).await
+                search::run(engine, rewards, q, reference.as_deref(), &p, &mut quiet).await
             }
         })
         .collect();
@@ -442,7 +442,7 @@ fn best_of_n_is_the_argmax_of_n_samples_equal_to_separately_seeded_requests() {
     let (width, seed) = (3, 7u64);
     let p = params(Strategy::BestOfN, width, 0, 40);
     let mut quiet = |_: &StepEvent| {};
-    let trace = block_on(search::best_of_n(
+    let trace = block_on(search::run(
         &engine, &rewards, QUESTION, None, &p, &mut quiet,
     ))
     .unwrap();
@@ -497,7 +497,7 @@ fn best_of_n_is_the_argmax_of_n_samples_equal_to_separately_seeded_requests() {
     assert_eq!(Some(trace.final_reward), argmax.score);
     // Best-of-N's samples are TPO's step 0 with the same seed.
     let mut quiet = |_: &StepEvent| {};
-    let tpo0 = block_on(search::tpo(
+    let tpo0 = block_on(search::run(
         &engine,
         &rewards,
         QUESTION,
@@ -554,7 +554,7 @@ fn darwin_replacement_forks_the_best_partial_answer_and_the_trace_accounts_for_i
     let p = small_darwin(7);
     let mut events = Vec::new();
     let mut record = |e: &StepEvent| events.push(e.clone());
-    let trace = block_on(search::darwin(
+    let trace = block_on(search::run(
         &engine,
         &rewards,
         QUESTION,
@@ -651,7 +651,7 @@ fn a_seeded_darwin_search_gives_the_same_trace_alone_and_among_others() {
     let engine = start_engine(16);
     let rewards = start_similarity();
     let mut quiet = |_: &StepEvent| {};
-    let alone = block_on(search::darwin(
+    let alone = block_on(search::run(
         &engine,
         &rewards,
         QUESTION,
@@ -672,7 +672,7 @@ fn a_seeded_darwin_search_gives_the_same_trace_alone_and_among_others() {
                 } else {
                     OTHERS[seed as usize % OTHERS.len()]
                 };
-                search::darwin(
+                search::run(
                     engine,
                     rewards,
                     q,
@@ -701,8 +701,7 @@ fn cancelling_a_search_frees_its_slots_at_once() {
     let p = params(Strategy::BestOfN, 4, 0, 400);
     let steps_at_cancel = block_on(async {
         let mut quiet = |_: &StepEvent| {};
-        let search =
-            search::best_of_n(&engine, &rewards, QUESTION, Some(REFERENCE), &p, &mut quiet);
+        let search = search::run(&engine, &rewards, QUESTION, Some(REFERENCE), &p, &mut quiet);
         let all_slots_busy = async {
             // Until the 4 samples decode and a few steps have run (a guard, not a timing).
             for _ in 0..6000 {
@@ -762,8 +761,7 @@ fn a_hundred_and_twenty_eight_searches_at_once_all_finish_roughly_in_order() {
             let (engine, rewards, p, finished) = (&engine, &rewards, &p, &finished);
             async move {
                 let mut quiet = |_: &StepEvent| {};
-                let trace =
-                    search::greedy(engine, rewards, q, Some(REFERENCE), p, &mut quiet).await;
+                let trace = search::run(engine, rewards, q, Some(REFERENCE), p, &mut quiet).await;
                 (trace, finished.fetch_add(1, Ordering::SeqCst))
             }
         })
@@ -787,7 +785,7 @@ fn greedy_is_one_temperature_zero_answer_scored() {
     let engine = start_engine(4);
     let rewards = start_judge();
     let mut quiet = |_: &StepEvent| {};
-    let trace = block_on(search::greedy(
+    let trace = block_on(search::run(
         &engine,
         &rewards,
         "What is the capital of France?",

@@ -5,18 +5,14 @@ use super::params::{call_seed, CallRole};
 use super::state::SearchState;
 use super::trace::{Origin, Trace, TraceParams};
 use super::{Progress, RewardService, SearchError, SearchParams, Strategy};
-use crate::engine::Engine;
 
 /// The best of `params.width()` scored samples of `query`.
-pub async fn best_of_n(
-    engine: &Engine,
-    rewards: &RewardService,
-    query: &str,
-    reference: Option<&str>,
+pub(crate) async fn best_of_n(
+    mut state: SearchState<'_>,
     params: &SearchParams,
     progress: Progress<'_>,
 ) -> Result<Trace, SearchError> {
-    let mut state = SearchState::new(engine, rewards, query, reference);
+    let rewards = state.rewards;
     sample_and_score(&mut state, params, 0, progress).await?;
     state.finish(
         Strategy::BestOfN,

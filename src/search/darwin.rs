@@ -35,24 +35,22 @@ use super::trace::{
     ArchiveEntry, Candidate, DarwinIteration, DarwinRecord, Finish, MemberScore, MutationRecord,
     Origin, Replacement, RoundRecord, Trace, UNSCORED,
 };
-use super::{Progress, RewardService, SearchError, SearchParams, StepEvent, Strategy};
-use crate::engine::{Engine, FinishReason, SampleOutput};
+use super::{Progress, SearchError, SearchParams, StepEvent, Strategy};
+use crate::engine::{FinishReason, SampleOutput};
 use crate::model::TokenId;
 
 /// Drop code of a candidate outranked at a replacement.
 pub const REPLACED: &str = "replaced";
 
 /// DARWIN on `query`; the trace holds every mutation, round, replacement and candidate.
-pub async fn darwin(
-    engine: &Engine,
-    rewards: &RewardService,
-    query: &str,
-    reference: Option<&str>,
+pub(crate) async fn darwin(
+    mut state: SearchState<'_>,
     params: &SearchParams,
     progress: Progress<'_>,
 ) -> Result<Trace, SearchError> {
+    let rewards = state.rewards;
+    let query = state.query;
     let options = params.darwin();
-    let mut state = SearchState::new(engine, rewards, query, reference);
     let mut archive: Vec<ArchiveEntry> = Vec::new();
     let mut iterations = Vec::with_capacity(options.iterations);
     let mut parent = query.to_string();

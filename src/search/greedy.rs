@@ -3,19 +3,15 @@
 
 use super::state::SearchState;
 use super::trace::{Origin, Trace, TraceParams};
-use super::{Progress, RewardService, SearchError, SearchParams, Strategy};
-use crate::engine::Engine;
+use super::{Progress, SearchError, SearchParams, Strategy};
 
 /// The policy's temperature-0 answer to `query` and its reward.
-pub async fn greedy(
-    engine: &Engine,
-    rewards: &RewardService,
-    query: &str,
-    reference: Option<&str>,
+pub(crate) async fn greedy(
+    mut state: SearchState<'_>,
     params: &SearchParams,
     progress: Progress<'_>,
 ) -> Result<Trace, SearchError> {
-    let mut state = SearchState::new(engine, rewards, query, reference);
+    let rewards = state.rewards;
     state
         .sample_query(params.greedy_sampling()?, 1, Origin::Greedy)
         .await?;

@@ -26,16 +26,12 @@ pub mod tags;
 mod tpo;
 pub mod trace;
 
-pub use best_of_n::best_of_n;
-pub use darwin::darwin;
-pub use greedy::greedy;
 pub use params::{
     call_seed, segment_seed, CallRole, DarwinOptions, PeakSetting, SearchOptions, SearchParams,
     Strategy,
 };
 pub use progress::{events_of, Progress, StepEvent};
 pub use tags::{extract_revised_answer, DropReason};
-pub use tpo::tpo;
 pub use trace::{
     parse_traces, ArchiveEntry, Candidate, DarwinIteration, DarwinRecord, Finish, MemberScore,
     MutationRecord, Origin, Replacement, RoundRecord, StepRecord, Totals, Trace, TraceFileError,
@@ -44,6 +40,7 @@ pub use trace::{
 
 use crate::engine::{Engine, EngineError};
 use crate::reward::{RewardService, ServiceError};
+use state::SearchState;
 
 /// Errors of a search.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +76,12 @@ pub async fn run(
 ) -> Result<Trace, SearchError> {
     // Refused before any work when one of its calls could not fit (see `fit`).
     fit::check_engine(engine, params, query)??;
+    let state = SearchState::new(engine, rewards, query, reference);
     match params.strategy() {
-        Strategy::Greedy => greedy(engine, rewards, query, reference, params, progress).await,
-        Strategy::BestOfN => best_of_n(engine, rewards, query, reference, params, progress).await,
-        Strategy::Tpo => tpo(engine, rewards, query, reference, params, progress).await,
-        Strategy::Darwin => darwin(engine, rewards, query, reference, params, progress).await,
+        Strategy::Greedy => greedy::greedy(state, params, progress).await,
+        Strategy::BestOfN => best_of_n::best_of_n(state, params, progress).await,
+        Strategy::Tpo => tpo::tpo(state, params, progress).await,
+        Strategy::Darwin => darwin::darwin(state, params, progress).await,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::reward::{OwnedRewardInput, RewardService, ServiceError};
 /// One search in progress.
 pub(crate) struct SearchState<'a> {
     pub engine: &'a Engine,
-    rewards: &'a RewardService,
+    pub rewards: &'a RewardService,
     pub query: &'a str,
     reference: Option<&'a str>,
     /// The degenerate-candidate guard: our prompt text and the policy's chat template.

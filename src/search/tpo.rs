@@ -20,21 +20,18 @@ use super::prompts;
 use super::state::SearchState;
 use super::tags;
 use super::trace::{Origin, StepRecord, Trace};
-use super::{Progress, RewardService, SearchError, SearchParams, StepEvent, Strategy};
-use crate::engine::{Engine, EngineError, SamplingParams};
+use super::{Progress, SearchError, SearchParams, StepEvent, Strategy};
+use crate::engine::{EngineError, SamplingParams};
 use crate::model::TokenId;
 
 /// TPO on `query`; the trace holds every candidate, critique and suggestion.
-pub async fn tpo(
-    engine: &Engine,
-    rewards: &RewardService,
-    query: &str,
-    reference: Option<&str>,
+pub(crate) async fn tpo(
+    mut state: SearchState<'_>,
     params: &SearchParams,
     progress: Progress<'_>,
 ) -> Result<Trace, SearchError> {
+    let rewards = state.rewards;
     let depth = params.depth();
-    let mut state = SearchState::new(engine, rewards, query, reference);
     sample_and_score(&mut state, params, depth, progress).await?;
     let mut steps = Vec::with_capacity(depth);
     for step in 1..=depth {
