@@ -17,9 +17,9 @@
 //!   `B..B + n`, and when a sequence leaves, the last one moves into its position.
 //!
 //! What it is NOT: it knows no tokens, tensors, KV rows or sessions. Which slot a prompt
-//! gets and which cached prefix it reuses (the prefix cache and the KV arena's copies) are
-//! the scheduler's placement (`scheduler/placement.rs`); the plan only counts the slots a
-//! job holds. Retries of failed model steps and sampling live in the scheduler too; the plan
+//! gets and which cached prefix it reuses are the slot plan's (`engine/slot_plan.rs`, pure
+//! as well), carried out on the KV arena by the scheduler's placement
+//! (`scheduler/placement.rs`); the batch plan only counts the slots a job holds. Retries of failed model steps and sampling live in the scheduler too; the plan
 //! only hears that a job failed.
 
 use std::collections::VecDeque;

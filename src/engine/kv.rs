@@ -190,6 +190,11 @@ impl KvArena {
         self.free.borrow().len()
     }
 
+    /// The free slots (in no particular order).
+    pub fn free_ids(&self) -> Vec<SlotId> {
+        self.free.borrow().clone()
+    }
+
     /// Takes the lowest free slot, if any.
     pub fn allocate(&mut self) -> Option<Slot> {
         let mut free = self.free.borrow_mut();

@@ -23,6 +23,7 @@ mod request;
 mod sampler;
 mod scheduler;
 pub mod self_check;
+mod slot_plan;
 
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
 pub use handle::{Engine, EngineOptions};

@@ -19,8 +19,10 @@
 //! - an entry whose tokens are a prefix of another entry's holds nothing the longer one does
 //!   not, so inserting the longer one drops it.
 //!
-//! The cache knows slots and tokens only; the scheduler decides when to look up, copy, take
-//! over and insert.
+//! The cache knows slots and tokens only; the slot plan (`engine/slot_plan.rs`) decides
+//! when to look up, copy, take over and insert. An entry holds its slot by an arena
+//! [`Slot`] handle (dropping the entry frees the slot) or, in the slot plan, by its plain
+//! [`SlotId`] ([`SlotRef`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -32,9 +34,26 @@ use crate::model::TokenId;
 /// Tokens per hashed block: matches are found in whole blocks, then extended token-wise.
 pub const BLOCK: usize = 16;
 
+/// How an entry holds its slot: an arena handle, or a plain id (the slot plan's bookkeeping).
+pub trait SlotRef {
+    fn slot_id(&self) -> SlotId;
+}
+
+impl SlotRef for Slot {
+    fn slot_id(&self) -> SlotId {
+        self.id()
+    }
+}
+
+impl SlotRef for SlotId {
+    fn slot_id(&self) -> SlotId {
+        *self
+    }
+}
+
 /// A cached slot and the tokens its KV rows hold.
-struct Entry {
-    slot: Slot,
+struct Entry<H> {
+    slot: H,
     tokens: Vec<TokenId>,
     /// Chained hash of each whole block (`tokens.len() / BLOCK` of them).
     hashes: Vec<u64>,
@@ -53,16 +72,16 @@ pub struct PrefixMatch {
 }
 
 /// Cached KV entries and their block-hash index, hashed with `S` (a per-process random key
-/// by default; tests pass a colliding one).
-pub struct PrefixCache<S = RandomState> {
-    entries: HashMap<SlotId, Entry>,
+/// by default; tests pass a colliding one), holding their slots by `H`.
+pub struct PrefixCache<S = RandomState, H = Slot> {
+    entries: HashMap<SlotId, Entry<H>>,
     /// Chained hash of blocks `0..=k` → the entries holding those `k + 1` blocks.
     index: HashMap<u64, Vec<SlotId>>,
     clock: u64,
     hasher: S,
 }
 
-impl Default for PrefixCache {
+impl<H: SlotRef> Default for PrefixCache<RandomState, H> {
     fn default() -> Self {
         Self::with_hasher(RandomState::new())
     }
@@ -72,13 +91,13 @@ fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-impl PrefixCache {
+impl<H: SlotRef> PrefixCache<RandomState, H> {
     pub fn new() -> Self {
         Self::default()
     }
 }
 
-impl<S: BuildHasher> PrefixCache<S> {
+impl<S: BuildHasher, H: SlotRef> PrefixCache<S, H> {
     /// An empty cache whose block hashes use `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
         Self {
@@ -171,35 +190,43 @@ impl<S: BuildHasher> PrefixCache<S> {
     /// of `tokens` are dropped (their slots return to the arena); when `tokens` is itself a
     /// prefix of an entry (or shorter than a block), `slot` returns to the arena instead.
     /// Returns the number of slots handed back.
-    pub fn insert(&mut self, slot: Slot, tokens: Vec<TokenId>) -> usize {
+    pub fn insert(&mut self, slot: H, tokens: Vec<TokenId>) -> usize {
+        self.insert_entry(slot, tokens).len()
+    }
+
+    /// [`PrefixCache::insert`], handing back the slots it does not keep: `slot` itself, or
+    /// the entries `tokens` makes redundant.
+    pub fn insert_entry(&mut self, slot: H, tokens: Vec<TokenId>) -> Vec<H> {
         if tokens.len() < BLOCK {
-            return 1;
+            return vec![slot];
         }
         let covered = self
             .entries
             .values()
             .find(|e| e.tokens.len() >= tokens.len() && e.tokens.starts_with(&tokens))
-            .map(|e| e.slot.id());
+            .map(|e| e.slot.slot_id());
         if let Some(longer) = covered {
             self.touch(longer);
-            return 1;
+            return vec![slot];
         }
         let redundant: Vec<SlotId> = self
             .entries
             .values()
             .filter(|e| tokens.starts_with(&e.tokens))
-            .map(|e| e.slot.id())
+            .map(|e| e.slot.slot_id())
             .collect();
-        for id in &redundant {
-            self.remove(*id);
-        }
+        let handed_back = redundant
+            .iter()
+            .filter_map(|id| self.remove(*id).map(|(slot, _)| slot))
+            .collect();
+        let id = slot.slot_id();
         let hashes = self.block_hashes(&tokens);
         for hash in &hashes {
-            self.index.entry(*hash).or_default().push(slot.id());
+            self.index.entry(*hash).or_default().push(id);
         }
         let last_used = self.tick();
         self.entries.insert(
-            slot.id(),
+            id,
             Entry {
                 slot,
                 tokens,
@@ -207,11 +234,11 @@ impl<S: BuildHasher> PrefixCache<S> {
                 last_used,
             },
         );
-        redundant.len()
+        handed_back
     }
 
     /// Takes `slot`'s entry out of the cache: its slot handle and tokens.
-    pub fn remove(&mut self, slot: SlotId) -> Option<(Slot, Vec<TokenId>)> {
+    pub fn remove(&mut self, slot: SlotId) -> Option<(H, Vec<TokenId>)> {
         let entry = self.entries.remove(&slot)?;
         for hash in &entry.hashes {
             if let Some(slots) = self.index.get_mut(hash) {
@@ -227,16 +254,30 @@ impl<S: BuildHasher> PrefixCache<S> {
     /// Drops the least recently used entry other than `keep` (its slot returns to the
     /// arena); false when there is none.
     pub fn evict_lru(&mut self, keep: Option<SlotId>) -> bool {
-        let victim = self
-            .entries
-            .values()
-            .filter(|e| Some(e.slot.id()) != keep)
-            .min_by_key(|e| e.last_used)
-            .map(|e| e.slot.id());
-        match victim {
+        match self.lru(keep) {
             Some(id) => self.remove(id).is_some(),
             None => false,
         }
+    }
+
+    /// The least recently used entry other than `keep` (the next to be evicted).
+    pub fn lru(&self, keep: Option<SlotId>) -> Option<SlotId> {
+        self.entries
+            .values()
+            .filter(|e| Some(e.slot.slot_id()) != keep)
+            .min_by_key(|e| e.last_used)
+            .map(|e| e.slot.slot_id())
+    }
+
+    /// The cached slots, least recently used first (the eviction order).
+    pub fn lru_order(&self) -> Vec<SlotId> {
+        let mut entries: Vec<(u64, SlotId)> = self
+            .entries
+            .values()
+            .map(|e| (e.last_used, e.slot.slot_id()))
+            .collect();
+        entries.sort_unstable();
+        entries.into_iter().map(|(_, id)| id).collect()
     }
 }
 

@@ -40,7 +40,9 @@
 //! counters), `sequence` (per-request and per-sample state), `prefill`, `decode`, `sample`
 //! (a sampled token's consequences), `placement` (slots and the prefix cache), `faults`
 //! (test hooks, the `fault-injection` feature only). The admission, budget and batch
-//! position policy is a pure state machine outside the loop: `engine/batch_plan.rs`.
+//! position policy is a pure state machine outside the loop, `engine/batch_plan.rs`, and so
+//! is the slot and prefix-cache placement policy, `engine/slot_plan.rs`; `placement` carries
+//! its decisions out on the arena.
 
 mod decode;
 #[cfg(feature = "fault-injection")]
@@ -52,7 +54,7 @@ mod sequence;
 mod stats;
 
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,9 +66,10 @@ use super::batch_plan::{BatchPlan, JobId};
 use super::decoder::Decoder;
 use super::device_sampling::DeviceSampling;
 use super::kv::KvArena;
-use super::prefix_cache::PrefixCache;
+use super::kv::{Slot, SlotId};
 use super::request::{Command, GenerateRequest, GenerationEvent, SampleOutput};
 use super::sampler::Sampler;
+use super::slot_plan::SlotPlan;
 use super::EngineError;
 use crate::liveness::{panic_message, Liveness};
 use crate::model::{TokenId, Tokenizer};
@@ -99,8 +102,10 @@ pub(crate) struct Scheduler {
     waiting: VecDeque<Waiting>,
     prefill: Option<Prefill>,
     decoding: Vec<Sequence>,
-    /// Cached KV entries in slots nobody holds (`None`: the cache is off).
-    cache: Option<PrefixCache>,
+    /// Which slot holds what, and the prefix cache's entries (the placement policy).
+    slots: SlotPlan,
+    /// The handles of the slots the plan holds as cache entries, by id.
+    cached: HashMap<SlotId, Slot>,
     /// Results waiting for `flush_finished`.
     finished: Vec<(Rc<Group>, SampleOutput)>,
     /// A row of NaN, for the logits-poisoning test hook.
@@ -125,6 +130,7 @@ impl Scheduler {
     ) -> Self {
         let eos = decoder.config().eos_token_ids.clone();
         let plan = BatchPlan::new(arena.slots());
+        let slots = SlotPlan::new(arena.slots(), limits.prefix_cache);
         Self {
             decoder,
             arena,
@@ -139,7 +145,8 @@ impl Scheduler {
             waiting: VecDeque::new(),
             prefill: None,
             decoding: Vec::new(),
-            cache: limits.prefix_cache.then(PrefixCache::new),
+            slots,
+            cached: HashMap::new(),
             finished: Vec::new(),
             #[cfg(feature = "fault-injection")]
             poisoned_row: Vec::new(),
@@ -224,7 +231,7 @@ impl Scheduler {
             .store(self.plan.decoding() as u64, Ordering::Relaxed);
         s.waiting
             .store(self.plan.waiting() as u64, Ordering::Relaxed);
-        let cached = self.cache.as_ref().map_or(0, PrefixCache::len);
+        let cached = self.slots.cached();
         let used = self.arena.slots() - self.arena.free_slots() - cached;
         s.kv_slots_used.store(used as u64, Ordering::Relaxed);
         s.kv_slots_cached.store(cached as u64, Ordering::Relaxed);
@@ -262,11 +269,7 @@ impl Scheduler {
                 });
                 self.queue(Job::Generate { group, n }, prompt);
             }
-            Command::ClearPrefixCache => {
-                if let Some(cache) = self.cache.as_mut() {
-                    while cache.evict_lru(None) {}
-                }
-            }
+            Command::ClearPrefixCache => self.clear_cache(),
             Command::Logprobs {
                 prompt,
                 continuation,

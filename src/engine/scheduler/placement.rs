@@ -1,17 +1,19 @@
-//! Slot placement: which KV slot a prompt, a fork or a moved sequence gets, and what the
-//! prefix cache keeps. A prompt reuses the longest cached prefix (copying it into a fresh
-//! slot, or taking the entry over), a slot is found by evicting the least recently used
-//! entry when none is free, a sequence leaving the batch has the last one move into its
-//! slot (the batch plan says which), and finished rows become cache entries.
+//! Slot placement, executed: the slot plan (`engine/slot_plan.rs`) decides which KV slot a
+//! prompt, a fork or a moved sequence gets, which cached prefix is copied or taken over and
+//! which entries are evicted; this room carries those decisions out on the arena (takes the
+//! slots by id, copies and swaps KV rows, keeps the `Slot` handles of cache entries in a map
+//! keyed by id, dropping those the plan evicts) and tells the plan which slots were freed by
+//! a dropped handle. A sequence leaving the batch has the last one move into its slot (the
+//! batch plan says which).
 //!
-//! Not here: when a job is admitted or how many slots it may take (the batch plan,
-//! `engine/batch_plan.rs`), and the model steps that fill the slots.
+//! Not here: any placement policy (the slot plan), when a job is admitted or how many slots
+//! it may take (the batch plan, `engine/batch_plan.rs`), and the model steps that fill the
+//! slots.
 
 use std::sync::atomic::Ordering;
 
 use super::super::kv::{Slot, SlotId};
-#[cfg(debug_assertions)]
-use super::super::prefix_cache::PrefixCache;
+use super::super::slot_plan::{Allocation, Lookup, Placement, Taken};
 use super::super::EngineError;
 use super::sequence::{Job, Sequence};
 use super::Scheduler;
@@ -47,87 +49,123 @@ impl Scheduler {
         removed
     }
 
-    /// Caches `slot`'s rows `0..tokens.len()` (or frees the slot when the cache is off).
+    /// Tells the slot plan which held slots are free again (their handles were dropped
+    /// since it last looked), then checks in debug builds that the plan and the arena agree.
+    pub(super) fn sync_slots(&mut self) {
+        for id in self.arena.free_ids() {
+            if self.slots.is_held(id) {
+                self.slots.release(id);
+            }
+        }
+        #[cfg(debug_assertions)]
+        {
+            let free = self.arena.free_ids();
+            debug_assert_eq!(free.len(), self.slots.free(), "free slots disagree");
+            debug_assert!(free.iter().all(|&id| self.slots.is_free(id)));
+            debug_assert_eq!(
+                self.cached.len(),
+                self.slots.cached(),
+                "cache entries disagree"
+            );
+            debug_assert!(self.cached.keys().all(|&id| self.slots.is_cached(id)));
+            debug_assert_eq!(
+                self.slots.free() + self.slots.held() + self.slots.cached(),
+                self.slots.slots()
+            );
+        }
+    }
+
+    /// Caches `slot`'s rows `0..tokens.len()` (or frees the slot when the cache is off or
+    /// keeps nothing new); the entries it makes redundant are freed.
     pub(super) fn cache_insert(&mut self, slot: Slot, tokens: Vec<TokenId>) {
-        if let Some(cache) = self.cache.as_mut() {
-            cache.insert(slot, tokens);
+        self.sync_slots();
+        let id = slot.id();
+        let mut slot = Some(slot);
+        for freed in self.slots.cache(id, tokens) {
+            if freed == id {
+                slot = None;
+            } else {
+                self.cached.remove(&freed);
+            }
+        }
+        if let Some(slot) = slot {
+            self.cached.insert(id, slot);
         }
     }
 
-    /// Free slots plus cached ones (which can be evicted): what the batch plan counts as
-    /// available (checked in debug builds).
-    #[cfg(debug_assertions)]
-    pub(super) fn available_slots(&self) -> usize {
-        self.arena.free_slots() + self.cache.as_ref().map_or(0, PrefixCache::len)
+    /// Drops every cache entry (their slots are free).
+    pub(super) fn clear_cache(&mut self) {
+        self.sync_slots();
+        for id in self.slots.clear_cache() {
+            self.cached.remove(&id);
+        }
     }
 
-    /// The lowest free slot, evicting the least recently used cache entry (never `keep`)
-    /// when none is free.
-    pub(super) fn allocate_slot(&mut self, keep: Option<SlotId>) -> Option<Slot> {
-        if let Some(slot) = self.arena.allocate() {
-            return Some(slot);
+    /// The handle of a slot the plan allocated (an evicted entry's, or a free one).
+    fn allocated(&mut self, a: Allocation) -> Option<Slot> {
+        if a.evicted {
+            self.stats.prefix_evictions.fetch_add(1, Ordering::Relaxed);
+            return self.cached.remove(&a.slot);
         }
-        let cache = self.cache.as_mut()?;
-        if !cache.evict_lru(keep) {
-            return None;
-        }
-        self.stats.prefix_evictions.fetch_add(1, Ordering::Relaxed);
-        self.arena.allocate()
+        self.arena.take(a.slot)
     }
 
     /// Slot `id` for the decoding batch. A cache entry there moves to a free slot if there
     /// is one (its rows are copied), else it is evicted.
     pub(super) fn take_slot(&mut self, id: SlotId) -> Option<Slot> {
-        if let Some(slot) = self.arena.take(id) {
-            return Some(slot);
-        }
-        let (slot, tokens) = self.cache.as_mut()?.remove(id)?;
-        match self.arena.allocate() {
-            Some(moved) if self.arena.copy_prefix(id, moved.id(), tokens.len()).is_ok() => {
-                self.cache_insert(moved, tokens);
+        self.sync_slots();
+        match self.slots.take(id)? {
+            Taken::Free => self.arena.take(id),
+            Taken::Moved { to, len } => {
+                let slot = self.cached.remove(&id)?;
+                let moved = self.arena.take(to);
+                match moved {
+                    Some(moved) if self.arena.copy_prefix(id, to, len).is_ok() => {
+                        self.cached.insert(to, moved);
+                    }
+                    _ => {
+                        self.slots.evict(to);
+                        self.stats.prefix_evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(slot)
             }
-            _ => {
+            Taken::Evicted => {
                 self.stats.prefix_evictions.fetch_add(1, Ordering::Relaxed);
+                self.cached.remove(&id)
             }
         }
-        Some(slot)
     }
 
-    /// A slot for the prompt `tokens` of `job` and how many of its tokens it already holds:
-    /// the longest cached prefix is copied into a fresh slot (the entry stays), or the entry
-    /// is taken over when the prompt covers all of it (nothing is lost) or no other slot is
-    /// left; with no usable prefix, a fresh slot.
+    /// A slot for the prompt `tokens` of `job` and how many of its tokens it already holds,
+    /// as the slot plan places it: the longest cached prefix copied into a fresh slot (the
+    /// entry stays), the entry taken over, or a fresh slot.
     pub(super) fn prefill_slot(&mut self, job: &Job, tokens: &[TokenId]) -> Option<(Slot, usize)> {
-        let found = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.longest_match(tokens, job.reusable(tokens)));
-        let Some(hit) = found else {
-            if self.cache.is_some() {
+        self.sync_slots();
+        let (lookup, placement) = self.slots.place(tokens, job.reusable(tokens));
+        match lookup {
+            Lookup::Off => {}
+            Lookup::Miss => {
                 self.stats.prefix_misses.fetch_add(1, Ordering::Relaxed);
             }
-            return Some((self.allocate_slot(None)?, 0));
-        };
-        self.stats.prefix_hits.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .prefix_reused_tokens
-            .fetch_add(hit.len as u64, Ordering::Relaxed);
-        if hit.len < hit.entry_len {
-            if let Some(fresh) = self.allocate_slot(Some(hit.slot)) {
-                if self
-                    .arena
-                    .copy_prefix(hit.slot, fresh.id(), hit.len)
-                    .is_ok()
-                {
-                    if let Some(cache) = self.cache.as_mut() {
-                        cache.touch(hit.slot);
-                    }
-                    return Some((fresh, hit.len));
-                }
-                return Some((fresh, 0));
+            Lookup::Hit { len } => {
+                self.stats.prefix_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .prefix_reused_tokens
+                    .fetch_add(len as u64, Ordering::Relaxed);
             }
         }
-        let (slot, _) = self.cache.as_mut()?.remove(hit.slot)?;
-        Some((slot, hit.len))
+        match placement? {
+            Placement::Fresh(slot) => Some((self.allocated(slot)?, 0)),
+            Placement::Copy { from, len, to } => {
+                let fresh = self.allocated(to)?;
+                if self.arena.copy_prefix(from, fresh.id(), len).is_ok() {
+                    self.slots.reused(from);
+                    return Some((fresh, len));
+                }
+                Some((fresh, 0))
+            }
+            Placement::TakeOver { slot, len } => Some((self.cached.remove(&slot)?, len)),
+        }
     }
 }

@@ -105,8 +105,12 @@ impl Scheduler {
     /// Moves the front job, which the batch plan admitted, into prefill in the slot
     /// placement finds for it.
     fn admit(&mut self, id: JobId) {
-        #[cfg(debug_assertions)]
-        debug_assert_eq!(self.plan.available(), self.available_slots());
+        self.sync_slots();
+        debug_assert_eq!(self.plan.held(), self.slots.held(), "held slots disagree");
+        debug_assert_eq!(
+            self.plan.available(),
+            self.slots.free() + self.slots.cached()
+        );
         let Some(w) = self.waiting.pop_front() else {
             self.plan.failed(id);
             return;

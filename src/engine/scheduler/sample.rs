@@ -107,9 +107,9 @@ impl Scheduler {
 
     /// Queues sequence `i`'s result (sent by `flush_finished`) and frees its slot.
     pub(super) fn finish(&mut self, i: usize, finish_reason: FinishReason) {
-        let seq = self.remove_decoding(i, self.cache.is_some());
+        let seq = self.remove_decoding(i, self.slots.cache_on());
         let elapsed = seq.group.submitted.elapsed();
-        let cached = self.cache.is_some().then(|| seq.cached_tokens());
+        let cached = self.slots.cache_on().then(|| seq.cached_tokens());
         // The answer cut at its stop string, on the very text the stop was found in (a fresh
         // decode of the tokens may differ from the incremental one, so an offset into this
         // text is not one into that).
