@@ -14,8 +14,8 @@ use super::decoder::{Decoder, DecoderOptions};
 use super::device_sampling::DeviceSampling;
 use super::kv::{KvArena, KvPlacement};
 use super::request::{
-    stopped, Command, ContinuationLogprobs, GenerateRequest, GenerationStream, PendingGuard,
-    SampleOutput,
+    fail_orphans, stopped, Command, ContinuationLogprobs, GenerateRequest, GenerationStream,
+    PendingGuard, SampleOutput,
 };
 use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
 use super::self_check::{self, PolicyCheck};
@@ -80,6 +80,9 @@ struct Shared {
     /// Whether the scheduler thread is alive (it records why it died).
     liveness: Liveness,
     self_check: PolicyCheck,
+    /// A second receiver of the command channel, used only once the scheduler is dead, to
+    /// fail commands that missed its final drain (`request::fail_orphans`).
+    orphans: crossbeam_channel::Receiver<Command>,
 }
 
 /// Tokens per slot of the self-check's arena (its prompts are shorter; a sliding-window
@@ -118,6 +121,7 @@ impl Engine {
         };
         // Never more commands than requests in flight (checked before each send).
         let (tx, rx) = crossbeam_channel::bounded(options.max_pending);
+        let orphans = rx.clone();
         let stats = Arc::new(EngineStats::default());
         let limits = SchedulerLimits {
             prefill_budget: options.prefill_budget,
@@ -186,6 +190,7 @@ impl Engine {
                 logits_on_device,
                 liveness,
                 self_check,
+                orphans,
             }),
         })
     }
@@ -262,7 +267,9 @@ impl Engine {
     pub fn clear_prefix_cache(&self) -> Result<(), EngineError> {
         self.commands
             .send(Command::ClearPrefixCache)
-            .map_err(|_| stopped(&self.shared.liveness))
+            .map_err(|_| stopped(&self.shared.liveness))?;
+        fail_orphans(&self.shared.orphans, &self.shared.liveness);
+        Ok(())
     }
 
     /// Requests in flight now (queued, prefilling or decoding).
@@ -277,7 +284,10 @@ impl Engine {
                 limit: self.shared.max_pending,
             },
             TrySendError::Disconnected(_) => stopped(&self.shared.liveness),
-        })
+        })?;
+        // A scheduler that died meanwhile may have drained the queue already.
+        fail_orphans(&self.shared.orphans, &self.shared.liveness);
+        Ok(())
     }
 
     fn check_tokens(&self, tokens: &[TokenId], total_len: usize) -> Result<(), EngineError> {

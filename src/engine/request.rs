@@ -191,3 +191,84 @@ pub(crate) enum Command {
     /// Drop every prefix-cache entry (work submitted later finds none).
     ClearPrefixCache,
 }
+
+impl Command {
+    /// Fails a command the scheduler never took up: its caller hears `error` (a dropped
+    /// reply would also end its wait, but without saying why).
+    pub(crate) fn fail(self, error: EngineError) {
+        match self {
+            Command::Generate { events, .. } => {
+                let _ = events.try_send(GenerationEvent::Failed(error));
+            }
+            Command::Logprobs { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::ClearPrefixCache => {}
+        }
+    }
+}
+
+/// Fails every command still queued in `commands` once `liveness` says the scheduler is
+/// dead; does nothing while it lives (the scheduler alone receives then).
+///
+/// Why the handle needs this: the dying scheduler marks itself dead, fails what is queued
+/// and then drops its receiver, and a bounded crossbeam channel keeps messages queued after
+/// its last receiver is gone. A command sent between that final drain and the drop would
+/// sit in the channel for as long as any handle lives, its caller waiting forever. So every
+/// send is followed by this check: if the scheduler is dead by then, the sender fails what
+/// is queued itself. The fences order "queued, then liveness read" here against "marked
+/// dead, then queue drained" on the scheduler, so one of the two always sees the command.
+pub(crate) fn fail_orphans(commands: &crossbeam_channel::Receiver<Command>, liveness: &Liveness) {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    let Some(reason) = liveness.dead_reason() else {
+        return;
+    };
+    while let Ok(command) = commands.try_recv() {
+        command.fail(EngineError::Died {
+            reason: reason.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphaned_commands_fail_once_the_scheduler_is_dead_and_not_before() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let liveness = Liveness::new();
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        let (events, mut stream) = tokio::sync::mpsc::channel(4);
+        tx.send(Command::Logprobs {
+            prompt: vec![1],
+            continuation: vec![2],
+            reply,
+        })
+        .unwrap();
+        let params = SamplingParams::greedy(4).unwrap();
+        tx.send(Command::Generate {
+            request: GenerateRequest::new(vec![1], params),
+            events,
+        })
+        .unwrap();
+        // Alive: the scheduler's commands are left to it.
+        fail_orphans(&rx, &liveness);
+        assert_eq!(rx.len(), 2);
+        assert!(answer.try_recv().is_err());
+        // Dead after its final drain: the sender fails what is still queued.
+        liveness.mark_dead("injected");
+        fail_orphans(&rx, &liveness);
+        assert_eq!(rx.len(), 0);
+        match answer.try_recv() {
+            Ok(Err(EngineError::Died { reason })) => assert_eq!(reason, "injected"),
+            other => panic!("the logprobs caller heard {other:?}"),
+        }
+        match stream.try_recv() {
+            Ok(GenerationEvent::Failed(EngineError::Died { reason })) => {
+                assert_eq!(reason, "injected")
+            }
+            other => panic!("the generate caller heard {:?}", other.map(|_| "an event")),
+        }
+    }
+}

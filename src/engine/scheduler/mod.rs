@@ -67,7 +67,7 @@ use super::decoder::Decoder;
 use super::device_sampling::DeviceSampling;
 use super::kv::KvArena;
 use super::kv::{Slot, SlotId};
-use super::request::{Command, GenerateRequest, GenerationEvent, SampleOutput};
+use super::request::{Command, GenerateRequest, SampleOutput};
 use super::sampler::Sampler;
 use super::slot_plan::SlotPlan;
 use super::EngineError;
@@ -196,17 +196,11 @@ impl Scheduler {
             fail_job(w.job, died());
         }
         self.plan.clear();
-        // Commands already sent but not yet received fail too.
+        // Commands already sent but not yet received fail too; one sent after this drain
+        // is failed by its sender (`request::fail_orphans`, which pairs with this fence).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Command::Generate { events, .. } => {
-                    let _ = events.try_send(GenerationEvent::Failed(died()));
-                }
-                Command::Logprobs { reply, .. } => {
-                    let _ = reply.send(Err(died()));
-                }
-                Command::ClearPrefixCache => {}
-            }
+            cmd.fail(died());
         }
     }
 
