@@ -1,10 +1,10 @@
-//! `tpo serve`: flags → one [`App`] (policy engine + reward services) → the HTTP server on
-//! a multi-threaded tokio runtime. Exit 0 after a clean drain, 1 when it cannot start.
+//! `tpo serve`: flags → one [`App`](tpo_engine::app::App) (policy engine + reward
+//! services) → the HTTP server on a multi-threaded tokio runtime. Exit 0 after a clean
+//! drain, 1 when it cannot start.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tpo_engine::app::App;
 use tpo_engine::reward;
 use tpo_engine::search::{DarwinOptions, SearchOptions, Strategy};
 use tpo_engine::server::{self, ServeOptions};
@@ -169,51 +169,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
     let options = args
         .model
         .app_options(&args.reward_models, args.rm_batch_tokens as usize)?;
-    let model_id = args.served_model_name.clone().unwrap_or_else(|| {
-        options
-            .policy
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "policy".into())
-    });
-    // Reward models are served under their names (a folder's own name, never its path);
-    // two different folders may not share one.
-    let mut seen = std::collections::BTreeMap::new();
-    for source in &options.reward_models {
-        if let Some(other) = seen.insert(source.name.clone(), source.dir.clone()) {
-            if other != source.dir {
-                return Err(server::ServerError::InvalidOptions(format!(
-                    "two reward models are named {:?}: name one with --reward-model NAME=DIR",
-                    source.name
-                ))
-                .into());
-            }
-        }
-    }
-    let reward_models: Vec<String> = seen.keys().cloned().collect();
-    let default_reward_model = options
-        .reward_models
-        .first()
-        .map(|source| source.name.clone())
-        .unwrap_or_else(|| "judge".into());
-    let open_app = move || {
-        let loading = std::time::Instant::now();
-        let app = App::open(&options)?;
-        for (name, service) in &app.rewards {
-            if let Some(report) = service.load_report() {
-                for line in report.inferred_lines() {
-                    tracing::info!(reward_model = %name, "inferred {line}");
-                }
-                tracing::info!(reward_model = %name, "self-check {}", report.self_check_line());
-            }
-        }
-        tracing::info!(
-            seconds = loading.elapsed().as_secs_f64(),
-            reward_models = ?reward_models,
-            "models loaded"
-        );
-        Ok::<App, tpo_engine::Error>(app)
-    };
+    let model_id = server::launch::model_id(&options, args.served_model_name.clone());
+    let (reward_models, default_reward_model) = server::launch::reward_names(&options)?;
+    let open_app = move || server::launch::open_logged(&options, &reward_models);
     // A load failure is printed with the CLI's advice (the flags that get past it).
     let open = move || open_app().map_err(super::advice::Advised);
     let api_key = match &args.api_key_file {

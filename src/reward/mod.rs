@@ -17,6 +17,7 @@ pub mod config;
 pub mod device_pool;
 pub mod folder;
 pub mod implicit;
+pub mod inspect;
 pub mod pool;
 pub mod resolve;
 pub mod self_check;

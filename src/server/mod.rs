@@ -22,6 +22,7 @@ mod body;
 mod conn;
 mod error;
 mod generate;
+pub mod launch;
 pub mod metrics;
 mod openapi;
 mod schema;

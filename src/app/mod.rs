@@ -2,6 +2,9 @@
 //! [`AppOptions`] (paths already resolved by the caller, see [`crate::paths`]) → ONNX
 //! Runtime loaded, the policy [`Engine`] and one [`RewardService`] per reward model.
 
+pub mod doctor;
+pub mod inspect;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
