@@ -4,7 +4,8 @@
 //! no flag; this room turns those facts into the CLI's advice (`--max-new-tokens`,
 //! `--max-seq-len`, `--overwrite`, …), printed after the error. It is NOT where errors are
 //! made or classified, and NOT the server's wording: `server::error` turns the same facts
-//! into advice naming request fields.
+//! into advice naming request fields. Also how a failed `tpo bench` command ends
+//! ([`report`]).
 
 use std::fmt;
 
@@ -121,6 +122,21 @@ pub fn search(e: &SearchError) -> Option<String> {
         )),
         SearchError::Engine(e) => engine(e),
         _ => None,
+    }
+}
+
+/// A bench's outcome as the command's: a failure of the library is returned (`main` prints
+/// it), any other failure of the bench is printed here and exits 1.
+pub(super) fn report(
+    result: Result<std::process::ExitCode, tpo_engine::bench::BenchError>,
+) -> Result<std::process::ExitCode, tpo_engine::Error> {
+    match result {
+        Ok(code) => Ok(code),
+        Err(tpo_engine::bench::BenchError::Lib(e)) => Err(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
     }
 }
 

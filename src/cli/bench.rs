@@ -110,7 +110,7 @@ fn engine_bench(args: EngineBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         concurrency: args.concurrency,
         max_new_tokens: args.max_new_tokens,
     };
-    report((|| -> Result<ExitCode, BenchError> {
+    super::advice::report((|| -> Result<ExitCode, BenchError> {
         let results = tpo_engine::bench::engine::run(&options)?;
         print!("{}", tpo_engine::bench::engine::table(&results));
         if let Some(path) = &args.json {
@@ -118,17 +118,4 @@ fn engine_bench(args: EngineBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         }
         Ok(ExitCode::SUCCESS)
     })())
-}
-
-/// A bench's outcome as the command's: a failure of the library is returned (`main` prints
-/// it), any other failure of the bench is printed here and exits 1.
-pub(super) fn report(result: Result<ExitCode, BenchError>) -> Result<ExitCode, tpo_engine::Error> {
-    match result {
-        Ok(code) => Ok(code),
-        Err(BenchError::Lib(e)) => Err(e),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }

@@ -112,7 +112,7 @@ pub fn run(args: PeersArgs) -> Result<ExitCode, tpo_engine::Error> {
         out: args.out,
         font: args.font,
     };
-    super::bench::report(tpo_engine::bench::peers::run(options).and_then(|report| {
+    super::advice::report(tpo_engine::bench::peers::run(options).and_then(|report| {
         print!("{}", report.table());
         report.write()?;
         Ok(ExitCode::SUCCESS)

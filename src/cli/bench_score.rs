@@ -39,7 +39,7 @@ pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         threads: args.threads,
         rm_batch_tokens: args.rm_batch_tokens,
     };
-    super::bench::report((|| -> Result<ExitCode, BenchError> {
+    super::advice::report((|| -> Result<ExitCode, BenchError> {
         let report = tpo_engine::bench::score::run(&options)?;
         print!("{}", report.table());
         if let Some(path) = &args.json {

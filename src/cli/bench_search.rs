@@ -63,7 +63,7 @@ pub fn run(args: SearchBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
             flags.open_models_batched(&reference_model, 1)
         }
     };
-    super::bench::report((|| -> Result<ExitCode, BenchError> {
+    super::advice::report((|| -> Result<ExitCode, BenchError> {
         let report = tpo_engine::bench::search::run(&options, &open)?;
         print!("{}", report.table());
         if let Some(path) = &args.json {

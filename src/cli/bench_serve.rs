@@ -104,7 +104,7 @@ pub fn run(args: ServeBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         timeout: args.timeout,
         seed: args.seed,
     };
-    super::bench::report((|| -> Result<ExitCode, tpo_engine::bench::BenchError> {
+    super::advice::report((|| -> Result<ExitCode, tpo_engine::bench::BenchError> {
         let report = tpo_engine::bench::serve::run(&options)?;
         print!("{}", report.table());
         if let Some(path) = &args.json {
