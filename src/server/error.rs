@@ -312,12 +312,25 @@ impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
             SearchError::InvalidParams(m) => ApiError::invalid("tpo", m),
-            SearchError::DoesNotFit(e) => super::validate::does_not_fit("max_tokens", &e),
+            SearchError::DoesNotFit(e) => does_not_fit("max_tokens", &e),
             SearchError::Engine(e) => e.into(),
             SearchError::Reward(e) => e.into(),
             other => ApiError::internal(other.to_string()),
         }
     }
+}
+
+/// The 400 of a search that does not fit, in the request's own words.
+pub fn does_not_fit(field: &str, e: &crate::search::fit::DoesNotFit) -> ApiError {
+    ApiError::invalid(
+        field,
+        format!(
+            "{field} = {} does not fit this search: {} is up to {} tokens and each call may \
+             generate {} more, but the context holds {}; with this question at most {field} \
+             = {} fits",
+            e.max_new_tokens, e.what, e.peak_prompt, e.max_new_tokens, e.context, e.fits
+        ),
+    )
 }
 
 #[cfg(test)]

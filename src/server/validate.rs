@@ -650,20 +650,7 @@ fn check_search_fits(
         max_new_tokens,
         engine.max_seq_len(),
     )?;
-    checked.map_err(|e| does_not_fit(field, &e))
-}
-
-/// The 400 of a search that does not fit, in the request's own words.
-pub fn does_not_fit(field: &str, e: &fit::DoesNotFit) -> ApiError {
-    ApiError::invalid(
-        field,
-        format!(
-            "{field} = {} does not fit this search: {} is up to {} tokens and each call may \
-             generate {} more, but the context holds {}; with this question at most {field} \
-             = {} fits",
-            e.max_new_tokens, e.what, e.peak_prompt, e.max_new_tokens, e.context, e.fits
-        ),
-    )
+    checked.map_err(|e| super::error::does_not_fit(field, &e))
 }
 
 fn has_search_settings(t: &TpoOptions) -> bool {
