@@ -88,3 +88,31 @@ fn control_tokens_have_the_ids_of_the_gguf_vocabulary() {
     assert_eq!(digits.len(), 4);
     assert_eq!(tokenizer.decode(&digits).unwrap(), "2026");
 }
+
+/// What a stream shows is always a prefix of the final answer: text from the token that
+/// completes a stop string is never shown, whether the stop ends a token or sits inside one.
+#[test]
+fn streamed_text_never_runs_into_a_stop_string() {
+    use tpo_engine::model::TextStream;
+    let tokenizer = ModelDir::open(&common::policy_dir())
+        .unwrap()
+        .tokenizer()
+        .unwrap();
+    let answer = "The capital of France is Paris. It is known for the Eiffel Tower.";
+    let tokens = tokenizer.encode(answer).unwrap();
+    for stop in ["Paris", "Par", "is P", ". It", "Tower."] {
+        let stops = vec![stop.to_string()];
+        let final_text = &answer[..answer.find(stop).unwrap()];
+        let mut stream = TextStream::new(&stops);
+        let mut shown = String::new();
+        for &token in &tokens {
+            shown += &stream.push(&tokenizer, token);
+            assert!(
+                final_text.starts_with(&shown),
+                "stop {stop:?}: the stream showed {shown:?}, past the final answer {final_text:?}"
+            );
+        }
+        shown += &stream.finish(final_text);
+        assert_eq!(shown, final_text, "stop {stop:?}");
+    }
+}

@@ -7,6 +7,8 @@ use tpo_engine::engine::{
     EngineError, GenerateRequest, GenerationEvent, SamplingOptions, SamplingParams,
 };
 
+use tpo_engine::model::TextStream;
+
 use super::ModelArgs;
 
 #[derive(Debug, clap::Args)]
@@ -62,50 +64,30 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode, tpo_engine::Error> {
             .map_err(EngineError::from)?
     };
     let mut stream = engine.submit(GenerateRequest::new(prompt, params))?;
-    let mut tokens = Vec::new();
-    let mut printed = 0usize;
+    // Whole characters as they arrive; the tail a stop string could claim is held back.
+    let mut text = TextStream::new(&args.stop);
     let mut stdout = std::io::stdout();
     while let Some(event) = stream.blocking_next() {
-        match event {
-            GenerationEvent::Token { token, .. } => {
-                tokens.push(token);
-                let text = engine
-                    .tokenizer()
-                    .decode(&tokens)
-                    .map_err(EngineError::from)?;
-                // Print whole characters only; a stop string is cut at the end.
-                if args.stop.is_empty() && !text.ends_with('\u{FFFD}') && text.len() > printed {
-                    let _ = write!(stdout, "{}", &text[printed..]);
-                    let _ = stdout.flush();
-                    printed = text.len();
-                }
-            }
+        let (shown, out) = match event {
+            GenerationEvent::Token { token, .. } => (text.push(engine.tokenizer(), token), None),
             GenerationEvent::Finished(out) => {
-                let text = out.text_in(engine.chat()).map_err(EngineError::from)?;
-                if text.len() > printed {
-                    let _ = write!(stdout, "{}", &text[printed.min(text.len())..]);
-                }
-                let _ = writeln!(stdout);
-                let decode = out
-                    .elapsed
-                    .saturating_sub(out.time_to_first_token)
-                    .as_secs_f64();
-                let rate = if decode > 0.0 {
-                    out.tokens.len().saturating_sub(1) as f64 / decode
-                } else {
-                    0.0
-                };
-                eprintln!(
-                    "[{} prompt tokens, first token after {:.0} ms; {} new tokens, {:.1} tokens/s decode; finish: {:?}]",
-                    out.prompt_tokens,
-                    out.time_to_first_token.as_secs_f64() * 1e3,
-                    out.tokens.len(),
-                    rate,
-                    out.finish_reason
-                );
-                return Ok(ExitCode::SUCCESS);
+                let answer = out.text_in(engine.chat()).map_err(EngineError::from)?;
+                (text.finish(&answer) + "\n", Some(out))
             }
             GenerationEvent::Failed(e) => return Err(e.into()),
+        };
+        let _ = write!(stdout, "{shown}");
+        let _ = stdout.flush();
+        if let Some(out) = out {
+            eprintln!(
+                "[{} prompt tokens, first token after {:.0} ms; {} new tokens, {:.1} tokens/s decode; finish: {:?}]",
+                out.prompt_tokens,
+                out.time_to_first_token.as_secs_f64() * 1e3,
+                out.tokens.len(),
+                out.decode_rate(),
+                out.finish_reason
+            );
+            return Ok(ExitCode::SUCCESS);
         }
     }
     Err(EngineError::Stopped.into())

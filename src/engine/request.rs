@@ -69,6 +69,19 @@ pub struct SampleOutput {
 }
 
 impl SampleOutput {
+    /// Tokens per second after the first token (0 when there was no time to measure).
+    pub fn decode_rate(&self) -> f64 {
+        let decode = self
+            .elapsed
+            .saturating_sub(self.time_to_first_token)
+            .as_secs_f64();
+        if decode > 0.0 {
+            self.tokens.len().saturating_sub(1) as f64 / decode
+        } else {
+            0.0
+        }
+    }
+
     pub fn logprob_sum(&self) -> f32 {
         self.logprobs.iter().sum()
     }

@@ -11,7 +11,7 @@ mod tokenizer;
 
 pub use chat::{text_of, ChatFormat};
 pub use config::{DecoderConfig, SlidingWindow};
-pub use detok::{find_stop, IncrementalText};
+pub use detok::{find_stop, IncrementalText, TextStream};
 pub use tokenizer::{ChatMessage, ChatTemplate, TokenId, Tokenizer, TurnPieces};
 
 use std::path::{Path, PathBuf};

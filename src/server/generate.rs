@@ -19,9 +19,10 @@ use super::schema::{
     TopLogprob, Usage,
 };
 use super::stream::{chunk_id, data_event, done_event, error_event, unix_now, Frame};
-use super::text::{token_text, TextStream};
+use super::text::token_text;
 use super::validate::Generation;
 use super::ServerState;
+use crate::model::TextStream;
 
 /// Which API shape a generation answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

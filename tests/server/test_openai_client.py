@@ -73,6 +73,21 @@ def test_streaming_joins_to_the_plain_text(client):
     assert usage[0].prompt_tokens == plain.usage.prompt_tokens
 
 
+def test_a_stream_never_shows_text_past_a_stop_string(client):
+    """The stop string is the middle of a word the greedy answer holds, so the token that
+    completes it also carries text after it: none of that may be streamed."""
+    full = chat(client, temperature=0, max_tokens=24).choices[0].message.content
+    words = [w for w in full.split() if len(w) >= 4]
+    assert words, full
+    stop = words[0][1:3]
+    plain = chat(client, temperature=0, max_tokens=24, stop=[stop])
+    assert plain.choices[0].finish_reason == "stop"
+    assert stop not in plain.choices[0].message.content
+    chunks = list(chat(client, temperature=0, max_tokens=24, stop=[stop], stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+
+
 def test_streaming_without_usage_sends_none(client):
     chunks = list(chat(client, seed=5, stream=True))
     assert all(c.usage is None for c in chunks)
