@@ -10,13 +10,13 @@
 //! failed searches are reported with their line number and the run goes on), 1 when the run
 //! itself failed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tpo_engine::dataset::answers::{answer_file, describe, summary, AnswerFiles, AnswersError};
-use tpo_engine::engine::Engine;
-use tpo_engine::reward::RewardService;
-use tpo_engine::search::{self, SearchError, SearchParams, StepEvent};
+use tpo_engine::dataset::answers::{
+    answer_file_blocking, answer_one, describe, summary, AnswerFiles,
+};
+use tpo_engine::search::{SearchError, StepEvent};
 
 use super::score::EXIT_ROWS_REJECTED;
 use super::search_flags::SearchFlags;
@@ -49,57 +49,7 @@ pub struct SearchArgs {
     question: Option<String>,
 }
 
-/// Failures of the command that are not the library's: files it reads and writes.
-#[derive(Debug, thiserror::Error)]
-enum CliError {
-    #[error(transparent)]
-    Lib(#[from] tpo_engine::Error),
-    #[error("starting the async runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the search does not fit the context: {0} (lower --max-new-tokens to at most {fits}, or raise --max-seq-len)", fits = .0.fits)]
-    DoesNotFit(search::fit::DoesNotFit),
-}
-
-impl From<AnswersError> for CliError {
-    fn from(e: AnswersError) -> Self {
-        match e {
-            AnswersError::Io { what, path, source } => CliError::Io { what, path, source },
-        }
-    }
-}
-
-impl From<SearchError> for CliError {
-    fn from(e: SearchError) -> Self {
-        match e {
-            SearchError::DoesNotFit(e) => CliError::DoesNotFit(e),
-            e => CliError::Lib(e.into()),
-        }
-    }
-}
-
-fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CliError {
-    let path = path.to_path_buf();
-    move |source| CliError::Io { what, path, source }
-}
-
 pub fn run(args: SearchArgs) -> Result<ExitCode, tpo_engine::Error> {
-    match run_inner(args) {
-        Ok(code) => Ok(code),
-        Err(CliError::Lib(e)) => Err(e),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
     let params = args.search.params()?;
     args.search.check_kv_slots(args.model.kv_slots)?;
     if let Some(file) = &args.file {
@@ -112,9 +62,7 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
         }
     }
     let (engine, rewards) = args.search.open_models(&args.model)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(CliError::Runtime)?;
+    let models = (&engine, &rewards);
     match (&args.file, &args.question) {
         (Some(file), _) => {
             let files = AnswerFiles {
@@ -123,9 +71,9 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
                 traces: args.trace.clone(),
                 concurrency: args.concurrency as usize,
             };
-            let done = runtime.block_on(answer_file(&files, &engine, &rewards, &params, |e| {
+            let done = answer_file_blocking(&files, models, &params, |e| {
                 super::advice::with_advice(e, super::advice::search(e))
-            }))?;
+            })?;
             Ok(if done.failed > 0 {
                 ExitCode::from(EXIT_ROWS_REJECTED)
             } else {
@@ -133,38 +81,23 @@ fn run_inner(args: SearchArgs) -> Result<ExitCode, CliError> {
             })
         }
         (None, Some(question)) => {
-            runtime.block_on(run_one(&args, question, &engine, &rewards, &params))
+            let trace = answer_one(
+                models,
+                question,
+                args.reference.as_deref(),
+                &params,
+                args.trace.as_deref(),
+                &mut |event: &StepEvent| eprintln!("{}", describe(event)),
+            )?;
+            println!("{}", trace.final_answer);
+            eprintln!("{}", summary(&trace));
+            if let Some(path) = &args.trace {
+                eprintln!("trace written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         (None, None) => {
             Err(SearchError::InvalidParams("give a question or --file prompts.jsonl".into()).into())
         }
     }
-}
-
-async fn run_one(
-    args: &SearchArgs,
-    question: &str,
-    engine: &Engine,
-    rewards: &RewardService,
-    params: &SearchParams,
-) -> Result<ExitCode, CliError> {
-    let mut report = |event: &StepEvent| eprintln!("{}", describe(event));
-    let trace = search::run(
-        engine,
-        rewards,
-        question,
-        args.reference.as_deref(),
-        params,
-        &mut report,
-    )
-    .await?;
-    println!("{}", trace.final_answer);
-    eprintln!("{}", summary(&trace));
-    if let Some(path) = &args.trace {
-        let json = serde_json::to_string_pretty(&trace)
-            .map_err(|e| io_error("writing the trace", path)(e.into()))?;
-        std::fs::write(path, json + "\n").map_err(io_error("writing the trace", path))?;
-        eprintln!("trace written to {}", path.display());
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,9 @@
-//! `tpo search --file`: a prompt file answered by searches, the answers (and traces) out
-//! as JSON lines, one per prompt, written as each search finishes (each line carries its
-//! input `line` to restore the order). The prompts are read with [`super::prompts`]. Not
-//! the search itself ([`crate::search`]) nor the flags or the exit code (the CLI's).
+//! `tpo search`'s runs: one question answered by a search with its trace written as pretty
+//! JSON ([`answer_one`]), or a prompt file answered by searches, the answers (and traces)
+//! out as JSON lines, one per prompt, written as each search finishes (each line carries its
+//! input `line` to restore the order; [`answer_file`]). The prompts are read with
+//! [`super::prompts`]. Not the search itself ([`crate::search`]) nor the flags or the exit
+//! code (the CLI's).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -14,7 +16,7 @@ use crate::engine::Engine;
 use crate::reward::RewardService;
 use crate::search::{self, SearchError, SearchParams, StepEvent, Trace};
 
-/// Why a `--file` run stopped (a bad line or a failed search does not stop it).
+/// Why a run stopped (in a `--file` run, a bad line or a failed search does not stop it).
 #[derive(Debug, thiserror::Error)]
 pub enum AnswersError {
     #[error("{what} {path}: {source}")]
@@ -23,6 +25,58 @@ pub enum AnswersError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("starting the async runtime: {0}")]
+    AsyncRuntime(std::io::Error),
+    /// The one search of [`answer_one`] failed.
+    #[error(transparent)]
+    Search(#[from] SearchError),
+}
+
+impl From<AnswersError> for crate::Error {
+    fn from(e: AnswersError) -> Self {
+        match e {
+            AnswersError::Search(e) => e.into(),
+            e => super::DatasetError::Answers(e).into(),
+        }
+    }
+}
+
+/// A current-thread tokio runtime: the searches of a run interleave on one thread.
+fn runtime() -> Result<tokio::runtime::Runtime, AnswersError> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(AnswersError::AsyncRuntime)
+}
+
+/// Answers `question` with one search, `report`ing each step as it finishes, and writes the
+/// trace as pretty JSON to `trace_path` when one is given.
+pub fn answer_one(
+    (engine, rewards): (&Engine, &RewardService),
+    question: &str,
+    reference: Option<&str>,
+    params: &SearchParams,
+    trace_path: Option<&Path>,
+    report: search::Progress<'_>,
+) -> Result<Trace, AnswersError> {
+    let trace = runtime()?.block_on(search::run(
+        engine, rewards, question, reference, params, report,
+    ))?;
+    if let Some(path) = trace_path {
+        let json = serde_json::to_string_pretty(&trace)
+            .map_err(|e| io_error("writing the trace", path)(e.into()))?;
+        std::fs::write(path, json + "\n").map_err(io_error("writing the trace", path))?;
+    }
+    Ok(trace)
+}
+
+/// [`answer_file`] on its own current-thread runtime.
+pub fn answer_file_blocking(
+    files: &AnswerFiles,
+    (engine, rewards): (&Engine, &RewardService),
+    params: &SearchParams,
+    explain: impl Fn(&SearchError) -> String,
+) -> Result<Answered, AnswersError> {
+    runtime()?.block_on(answer_file(files, engine, rewards, params, explain))
 }
 
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AnswersError {

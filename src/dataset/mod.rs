@@ -87,6 +87,8 @@ pub enum DatasetError {
     Reward(#[from] crate::reward::RewardError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Answers(#[from] answers::AnswersError),
     #[error("internal dataset error: {0}")]
     Internal(String),
 }
