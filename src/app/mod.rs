@@ -4,6 +4,7 @@
 
 pub mod doctor;
 pub mod inspect;
+pub mod score;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,21 @@ impl App {
             rewards,
             policy: options.policy.clone(),
         })
+    }
+
+    /// Opens the policy and the first of `options.reward_models` (a command that searches
+    /// with one reward model).
+    pub fn open_with_one_reward(
+        options: &AppOptions,
+    ) -> Result<(Engine, RewardService), crate::Error> {
+        let unknown = |name: &str| reward::RewardError::Unknown { name: name.into() };
+        let name = match options.reward_models.first() {
+            Some(source) => source.name.clone(),
+            None => return Err(unknown("(none given)").into()),
+        };
+        let mut app = Self::open(options)?;
+        let rewards = app.rewards.remove(&name).ok_or_else(|| unknown(&name))?;
+        Ok((app.engine, rewards))
     }
 
     /// The reward service called `name`, if it was loaded.

@@ -192,16 +192,9 @@ impl ModelArgs {
 /// Tells the user, on stderr, which settings of the reward model `name` were inferred from
 /// its folder (nothing for a folder whose `reward_config.json` says everything).
 fn print_reward_load(name: &str, report: Option<&tpo_engine::reward::LoadReport>) {
-    let Some(report) = report else { return };
-    let lines = report.inferred_lines();
-    if lines.is_empty() {
-        return;
+    if let Some(notice) = report.and_then(|r| r.notice(name)) {
+        eprint!("{notice}");
     }
-    eprintln!("reward model {name}: inferred from the folder (reward_config.json overrides any of these):");
-    for line in lines {
-        eprintln!("  {line}");
-    }
-    eprintln!("  self-check {}", report.self_check_line());
 }
 
 /// Prints a failed run's error on stderr, with the CLI's advice (flags to change) when it

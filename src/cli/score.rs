@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use tpo_engine::app::score::{open_scorers, ImplicitOptions, ScorerOptions};
 use tpo_engine::dataset::job::MAX_CHUNK_ROWS;
-use tpo_engine::dataset::{Columns, DatasetError, ScoreJob, Scorers, Shard};
-use tpo_engine::engine::EngineOptions;
-use tpo_engine::reward::implicit::{ImplicitModels, NamedEngine, DEFAULT_BETA, DEFAULT_ETA};
+use tpo_engine::dataset::{Columns, DatasetError, ScoreJob, Shard};
+use tpo_engine::reward::implicit::{DEFAULT_BETA, DEFAULT_ETA};
 use tpo_engine::reward::{self, RewardOptions};
 use tpo_engine::runtime::{Device, SessionOptions};
 
@@ -137,63 +137,30 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
     };
     // Refused before the models load (seconds), and before anything is written.
     job.validate()?;
-    let session = SessionOptions {
-        device: args.device,
-        threads: args.threads,
-    };
-    if tpo_engine::runtime::library().is_err() {
-        tpo_engine::runtime::init(&tpo_engine::paths::onnxruntime_library_for(args.device)?)?;
-    }
-    let reward = if no_rm {
-        None
-    } else {
-        Some(reward::load(
-            &tpo_engine::paths::reward_source(&args.reward_model),
-            RewardOptions {
-                session,
-                batch_tokens: args.rm_batch_tokens as usize,
-                ..RewardOptions::default()
+    let options = ScorerOptions {
+        onnxruntime: tpo_engine::paths::onnxruntime_library_for(args.device)?,
+        reward: (!no_rm).then(|| tpo_engine::paths::reward_source(&args.reward_model)),
+        reward_options: RewardOptions {
+            session: SessionOptions {
+                device: args.device,
+                threads: args.threads,
             },
-        )?)
-    };
-    if let Some(rm) = &reward {
-        super::print_reward_load(&args.reward_model, rm.load_report());
-    }
-    let implicit = if args.reference_models.is_empty() {
-        None
-    } else {
-        let start = |dir: PathBuf| -> Result<NamedEngine, tpo_engine::Error> {
-            let engine = tpo_engine::app::start_engine(
-                &dir,
-                EngineOptions {
-                    decoder: session,
-                    ..EngineOptions::default()
-                },
-            )?;
-            Ok(NamedEngine {
-                name: dir.display().to_string(),
-                engine,
-            })
-        };
-        let policy = start(
-            args.policy_model
-                .clone()
+            batch_tokens: args.rm_batch_tokens as usize,
+            ..RewardOptions::default()
+        },
+        implicit: (!args.reference_models.is_empty()).then(|| ImplicitOptions {
+            policy: (args.policy_model.clone())
                 .unwrap_or_else(tpo_engine::paths::default_policy_dir),
-        )?;
-        let references = args
-            .reference_models
-            .iter()
-            .cloned()
-            .map(start)
-            .collect::<Result<Vec<_>, _>>()?;
-        Some(ImplicitModels {
-            policy,
-            references,
+            references: args.reference_models.clone(),
             beta: args.beta,
             mrpo: args.mrpo,
             eta: args.eta,
-        })
+        }),
     };
+    let scorers = open_scorers(&options)?;
+    if let Some(rm) = &scorers.reward {
+        super::print_reward_load(&args.reward_model, rm.load_report());
+    }
     // Drawn only on a terminal (indicatif hides itself otherwise).
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -202,7 +169,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let outcome = job.run(&Scorers { reward, implicit }, |done, total| {
+    let outcome = job.run(&scorers, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;

@@ -114,16 +114,9 @@ impl SearchFlags {
         rm_batch_tokens: usize,
     ) -> Result<(Engine, RewardService), tpo_engine::Error> {
         let names = [self.reward_model.clone()];
-        let mut app = App::open(&model.app_options(&names, rm_batch_tokens)?)?;
-        // The app names a reward model by its source's name (a folder by its last component).
-        let name = tpo_engine::paths::reward_source(&self.reward_model).name;
-        let rewards =
-            app.rewards
-                .remove(&name)
-                .ok_or_else(|| tpo_engine::reward::RewardError::Unknown {
-                    name: self.reward_model.clone(),
-                })?;
+        let (engine, rewards) =
+            App::open_with_one_reward(&model.app_options(&names, rm_batch_tokens)?)?;
         super::print_reward_load(&self.reward_model, rewards.load_report());
-        Ok((app.engine, rewards))
+        Ok((engine, rewards))
     }
 }

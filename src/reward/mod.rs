@@ -127,6 +127,25 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// What the user of reward model `name` should be told at load, one line each: the
+    /// settings inferred from its folder and the self-check; `None` for a folder whose
+    /// `reward_config.json` says everything.
+    pub fn notice(&self, name: &str) -> Option<String> {
+        let lines = self.inferred_lines();
+        if lines.is_empty() {
+            return None;
+        }
+        let mut text = format!(
+            "reward model {name}: inferred from the folder (reward_config.json overrides any of \
+             these):\n"
+        );
+        for line in lines {
+            text += &format!("  {line}\n");
+        }
+        text += &format!("  self-check {}\n", self.self_check_line());
+        Some(text)
+    }
+
     /// One line per inferred field: `pad_token_id = 2 (config.json "pad_token_id")`.
     pub fn inferred_lines(&self) -> Vec<String> {
         self.inferred
