@@ -115,19 +115,6 @@ pub struct ServeArgs {
     log_format: String,
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// The key in `path`: its first line, trimmed; an empty or unreadable file is an error.
 fn read_key_file(path: &std::path::Path) -> Result<String, tpo_engine::Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -148,7 +135,7 @@ fn read_key_file(path: &std::path::Path) -> Result<String, tpo_engine::Error> {
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
-    init_logging(&args.log_format);
+    server::launch::init_logging(args.log_format == "json");
     let search_defaults = SearchOptions {
         strategy: Strategy::Tpo,
         width: args.search_width as usize,
@@ -201,31 +188,6 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, tpo_engine::Error> {
         default_reward_model,
         default_max_tokens: args.default_max_tokens as usize,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let result = runtime.block_on(async move {
-        tokio::spawn(async move {
-            if let Ok(addr) = bound_rx.await {
-                eprintln!("tpo serve: listening on http://{addr}");
-            }
-        });
-        server::serve(open, serve_options, Some(bound_tx)).await
-    });
-    match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    server::launch::serve_blocking(open, serve_options)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,49 @@
 //! What `tpo serve` settles before the server starts: the served model id, the reward models'
-//! served names (one name, one folder) and the default one, and the app opener that logs what
-//! each reward model inferred. It is NOT the flags (the CLI's) nor the serving itself.
+//! served names (one name, one folder) and the default one, the app opener that logs what
+//! each reward model inferred, the log format, and the runtime the server runs on until it
+//! drains. It is NOT the flags (the CLI's) nor the serving itself ([`super::serve`]).
 
 use crate::app::{App, AppOptions};
 
-use super::ServerError;
+use super::{ServeOptions, ServerError};
+
+/// Logs to stderr through `tracing`: text, or one JSON object per line (`json`); `RUST_LOG`
+/// filters (default `info`). A second call keeps the first setting.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Serves on a multi-threaded tokio runtime (two workers: the models run on their own
+/// threads) until the server has drained, printing the bound address on stderr
+/// (`tpo serve: listening on http://ADDR`) once it listens.
+pub fn serve_blocking<E: std::fmt::Display + Send + 'static>(
+    open: impl FnOnce() -> Result<App, E> + Send + 'static,
+    options: ServeOptions,
+) -> Result<(), ServerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServerError::AsyncRuntime)?;
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            if let Ok(addr) = bound_rx.await {
+                eprintln!("tpo serve: listening on http://{addr}");
+            }
+        });
+        super::serve(open, options, Some(bound_tx)).await
+    })
+}
 
 /// The id the policy is served under: `name` if given, else the policy folder's name.
 pub fn model_id(options: &AppOptions, name: Option<String>) -> String {

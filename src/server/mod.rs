@@ -122,6 +122,8 @@ pub enum ServerError {
     },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error("starting the async runtime: {0}")]
+    AsyncRuntime(std::io::Error),
     #[error("invalid server settings: {0}")]
     InvalidOptions(String),
     #[error("loading the models: {0}")]
