@@ -173,9 +173,5 @@ pub fn table(results: &[LevelResult]) -> String {
 
 /// Writes the results as pretty JSON to `path`.
 pub fn write_json(path: &Path, results: &[LevelResult]) -> Result<(), BenchError> {
-    let text =
-        serde_json::to_string_pretty(results).map_err(|e| EngineError::Internal(e.to_string()))?;
-    std::fs::write(path, text)
-        .map_err(|e| EngineError::Internal(format!("writing {}: {e}", path.display())))?;
-    Ok(())
+    super::write_json(path, &results)
 }

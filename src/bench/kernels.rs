@@ -240,6 +240,35 @@ impl KernelReport {
         copy_ceiling(&self.copy)
     }
 
+    /// The report as `tpo bench kernels` prints it: a markdown table of every kernel's share
+    /// of the copy bandwidth, then whether the goal was met.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "| kernel | µs / launch | bytes read / s | share of copy bandwidth ({:.0} GB/s) |\n\
+             |---|---:|---:|---:|\n",
+            self.ceiling() / 1e9
+        );
+        for r in &self.kernels {
+            out += &format!(
+                "| {} | {:.1} | {:.0} GB/s | {:.0}% |\n",
+                r.throughput.name,
+                r.throughput.microseconds_per_launch(),
+                r.throughput.bytes_per_second() / 1e9,
+                100.0 * r.share_of_copy_bandwidth
+            );
+        }
+        if let Some(goal) = self.goal_row() {
+            let met = goal.share_of_copy_bandwidth >= GOAL;
+            out += &format!(
+                "top_p at batch 64 × vocab 128256: {:.0}% of copy bandwidth (goal {:.0}%): {}\n",
+                100.0 * goal.share_of_copy_bandwidth,
+                100.0 * GOAL,
+                if met { "met" } else { "NOT met" }
+            );
+        }
+        out
+    }
+
     /// The row the goal is about, when it was measured.
     pub fn goal_row(&self) -> Option<&KernelRow> {
         self.kernels

@@ -28,7 +28,7 @@ pub mod search;
 pub mod serve;
 pub mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why a benchmark could not run (a slow result is a number, never one of these).
 #[derive(Debug, thiserror::Error)]
@@ -106,4 +106,15 @@ impl From<crate::reward::RewardError> for BenchError {
     fn from(e: crate::reward::RewardError) -> Self {
         BenchError::Lib(e.into())
     }
+}
+
+/// Writes `value` to `path` as pretty JSON with a final newline: every bench's `--json` file.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), BenchError> {
+    let io = |source| BenchError::Io {
+        what: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(value).map_err(|e| io(e.into()))?;
+    std::fs::write(path, text + "\n").map_err(io)
 }

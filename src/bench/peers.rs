@@ -767,12 +767,7 @@ impl PeersReport {
             "commit": env!("TPO_GIT_COMMIT"),
         });
         let path = dir.join("peers.json");
-        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-        std::fs::write(&path, text + "\n").map_err(|source| BenchError::Io {
-            what: "writing",
-            path: path.clone(),
-            source,
-        })?;
+        super::write_json(&path, &value)?;
         eprintln!("wrote {}", path.display());
 
         register_font(font)?;

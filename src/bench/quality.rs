@@ -444,12 +444,7 @@ impl QualityReport {
                 "tpo_version": env!("CARGO_PKG_VERSION"),
                 "commit": env!("TPO_GIT_COMMIT"),
             });
-            let text = serde_json::to_string_pretty(&value).map_err(|e| BenchError::Io {
-                what: "writing",
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            write(path, text + "\n")?;
+            super::write_json(path, &value)?;
         }
         if let Some(path) = &args.plot {
             super::plot::register_font(args.font.as_deref())?;

@@ -84,8 +84,7 @@ impl ScoreBenchReport {
 
     /// Writes [`Self::json`] (pretty, with a final newline) to `path`.
     pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
-        let text = serde_json::to_string_pretty(&self.json).unwrap_or_default();
-        std::fs::write(path, text + "\n").map_err(|e| bench_err(format!("{}: {e}", path.display())))
+        super::write_json(path, &self.json)
     }
 }
 

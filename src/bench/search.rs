@@ -424,7 +424,7 @@ impl SearchBenchReport {
 
     /// Writes [`Self::json`] (pretty, with a final newline) to `path`.
     pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
-        write_json(path, &self.json)
+        super::write_json(path, &self.json)
     }
 
     /// The loud report of each mismatch (empty when there is none), for stderr.
@@ -646,16 +646,6 @@ fn print_report(phases: &[Phase], comparisons: &[(&Phase, &Comparison)]) -> Stri
         );
     }
     out
-}
-
-fn write_json(path: &Path, value: &Value) -> Result<(), BenchError> {
-    let io = |source| BenchError::Io {
-        what: "writing",
-        path: path.to_path_buf(),
-        source,
-    };
-    let text = serde_json::to_string_pretty(value).map_err(|e| io(e.into()))?;
-    std::fs::write(path, text + "\n").map_err(io)
 }
 
 #[cfg(test)]

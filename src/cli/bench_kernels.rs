@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use tpo_engine::bench::kernels::{self, KernelBenchOptions, PoolShape, GOAL};
+use tpo_engine::bench::kernels::{self, KernelBenchOptions, PoolShape};
 use tpo_engine::engine::EngineError;
 use tpo_engine::gpu::GpuDevice;
 
@@ -78,38 +78,9 @@ pub fn run(args: KernelBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
         copy_bytes: args.copy_mib << 20,
     };
     let report = kernels::measure(&device, &options)?;
-
-    println!(
-        "| kernel | µs / launch | bytes read / s | share of copy bandwidth ({:.0} GB/s) |",
-        report.ceiling() / 1e9
-    );
-    println!("|---|---:|---:|---:|");
-    for r in &report.kernels {
-        println!(
-            "| {} | {:.1} | {:.0} GB/s | {:.0}% |",
-            r.throughput.name,
-            r.throughput.microseconds_per_launch(),
-            r.throughput.bytes_per_second() / 1e9,
-            100.0 * r.share_of_copy_bandwidth
-        );
-    }
-    if let Some(goal) = report.goal_row() {
-        println!(
-            "top_p at batch 64 × vocab 128256: {:.0}% of copy bandwidth (goal {:.0}%): {}",
-            100.0 * goal.share_of_copy_bandwidth,
-            100.0 * GOAL,
-            if goal.share_of_copy_bandwidth >= GOAL {
-                "met"
-            } else {
-                "NOT met"
-            }
-        );
-    }
-    if let Some(path) = args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        std::fs::write(&path, text)
-            .map_err(|e| EngineError::Internal(format!("writing {}: {e}", path.display())))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    print!("{}", report.table());
+    super::advice::report(match args.json {
+        Some(path) => tpo_engine::bench::write_json(&path, &report).map(|()| ExitCode::SUCCESS),
+        None => Ok(ExitCode::SUCCESS),
+    })
 }

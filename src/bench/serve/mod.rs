@@ -105,12 +105,8 @@ impl ServeBenchReport {
     }
 
     /// Writes [`Self::json`] (pretty, with a final newline) to `path`.
-    pub fn write_json(&self, path: &std::path::Path) -> Result<(), BenchServeError> {
-        let text = serde_json::to_string_pretty(&self.json).unwrap_or_default();
-        std::fs::write(path, text + "\n").map_err(|source| BenchServeError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    pub fn write_json(&self, path: &std::path::Path) -> Result<(), super::BenchError> {
+        super::write_json(path, &self.json)
     }
 }
 
@@ -131,11 +127,6 @@ pub enum BenchServeError {
     Prompts { path: PathBuf, reason: String },
     #[error("starting the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 /// One server under load from [`Target::level`]: its client and the request settings.
