@@ -61,4 +61,6 @@ pub enum Error {
     Gpu(#[from] gpu::GpuError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Viewer(#[from] viewer::ViewerError),
 }

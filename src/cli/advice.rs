@@ -15,6 +15,7 @@ use tpo_engine::model::ModelError;
 use tpo_engine::reward::RewardError;
 use tpo_engine::runtime::RuntimeError;
 use tpo_engine::search::SearchError;
+use tpo_engine::viewer::ViewerError;
 use tpo_engine::Error;
 
 /// The advice for `err`, when the CLI has one.
@@ -26,6 +27,7 @@ pub fn advice(err: &Error) -> Option<String> {
         Error::Reward(e) => reward(e),
         Error::Dataset(e) => dataset(e),
         Error::Search(e) => search(e),
+        Error::Viewer(ViewerError::SameFile(_)) => Some("pass another --output".into()),
         _ => None,
     }
 }

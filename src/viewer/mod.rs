@@ -9,9 +9,11 @@
 //! chunks; and [`trace_page`], which `tpo trace view` writes from saved traces, replayed
 //! through [`crate::search::events_of`] into exactly the events the live stream carries.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
-use crate::search::{events_of, StepEvent, Strategy, Trace};
+use crate::search::{events_of, parse_traces, StepEvent, Strategy, Trace, TraceFileError};
 
 const PAGE: &str = include_str!("assets/page.html");
 const STYLE: &str = include_str!("assets/viewer.css");
@@ -22,6 +24,20 @@ const SCRIPT: &str = include_str!("assets/viewer.js");
 pub enum ViewerError {
     #[error("cannot encode the trace for the page: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: TraceFileError,
+    },
+    /// The page would overwrite the trace it is made from.
+    #[error("the output {0} is the trace itself")]
+    SameFile(PathBuf),
 }
 
 /// A search as the page renders it (the live page builds the same shape from the stream).
@@ -104,6 +120,34 @@ impl SearchView {
 /// and renders it as it runs.
 pub fn live_page() -> String {
     page("tpo-engine search viewer", "live", "null")
+}
+
+/// Writes the searches saved in `trace` (a `tpo search --trace` file: one pretty JSON trace
+/// or JSON lines) as one page at `output` [default: `trace` with the extension `html`];
+/// returns how many searches it holds and where it is. The page is written whole, then
+/// renamed over the target: an interrupted run leaves no half page.
+pub fn write_trace_page(
+    trace: &Path,
+    output: Option<&Path>,
+) -> Result<(usize, PathBuf), ViewerError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ViewerError::Io { what, path, source }
+    };
+    let text = std::fs::read_to_string(trace).map_err(io("reading", trace))?;
+    let traces = parse_traces(&text).map_err(|source| ViewerError::Parse {
+        path: trace.to_path_buf(),
+        source,
+    })?;
+    let output = output.map_or_else(|| trace.with_extension("html"), Path::to_path_buf);
+    if output == trace {
+        return Err(ViewerError::SameFile(output));
+    }
+    let page = trace_page(&traces)?;
+    let partial = output.with_extension("html.partial");
+    std::fs::write(&partial, page).map_err(io("writing", &partial))?;
+    std::fs::rename(&partial, &output).map_err(io("writing", &output))?;
+    Ok((traces.len(), output))
 }
 
 /// A self-contained page of saved searches (a picker when there are several).
