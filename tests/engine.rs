@@ -71,7 +71,7 @@ const QUESTIONS: &[&str] = &[
 fn prompts(engine: &Engine) -> Vec<Vec<u32>> {
     QUESTIONS
         .iter()
-        .map(|q| engine.question_prompt(q).unwrap())
+        .map(|q| engine.chat().question_prompt(q).unwrap())
         .collect()
 }
 
@@ -161,7 +161,7 @@ fn the_float16_export_runs_on_a_float16_kv_arena_batched_and_answers_as_float32_
     let greedy = SamplingParams::greedy(16).unwrap();
     let prompts: Vec<Vec<u32>> = questions
         .iter()
-        .map(|q| f16.question_prompt(q).unwrap())
+        .map(|q| f16.chat().question_prompt(q).unwrap())
         .collect();
     // All three at once: prefill and ragged decode over float16 KV views of the arena.
     let streams: Vec<_> = prompts
@@ -200,6 +200,7 @@ fn a_seeded_request_returns_the_same_text_alone_and_among_fifteen_others() {
     let engine = start(32, 1024);
     let prompts = prompts(&engine);
     let target = engine
+        .chat()
         .question_prompt("Write two sentences about autumn leaves.")
         .unwrap();
     let params = sampled(1234, 48);
@@ -227,8 +228,8 @@ fn a_seeded_request_returns_the_same_text_alone_and_among_fifteen_others() {
         .collect();
     let batched = &outputs[8];
     assert_eq!(
-        engine.text_of(batched).unwrap(),
-        engine.text_of(&single).unwrap()
+        batched.text_in(engine.chat()).unwrap(),
+        single.text_in(engine.chat()).unwrap()
     );
     assert_same_sample(batched, &single, "seeded request in a batch of 16");
 }
@@ -237,6 +238,7 @@ fn a_seeded_request_returns_the_same_text_alone_and_among_fifteen_others() {
 fn n_samples_through_prefix_fork_equal_separate_requests_with_the_per_sample_seeds() {
     let engine = start(8, 1024);
     let prompt = engine
+        .chat()
         .question_prompt("Invent a name for a coffee shop.")
         .unwrap();
     let forked = engine
@@ -278,6 +280,7 @@ fn three_times_more_requests_than_slots_all_complete_correctly() {
 fn invalid_requests_fail_with_typed_errors_while_the_engine_keeps_serving() {
     let engine = start(4, 64);
     let good = engine
+        .chat()
         .question_prompt("What is the capital of Germany?")
         .unwrap();
     let in_flight = engine
@@ -334,7 +337,7 @@ fn invalid_requests_fail_with_typed_errors_while_the_engine_keeps_serving() {
     let out = futures::executor::block_on(in_flight.collect())
         .unwrap()
         .remove(0);
-    let text = engine.text_of(&out).unwrap();
+    let text = out.text_in(engine.chat()).unwrap();
     assert!(text.contains("Berlin"), "{text:?}");
     // A request that hits the context limit stops with finish reason `length`.
     let out = alone(&engine, &good, &SamplingParams::greedy(1000).unwrap());
@@ -345,6 +348,7 @@ fn invalid_requests_fail_with_typed_errors_while_the_engine_keeps_serving() {
 fn teacher_forced_logprobs_equal_the_logprobs_reported_by_generation() {
     let engine = start(4, 1024);
     let prompt = engine
+        .chat()
         .question_prompt("Tell me a fact about owls.")
         .unwrap();
     let out = alone(&engine, &prompt, &sampled(5, 40));
@@ -372,6 +376,7 @@ fn teacher_forced_logprobs_equal_the_logprobs_reported_by_generation() {
 fn dropping_a_stream_frees_its_slot_within_a_step() {
     let engine = start(1, 1024);
     let prompt = engine
+        .chat()
         .question_prompt("Count from one to one thousand.")
         .unwrap();
     let endless = SamplingParams::new(SamplingOptions {
@@ -407,7 +412,7 @@ fn dropping_a_stream_frees_its_slot_within_a_step() {
 #[test]
 fn samples_that_finish_on_their_first_token_leave_the_batch_consistent() {
     let engine = start(8, 256);
-    let prompt = engine.question_prompt("Name a fruit.").unwrap();
+    let prompt = engine.chat().question_prompt("Name a fruit.").unwrap();
     let params = |seed: u64, stop_token_ids: Vec<u32>, max_new_tokens: usize| {
         SamplingParams::new(SamplingOptions {
             temperature: 1.0,
@@ -530,7 +535,7 @@ fn requests_beyond_the_in_flight_limit_are_refused_as_overloaded() {
         },
     )
     .unwrap();
-    let prompt = engine.question_prompt("Name a fruit.").unwrap();
+    let prompt = engine.chat().question_prompt("Name a fruit.").unwrap();
     let request = || GenerateRequest::new(prompt.clone(), SamplingParams::greedy(4).unwrap());
     let first = engine.submit(request()).unwrap();
     let second = engine.submit(request()).unwrap();
@@ -563,9 +568,9 @@ fn stop_strings_cut_the_answer_at_their_first_match_as_a_full_decode_would() {
         QUESTIONS[6],
         "Write two sentences in Chinese about tea, with an emoji.",
     ] {
-        let prompt = engine.question_prompt(question).unwrap();
+        let prompt = engine.chat().question_prompt(question).unwrap();
         let full = alone(&engine, &prompt, &SamplingParams::greedy(60).unwrap());
-        let text = engine.text_of(&full).unwrap();
+        let text = full.text_in(engine.chat()).unwrap();
         // A stop string from the middle of the answer (three characters at ~half way).
         let chars: Vec<char> = text.chars().collect();
         assert!(chars.len() > 20, "answer too short: {text:?}");
@@ -580,7 +585,11 @@ fn stop_strings_cut_the_answer_at_their_first_match_as_a_full_decode_would() {
         .unwrap();
         let cut = alone(&engine, &prompt, &params);
         assert_eq!(cut.finish_reason, tpo_engine::engine::FinishReason::Stop);
-        assert_eq!(engine.text_of(&cut).unwrap(), expected, "stop {stop:?}");
+        assert_eq!(
+            cut.text_in(engine.chat()).unwrap(),
+            expected,
+            "stop {stop:?}"
+        );
         assert!(full.tokens.starts_with(&cut.tokens));
     }
 }
@@ -590,6 +599,7 @@ fn top_logprobs_and_penalties_reach_the_outputs() {
     let engine = start(4, 512);
     // Greedy SmolLM2 repeats "yes" here, which a frequency penalty must break.
     let prompt = engine
+        .chat()
         .question_prompt("Write the word yes twenty times, separated by spaces.")
         .unwrap();
     let plain = alone(&engine, &prompt, &SamplingParams::greedy(48).unwrap());
@@ -633,7 +643,7 @@ fn top_logprobs_and_penalties_reach_the_outputs() {
         .unwrap_or_else(|| {
             panic!(
                 "a 2.0 frequency penalty did not change {:?}",
-                engine.text_of(&plain).unwrap()
+                plain.text_in(engine.chat()).unwrap()
             )
         });
     assert!(
@@ -661,13 +671,13 @@ fn text_of_never_cuts_through_a_character() {
         time_to_first_token: std::time::Duration::ZERO,
         elapsed: std::time::Duration::ZERO,
     };
-    assert_eq!(engine.text_of(&sample).unwrap(), "h");
+    assert_eq!(sample.text_in(engine.chat()).unwrap(), "h");
     // The scheduler's own text, when it sends one, is the answer as is.
     let with_text = SampleOutput {
         text: Some("hé".into()),
         ..sample
     };
-    assert_eq!(engine.text_of(&with_text).unwrap(), "hé");
+    assert_eq!(with_text.text_in(engine.chat()).unwrap(), "hé");
 }
 
 /// A generation that stops on a stop string carries the text it was found in.
@@ -675,6 +685,7 @@ fn text_of_never_cuts_through_a_character() {
 fn a_stop_string_match_carries_the_text_it_was_found_in() {
     let engine = start(1, 256);
     let prompt = engine
+        .chat()
         .question_prompt("Count from one to ten in words.")
         .unwrap();
     let params = SamplingParams::new(SamplingOptions {
@@ -693,7 +704,7 @@ fn a_stop_string_match_carries_the_text_it_was_found_in() {
             .as_deref()
             .expect("a stopped sample carries its text");
         assert!(!text.contains("four"), "{text}");
-        assert_eq!(engine.text_of(sample).unwrap(), text);
+        assert_eq!(sample.text_in(engine.chat()).unwrap(), text);
     }
 }
 
@@ -703,7 +714,7 @@ fn a_stop_string_match_carries_the_text_it_was_found_in() {
 #[test]
 fn a_scheduler_panic_fails_in_flight_work_and_the_engine_reports_why() {
     let engine = start(4, 256);
-    let prompt = engine.question_prompt("Tell me a story.").unwrap();
+    let prompt = engine.chat().question_prompt("Tell me a story.").unwrap();
     let bystander = engine
         .submit(GenerateRequest::new(prompt.clone(), sampled(1, 200)))
         .unwrap();

@@ -94,7 +94,11 @@ fn run_batch(engine: &Engine) -> Result<Vec<SampleOutput>, String> {
     let prompts: Vec<Vec<u32>> = reqs
         .iter()
         .enumerate()
-        .map(|(i, _)| engine.question_prompt(QUESTIONS[i % QUESTIONS.len()]))
+        .map(|(i, _)| {
+            engine
+                .chat()
+                .question_prompt(QUESTIONS[i % QUESTIONS.len()])
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     std::thread::scope(|s| {

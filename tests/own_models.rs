@@ -351,7 +351,11 @@ fn a_policy_without_a_chat_template_runs_raw_prompts_and_names_the_file_for_chat
         },
     )
     .unwrap();
-    let err = engine.question_prompt("Hello?").unwrap_err().to_string();
+    let err = engine
+        .chat()
+        .question_prompt("Hello?")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("chat_template.jinja"), "{err}");
     let out = common::tpo(&[
         "generate",

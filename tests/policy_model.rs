@@ -66,6 +66,7 @@ fn prefill_all_logits(model: &ModelDir, ids: &[u32], slots: usize) -> (Decoder, 
 fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
     let model = ModelDir::open(&common::policy_dir()).unwrap();
     let ids = engine(256)
+        .chat()
         .question_prompt("Name three colours of the rainbow.")
         .unwrap();
     let reference = numpy_logits(&ids);
@@ -121,10 +122,11 @@ fn logits_match_a_numpy_forward_pass_for_prefill_and_incremental_decode() {
 fn greedy_answer_names_paris() {
     let engine = engine(512);
     let prompt = engine
+        .chat()
         .question_prompt("What is the capital of France?")
         .unwrap();
     let out = generate(&engine, &prompt, SamplingParams::greedy(32).unwrap()).unwrap();
-    let text = engine.text_of(&out).unwrap();
+    let text = out.text_in(engine.chat()).unwrap();
     assert!(text.contains("Paris"), "{text:?}");
     assert_eq!(out.tokens.len(), out.logprobs.len());
     assert!(out.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
@@ -167,6 +169,7 @@ become a global cultural icon of France and one of the most recognisable structu
 fn seeded_sampling_is_reproducible_and_seed_dependent() {
     let engine = engine(512);
     let prompt = engine
+        .chat()
         .question_prompt("Write one sentence about the sea.")
         .unwrap();
     let params = |seed| {
@@ -195,6 +198,7 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
 fn a_prompt_longer_than_the_context_is_a_typed_error() {
     let engine = engine(16);
     let prompt = engine
+        .chat()
         .question_prompt("This prompt is certainly longer than sixteen tokens once templated.")
         .unwrap();
     let err = generate(&engine, &prompt, SamplingParams::greedy(4).unwrap()).unwrap_err();

@@ -78,9 +78,9 @@ fn conversation(engine: &Engine, seed: u64) -> Vec<(Vec<u32>, SampleOutput)> {
         .chain(std::iter::once(&""))
         .enumerate()
     {
-        let prompt = engine.chat_prompt(&messages).unwrap();
+        let prompt = engine.chat().chat_prompt(&messages).unwrap();
         let out = run(engine, &prompt, &sampled(seed + i as u64, 40));
-        messages.push(ChatMessage::assistant(engine.text_of(&out).unwrap()));
+        messages.push(ChatMessage::assistant(out.text_in(engine.chat()).unwrap()));
         if !follow_up.is_empty() {
             messages.push(ChatMessage::user(*follow_up));
         }
@@ -117,6 +117,7 @@ fn a_repeated_prompt_and_teacher_forcing_over_a_cached_answer_are_unchanged() {
     let cached = start(4, true);
     let uncached = start(4, false);
     let prompt = cached
+        .chat()
         .question_prompt("Describe the smell of rain in two sentences.")
         .unwrap();
     let params = sampled(9, 32);
@@ -154,6 +155,7 @@ fn a_prompt_differing_in_its_last_token_reuses_only_the_rows_before_it() {
     let cached = start(4, true);
     let uncached = start(4, false);
     let prompt = cached
+        .chat()
         .question_prompt("List four animals that live in the Arctic.")
         .unwrap();
     let greedy = SamplingParams::greedy(24).unwrap();
@@ -193,7 +195,12 @@ fn concurrent_requests_sharing_prefixes_under_eviction_pressure_lose_nothing() {
     ];
     let prompts: Vec<Vec<u32>> = questions
         .iter()
-        .map(|q| cached.question_prompt(&format!("{preface}{q}")).unwrap())
+        .map(|q| {
+            cached
+                .chat()
+                .question_prompt(&format!("{preface}{q}"))
+                .unwrap()
+        })
         .collect();
     let requests: Vec<GenerateRequest> = (0..18)
         .map(|i| {
@@ -239,7 +246,7 @@ fn forks_take_their_batch_positions_when_cache_entries_sit_there() {
         .iter()
         .enumerate()
     {
-        let prompt = cached.question_prompt(q).unwrap();
+        let prompt = cached.chat().question_prompt(q).unwrap();
         let params = sampled(i as u64, 8);
         assert_same(
             &run(&cached, &prompt, &params),
@@ -249,6 +256,7 @@ fn forks_take_their_batch_positions_when_cache_entries_sit_there() {
     }
     assert!(cached.stats().kv_slots_cached.load(Ordering::Relaxed) >= 3);
     let prompt = cached
+        .chat()
         .question_prompt("Invent a name for a bakery.")
         .unwrap();
     let request = GenerateRequest::new(prompt, sampled(11, 20)).with_n(3);

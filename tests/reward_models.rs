@@ -262,7 +262,7 @@ fn response_logprobs_equal_the_log_softmax_of_numpy_logits() {
     );
     let got = implicit::response_logprobs(&engine, &[(prompt, response)]);
     let got = got[0].as_ref().unwrap();
-    let prompt_ids = engine.question_prompt(prompt).unwrap();
+    let prompt_ids = engine.chat().question_prompt(prompt).unwrap();
     let response_ids = engine.tokenizer().encode(response).unwrap();
     assert_eq!(got.tokens, response_ids.len());
     let all: Vec<u32> = prompt_ids.iter().chain(&response_ids).copied().collect();

@@ -244,13 +244,19 @@ fn a_tpo_step_is_one_conversation_whose_prompts_extend_each_other() {
             ("rejected", rejected),
         ],
     ))];
-    assert_eq!(critique_prompt, engine.chat_prompt(&messages).unwrap());
+    assert_eq!(
+        critique_prompt,
+        engine.chat().chat_prompt(&messages).unwrap()
+    );
     messages.push(ChatMessage::assistant(critique));
     messages.push(ChatMessage::user(prompts::GRADIENT_TURN));
-    assert_eq!(suggestion_prompt, engine.chat_prompt(&messages).unwrap());
+    assert_eq!(
+        suggestion_prompt,
+        engine.chat().chat_prompt(&messages).unwrap()
+    );
     messages.push(ChatMessage::assistant(suggestions));
     messages.push(ChatMessage::user(prompts::UPDATE_TURN));
-    let mut whole = engine.chat_prompt(&messages).unwrap();
+    let mut whole = engine.chat().chat_prompt(&messages).unwrap();
     whole.extend(
         engine
             .tokenizer()
@@ -451,7 +457,7 @@ fn best_of_n_is_the_argmax_of_n_samples_equal_to_separately_seeded_requests() {
     assert!(trace.steps.is_empty());
 
     // Sample i equals a one-sample request seeded seed + i, scored alone.
-    let prompt = engine.question_prompt(QUESTION).unwrap();
+    let prompt = engine.chat().question_prompt(QUESTION).unwrap();
     for (i, c) in trace.candidates.iter().enumerate() {
         assert_eq!(c.seed, Some(seed + i as u64));
         let single = tpo_engine::engine::SamplingParams::new(tpo_engine::engine::SamplingOptions {
@@ -465,7 +471,7 @@ fn best_of_n_is_the_argmax_of_n_samples_equal_to_separately_seeded_requests() {
         let out = engine
             .generate_blocking(GenerateRequest::new(prompt.clone(), single))
             .unwrap();
-        let text = engine.text_of(&out[0]).unwrap();
+        let text = out[0].text_in(engine.chat()).unwrap();
         assert_eq!(c.text, text.trim(), "sample {i}");
         assert_eq!(c.tokens, out[0].tokens.len());
         let alone = block_on(rewards.score(vec![OwnedRewardInput {
@@ -737,7 +743,8 @@ fn cancelling_a_search_frees_its_slots_at_once() {
     let sampling = tpo_engine::engine::SamplingParams::greedy(4).unwrap();
     let out = engine
         .generate_blocking(
-            GenerateRequest::new(engine.question_prompt(QUESTION).unwrap(), sampling).with_n(4),
+            GenerateRequest::new(engine.chat().question_prompt(QUESTION).unwrap(), sampling)
+                .with_n(4),
         )
         .unwrap();
     assert_eq!(out.len(), 4);

@@ -71,7 +71,9 @@ fn requests(
                 ignore_eos: true,
                 ..SamplingOptions::default()
             })?;
-            let prompt = engine.question_prompt(QUESTIONS[i % QUESTIONS.len()])?;
+            let prompt = engine
+                .chat()
+                .question_prompt(QUESTIONS[i % QUESTIONS.len()])?;
             Ok(GenerateRequest::new(prompt, params))
         })
         .collect()

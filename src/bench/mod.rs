@@ -84,6 +84,12 @@ impl From<crate::runtime::RuntimeError> for BenchError {
     }
 }
 
+impl From<crate::model::ModelError> for BenchError {
+    fn from(e: crate::model::ModelError) -> Self {
+        BenchError::Lib(e.into())
+    }
+}
+
 impl From<crate::engine::EngineError> for BenchError {
     fn from(e: crate::engine::EngineError) -> Self {
         BenchError::Lib(e.into())

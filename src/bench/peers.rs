@@ -316,7 +316,7 @@ pub fn run(mut args: PeersOptions) -> Result<PeersReport, BenchError> {
 
     // The engines, each loaded once.
     let engine = App::open(&args.app)?.engine;
-    let ids = engine.question_prompt(&args.prompt)?;
+    let ids = engine.chat().question_prompt(&args.prompt)?;
     let ours_entry = |name: &str, dir: &Path| EngineEntry {
         engine: name.into(),
         version: format!("tpo-engine {}", env!("CARGO_PKG_VERSION")),

@@ -307,7 +307,7 @@ pub fn run(args: &SearchBenchOptions, open: Opener<'_>) -> Result<SearchBenchRep
     })
     .map_err(EngineError::from)?;
     engine.generate_blocking(GenerateRequest::new(
-        engine.question_prompt(&queries[0].prompt)?,
+        engine.chat().question_prompt(&queries[0].prompt)?,
         warm.clone(),
     ))?;
     let warm_scores = runtime
@@ -352,7 +352,7 @@ pub fn run(args: &SearchBenchOptions, open: Opener<'_>) -> Result<SearchBenchRep
         drop((engine, rewards));
         let (engine, rewards) = open(Models::Reference)?;
         engine.generate_blocking(GenerateRequest::new(
-            engine.question_prompt(&queries[0].prompt)?,
+            engine.chat().question_prompt(&queries[0].prompt)?,
             warm.clone(),
         ))?;
         let reference = runtime.block_on(sequential_phase(

@@ -21,7 +21,7 @@ use super::scheduler::{EngineStats, Scheduler, SchedulerLimits};
 use super::self_check::{self, PolicyCheck};
 use super::EngineError;
 use crate::liveness::Liveness;
-use crate::model::{ChatFormat, ChatMessage, ModelDir, TokenId, Tokenizer};
+use crate::model::{ChatFormat, ModelDir, TokenId, Tokenizer};
 
 /// How an engine is built.
 #[derive(Debug, Clone, Copy)]
@@ -232,22 +232,6 @@ impl Engine {
     /// tokens, generated tokens into text). The engine itself takes and returns tokens.
     pub fn chat(&self) -> &ChatFormat {
         &self.shared.chat
-    }
-
-    /// Shorthand for [`ChatFormat::question_prompt`] of [`Self::chat`].
-    pub fn question_prompt(&self, question: &str) -> Result<Vec<TokenId>, EngineError> {
-        Ok(self.shared.chat.question_prompt(question)?)
-    }
-
-    /// Shorthand for [`ChatFormat::chat_prompt`] of [`Self::chat`].
-    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<TokenId>, EngineError> {
-        Ok(self.shared.chat.chat_prompt(messages)?)
-    }
-
-    /// Shorthand for the [`ChatFormat::text_of`] of a sample: its decoded text, cut at its
-    /// stop string if one matched.
-    pub fn text_of(&self, sample: &SampleOutput) -> Result<String, EngineError> {
-        Ok(sample.text_in(&self.shared.chat)?)
     }
 
     /// Counts one more request in flight, or refuses it when the limit is reached.
