@@ -104,7 +104,7 @@ impl PeerWorker {
             return Err(peer_error(name, "its pipes could not be opened"));
         };
         let mut stdout = BufReader::new(stdout);
-        let line = read_line(name, &mut stdout)?;
+        let line = read_line(name, &mut stdout, &mut child)?;
         let ready: Ready = serde_json::from_str(&line)
             .map_err(|e| peer_error(name, format!("bad ready line {line:?}: {e}")))?;
         let info = match (ready.ready, ready.info) {
@@ -144,7 +144,7 @@ impl PeerWorker {
         writeln!(self.stdin, "{request}")
             .and_then(|()| self.stdin.flush())
             .map_err(|e| peer_error(&self.name, format!("writing a request: {e}")))?;
-        let line = read_line(&self.name, &mut self.stdout)?;
+        let line = read_line(&self.name, &mut self.stdout, &mut self.child)?;
         let answer: Answer = serde_json::from_str(&line)
             .map_err(|e| peer_error(&self.name, format!("bad answer {line:?}: {e}")))?;
         match (answer.ok, answer.run) {
@@ -186,15 +186,62 @@ fn peer_error(name: &str, reason: impl Into<String>) -> BenchError {
     }
 }
 
-fn read_line(name: &str, reader: &mut impl BufRead) -> Result<String, BenchError> {
+/// The next line of the peer's answers; a peer that closed its output is reported with how
+/// it ended (its exit code, or the signal that killed it: a llama.cpp built for an
+/// instruction the CPU lacks dies of SIGILL, a bad build often of SIGSEGV).
+fn read_line(
+    name: &str,
+    reader: &mut impl BufRead,
+    child: &mut Child,
+) -> Result<String, BenchError> {
     let mut line = String::new();
     match reader.read_line(&mut line) {
         Ok(0) => Err(peer_error(
             name,
-            "exited without answering (its stderr log says why)",
+            format!(
+                "{} without answering (its stderr log says why)",
+                how_it_ended(child)
+            ),
         )),
         Ok(_) => Ok(line.trim_end().to_string()),
         Err(e) => Err(peer_error(name, format!("reading its answer: {e}"))),
+    }
+}
+
+/// How a child that closed its output ended, waiting up to a second for it to exit.
+fn how_it_ended(child: &mut Child) -> String {
+    for _ in 0..50 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return describe_exit(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    "closed its output".into()
+}
+
+/// `exited with code 1`, `was killed by signal 11 (SIGSEGV)`.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => {
+            let name = match signal {
+                4 => "SIGILL: an instruction this CPU does not have",
+                6 => "SIGABRT",
+                7 => "SIGBUS",
+                8 => "SIGFPE",
+                9 => "SIGKILL, e.g. out of memory",
+                11 => "SIGSEGV",
+                15 => "SIGTERM",
+                _ => "",
+            };
+            if name.is_empty() {
+                format!("was killed by signal {signal}")
+            } else {
+                format!("was killed by signal {signal} ({name})")
+            }
+        }
+        (None, None) => "exited".into(),
     }
 }
 
@@ -229,6 +276,29 @@ echo '{"ok":false,"error":"batch too large"}'
         // The script has ended: writing or reading fails, either way naming the peer.
         let err = w.generate(&[1], 2, 3).unwrap_err().to_string();
         assert!(err.starts_with("peer fake:"), "{err}");
+
+        // A peer that dies of a signal mid-run is reported with the signal.
+        std::fs::write(
+            &script,
+            "echo '{\"ready\":true,\"peer\":\"fake\",\"version\":\"0\",\"model\":\"m\",\"weights_bytes\":10}'\nread line\nkill -SEGV $$\n",
+        )
+        .unwrap();
+        let mut w = PeerWorker::spawn("fake", sh, &[script.display().to_string()], None).unwrap();
+        let err = w.generate(&[1], 2, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("was killed by signal 11 (SIGSEGV) without answering"),
+            "{err}"
+        );
+        // One that exits with a code, before its ready line, is reported with the code.
+        std::fs::write(&script, "exit 3\n").unwrap();
+        let err = PeerWorker::spawn("fake", sh, &[script.display().to_string()], None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("exited with code 3 without answering"),
+            "{err}"
+        );
 
         std::fs::write(&script, "echo '{\"ready\":false,\"error\":\"no model\"}'\n").unwrap();
         let err = PeerWorker::spawn("fake", sh, &[script.display().to_string()], None)
