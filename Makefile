@@ -15,9 +15,9 @@ CARGO  ?= cargo
 # rebuilt when switching between the two.
 TEST_FEATURES := fault-injection,fuzzing
 
-.PHONY: f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: q4-gate f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
-SETUP_FILES := venv model reward-models data
+SETUP_FILES := venv model q4-model reward-models data
 setup: $(SETUP_FILES) build
 
 venv: $(VENV)/.installed
@@ -143,13 +143,26 @@ schemathesis: build $(VENV)/.server-tests-installed
 Q4_MODEL := models/smollm2-135m-instruct-q4
 
 bench-setup: setup $(VENV)/.bench-installed q4-model
+	@# The gate again, now with llama.cpp measured beside (not the recorded figure).
+	@$(MAKE) --no-print-directory q4-gate
 
-$(VENV)/.bench-installed: $(VENV)/.installed benches/peers/requirements.txt
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(VPY) -m pip install --quiet --disable-pip-version-check -r benches/peers/requirements.txt
+# llama.cpp is built for the x86 extensions this CPU reports (not -march=native), AMX only
+# where one evaluation runs with it, and checked with one evaluation (benches/peers/setup.sh).
+$(VENV)/.bench-installed: $(VENV)/.installed benches/peers/requirements.txt benches/peers/setup.sh
+	benches/peers/setup.sh $(VPY)
 	touch $@
 
+# The int4 folder (`--model q4`), gated against float32 by models/parity.py relative to
+# llama.cpp on the same GGUF (docs/int4.md); the verdict is in its parity.json and in
+# `tpo models list`. A folder that fails the gate stays selectable by name, never a default.
 q4-model: model
 	$(VPY) models/export_smollm2.py --weights q4 --out $(Q4_MODEL)
+	@test -f $(Q4_MODEL)/parity.json || $(MAKE) --no-print-directory q4-gate
+
+q4-gate:
+	@if $(VPY) models/parity.py $(MODEL) $(Q4_MODEL) --json $(Q4_MODEL)/parity.json > $(Q4_MODEL)/parity.log 2>&1; \
+	then echo "$(Q4_MODEL): quality gate passed ($(Q4_MODEL)/parity.json)"; \
+	else echo "$(Q4_MODEL): quality gate FAILED: $$(tail -1 $(Q4_MODEL)/parity.log)"; fi
 
 # The float16 folder (weights, activations and KV in float16, the GPU layout; docs/gpu.md),
 # gated against the float32 folder by models/parity.py (KL, greedy answers, perplexity).

@@ -61,6 +61,36 @@ pub fn default_policy_dir() -> PathBuf {
     project_path(&format!("models/{DEFAULT_POLICY}"))
 }
 
+/// The policy formats `make setup` exports, by the short name commands take (`--model q4`):
+/// the name, its folder under `models/`, and what it is.
+pub const POLICY_FORMATS: [(&str, &str, &str); 3] = [
+    (
+        "f32",
+        "smollm2-135m-instruct",
+        "float32 weights and KV (the default)",
+    ),
+    (
+        "f16",
+        "smollm2-135m-instruct-f16",
+        "float16 weights, activations and KV (the GPU layout)",
+    ),
+    (
+        "q4",
+        "smollm2-135m-instruct-q4",
+        "the GGUF's own Q4_1 blocks on MatMulNBits (docs/int4.md)",
+    ),
+];
+
+/// The policy folder `spec` names: a short name of [`POLICY_FORMATS`] (`f32` is
+/// [`default_policy_dir`]), else `spec` itself as a path.
+pub fn policy_dir(spec: &str) -> PathBuf {
+    match POLICY_FORMATS.iter().find(|(name, _, _)| *name == spec) {
+        Some(("f32", _, _)) => default_policy_dir(),
+        Some((_, dir, _)) => embedded_model(dir),
+        None => PathBuf::from(spec),
+    }
+}
+
 /// `models/NAME` under the first project root that has it.
 pub fn embedded_model(name: &str) -> PathBuf {
     project_path(&format!("models/{name}"))
@@ -241,6 +271,20 @@ fn find_in_venv(venv_lib: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_formats_have_short_names_and_anything_else_is_a_path() {
+        assert_eq!(policy_dir("q4"), embedded_model("smollm2-135m-instruct-q4"));
+        assert_eq!(
+            policy_dir("f16"),
+            embedded_model("smollm2-135m-instruct-f16")
+        );
+        assert_eq!(policy_dir("f32"), default_policy_dir());
+        assert_eq!(policy_dir("my/export"), PathBuf::from("my/export"));
+        assert_eq!(policy_dir("./q4"), PathBuf::from("./q4"));
+        // The float32 entry is the folder the engine's default names.
+        assert_eq!(POLICY_FORMATS[0].1, crate::model::DEFAULT_POLICY);
+    }
 
     #[test]
     fn reward_sources_are_named_by_keyword_folder_name_or_name_equals_dir() {

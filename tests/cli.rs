@@ -39,6 +39,32 @@ fn generate_prints_the_answer_on_stdout_and_speed_on_stderr() {
     assert!(stderr(&out).contains("tokens/s"));
 }
 
+/// `--model q4` is the int4 folder `make setup` exports, and `tpo models list` shows every
+/// format with its folder and the quality gate it passed or failed.
+#[test]
+fn a_policy_format_is_chosen_by_its_short_name() {
+    let out = common::tpo(&[
+        "generate",
+        "--model",
+        "q4",
+        "--max-new-tokens",
+        "12",
+        "What is the capital of France?",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    let out = common::tpo(&["models", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for needle in ["f32", "f16", "q4", "smollm2-135m-instruct-q4", "judge", "similarity"] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+    assert!(text.contains("gate passed") || text.contains("gate FAILED"), "{text}");
+    // A name that is no format is a folder, and a missing folder is named as such.
+    let out = common::tpo(&["generate", "--model", "q5", "hi"]);
+    assert_clean_failure(&out, "q5");
+}
+
 #[test]
 fn doctor_exits_zero_on_a_usable_setup() {
     let out = common::tpo(&["doctor"]);

@@ -104,6 +104,14 @@ class Worker:
                 "first_ids": first}
 
 
+def built_for() -> str:
+    """The CPU features this llama.cpp build uses, from its system info line
+    ("CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | ..."): what `make bench-setup` compiled in."""
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    on = [part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")]
+    return " ".join(name.split(":")[-1].strip() for name in on) or "no CPU features reported"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
@@ -116,7 +124,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - reported to the bench, which names the peer
         reply({"ready": False, "error": f"{type(e).__name__}: {e}"})
         sys.exit(1)
-    reply({"ready": True, "peer": "llama.cpp", "version": f"llama-cpp-python {llama_cpp.__version__}",
+    reply({"ready": True, "peer": "llama.cpp", "version": f"llama-cpp-python {llama_cpp.__version__} ({built_for()})",
            "model": args.model, "weights_bytes": os.path.getsize(args.model), "threads": args.threads})
     for line in sys.stdin:
         if not line.strip():

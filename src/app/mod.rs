@@ -2,6 +2,7 @@
 //! [`AppOptions`] (paths already resolved by the caller, see [`crate::paths`]) → ONNX
 //! Runtime loaded, the policy [`Engine`] and one [`RewardService`] per reward model.
 
+pub mod catalog;
 pub mod doctor;
 pub mod inspect;
 pub mod score;

@@ -84,10 +84,11 @@ enum Command {
 /// Flags shared by every command that loads a policy model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// Model folder (genai_config.json, model.onnx, tokenizer.json); default: the embedded
-    /// SmolLM2-135M-Instruct export under models/.
-    #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
+    /// Policy model: f32 (default: the embedded SmolLM2-135M-Instruct), f16 or q4 (its
+    /// other formats, exported by `make setup`; see `tpo models list`), or a folder
+    /// (genai_config.json, model.onnx, tokenizer.json).
+    #[arg(long, value_name = "NAME|DIR")]
+    model: Option<String>,
     /// Execution device: cpu, cuda[:N] or tensorrt[:N] (GPU N; GPU runs need `make gpu-setup`).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
@@ -133,9 +134,10 @@ fn parse_device(s: &str) -> Result<Device, String> {
 
 impl ModelArgs {
     fn model_dir(&self) -> PathBuf {
-        self.model
-            .clone()
-            .unwrap_or_else(tpo_engine::paths::default_policy_dir)
+        match &self.model {
+            Some(spec) => tpo_engine::paths::policy_dir(spec),
+            None => tpo_engine::paths::default_policy_dir(),
+        }
     }
 
     fn decoder_options(&self) -> tpo_engine::engine::DecoderOptions {

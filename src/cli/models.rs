@@ -1,5 +1,6 @@
-//! `tpo models inspect DIR`: what a model folder is, what `tpo` reads or infers from it, its
-//! load-time self-check, and the config file it would write (`--write` writes it).
+//! `tpo models list`: the models commands take by name. `tpo models inspect DIR`: what a
+//! model folder is, what `tpo` reads or infers from it, its load-time self-check, and the
+//! config file it would write (`--write` writes it).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,9 @@ pub struct ModelsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ModelsCommand {
+    /// The models commands take by name (--model f32|f16|q4, --reward-model judge|…): where
+    /// each lives, whether it is exported, and the quality gate a quantized format passed.
+    List,
     /// Inspect a policy or reward folder: its kind, what tpo infers, the self-check.
     ///
     /// Examples:
@@ -35,7 +39,15 @@ struct InspectArgs {
 }
 
 pub fn run(args: ModelsArgs) -> Result<ExitCode, tpo_engine::Error> {
-    let ModelsCommand::Inspect(args) = args.command;
+    let args = match args.command {
+        ModelsCommand::List => {
+            tpo_engine::app::catalog::catalog()
+                .iter()
+                .for_each(|entry| print!("{entry}"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        ModelsCommand::Inspect(args) => args,
+    };
     tpo_engine::paths::init_runtime()?;
     if !args.dir.is_dir() {
         println!("{} is not a folder", args.dir.display());

@@ -35,12 +35,14 @@ pub struct ScoreArgs {
     /// MiniLM against each row's reference), a folder with reward_config.json, or none.
     #[arg(long, default_value = "judge", value_name = "NAME|DIR")]
     reward_model: String,
-    /// Reference model folder for DPO implicit rewards (repeat for MRPO's two references).
-    #[arg(long = "reference-model", value_name = "DIR")]
-    reference_models: Vec<PathBuf>,
-    /// Policy model folder for implicit rewards [default: the embedded SmolLM2].
-    #[arg(long, value_name = "DIR")]
-    policy_model: Option<PathBuf>,
+    /// Reference model for DPO implicit rewards, a folder or a policy format's name (f32,
+    /// f16, q4); repeat for MRPO's two references.
+    #[arg(long = "reference-model", value_name = "NAME|DIR")]
+    reference_models: Vec<String>,
+    /// Policy model for implicit rewards, a folder or a format's name [default: f32, the
+    /// embedded SmolLM2].
+    #[arg(long, value_name = "NAME|DIR")]
+    policy_model: Option<String>,
     /// DPO's β.
     #[arg(long, default_value_t = DEFAULT_BETA)]
     beta: f64,
@@ -149,9 +151,13 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode, tpo_engine::Error> {
             ..RewardOptions::default()
         },
         implicit: (!args.reference_models.is_empty()).then(|| ImplicitOptions {
-            policy: (args.policy_model.clone())
-                .unwrap_or_else(tpo_engine::paths::default_policy_dir),
-            references: args.reference_models.clone(),
+            policy: (args.policy_model.as_deref()).map_or_else(
+                tpo_engine::paths::default_policy_dir,
+                tpo_engine::paths::policy_dir,
+            ),
+            references: (args.reference_models.iter())
+                .map(|spec| tpo_engine::paths::policy_dir(spec))
+                .collect(),
             beta: args.beta,
             mrpo: args.mrpo,
             eta: args.eta,

@@ -1,0 +1,97 @@
+//! `tpo models list`: the models commands take by short name (the policy's formats and the
+//! embedded reward models), where each lives, whether it is exported, and the quality gate a
+//! quantized format passed (its `parity.json`, written by `models/parity.py`). Not how a
+//! name resolves to a folder ([`crate::paths`]) nor what is inside a folder ([`super::inspect`]).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::paths;
+
+/// One model a command can name.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    /// `policy` or `reward`.
+    pub role: &'static str,
+    /// The short name (`--model q4`, `--reward-model judge`).
+    pub name: &'static str,
+    pub dir: PathBuf,
+    pub about: &'static str,
+    /// Whether the folder is there (exported).
+    pub exported: bool,
+    /// The gate's line from the folder's `parity.json`, when it has one.
+    pub gate: Option<String>,
+}
+
+/// Every model a command can name, policy formats first.
+pub fn catalog() -> Vec<CatalogEntry> {
+    let policies = paths::POLICY_FORMATS
+        .iter()
+        .map(|&(name, _, about)| ("policy", name, paths::policy_dir(name), about));
+    let rewards = [
+        (
+            "judge",
+            "the SmolLM2 judge: a yes/no preference prompt, scored",
+        ),
+        (
+            "similarity",
+            "MiniLM cosine similarity to the row's reference answer",
+        ),
+        (
+            "bertscore",
+            "MiniLM BERTScore F1 against the row's reference answer",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, about)| ("reward", name, paths::reward_source(name).dir, about));
+    policies
+        .chain(rewards)
+        .map(|(role, name, dir, about)| CatalogEntry {
+            role,
+            name,
+            exported: dir.is_dir(),
+            gate: gate_line(&dir.join("parity.json")),
+            dir,
+            about,
+        })
+        .collect()
+}
+
+/// `gate passed: mean KL 0.0047 nats (1.2x llama.cpp's), perplexity -0.52 %` from a
+/// `models/parity.py` report; `None` when there is none or it does not read.
+fn gate_line(path: &std::path::Path) -> Option<String> {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let verdict = if report["pass"].as_bool()? {
+        "passed"
+    } else {
+        "FAILED"
+    };
+    let mut line = format!(
+        "gate {verdict}: mean KL {:.4} nats",
+        report["mean_kl_nats"].as_f64()?
+    );
+    if let Some(ratio) = report["kl_vs_peer"].as_f64() {
+        line += &format!(" ({ratio:.2}x llama.cpp's)");
+    }
+    if let Some(rel) = report["perplexity_rel_diff"].as_f64() {
+        line += &format!(", perplexity {:+.2} %", 100.0 * rel);
+    }
+    Some(line)
+}
+
+impl fmt::Display for CatalogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.exported {
+            ""
+        } else {
+            " (not exported: make setup)"
+        };
+        writeln!(f, "{:6} {:10} {}{state}", self.role, self.name, self.about)?;
+        writeln!(f, "{:17} {}", "", self.dir.display())?;
+        if let Some(gate) = &self.gate {
+            writeln!(f, "{:17} {gate}", "")?;
+        }
+        Ok(())
+    }
+}
