@@ -226,18 +226,20 @@ mod tests {
         DataRow::parse(&v, 7, &Columns::default())
     }
 
+    /// The pair both pair-shaped rows below parse to.
+    fn chosen_c_rejected_r() -> Responses {
+        Responses::Pair {
+            chosen: "c".into(),
+            rejected: "r".into(),
+        }
+    }
+
     #[test]
     fn string_pairs() {
         let r = parse(json!({"id": "a", "prompt": "q", "chosen": "c", "rejected": "r"})).unwrap();
         assert_eq!(r.id, json!("a"));
         assert_eq!(r.prompt, "q");
-        assert_eq!(
-            r.responses,
-            Responses::Pair {
-                chosen: "c".into(),
-                rejected: "r".into()
-            }
-        );
+        assert_eq!(r.responses, chosen_c_rejected_r());
     }
 
     #[test]
@@ -246,13 +248,7 @@ mod tests {
         let r = parse(json!({"chosen": conv("c"), "rejected": conv("r")})).unwrap();
         assert_eq!(r.prompt, "q");
         assert_eq!(r.id, json!(7));
-        assert_eq!(
-            r.responses,
-            Responses::Pair {
-                chosen: "c".into(),
-                rejected: "r".into()
-            }
-        );
+        assert_eq!(r.responses, chosen_c_rejected_r());
     }
 
     #[test]

@@ -67,6 +67,13 @@ pub struct Run {
     pub len: usize,
 }
 
+/// What [`KvStorage::copy`] and [`KvStorage::swap`] do to each run.
+#[derive(Debug, Clone, Copy)]
+enum RunOp {
+    Copy,
+    Swap,
+}
+
 /// The arena's memory: `2 * layers` buffers of `elems` elements each.
 pub enum KvStorage {
     Host(HostStorage),
@@ -109,23 +116,25 @@ impl KvStorage {
 
     /// Copies every run (the runs of one call never overlap each other's destinations).
     pub fn copy(&mut self, runs: &[Run]) -> Result<(), EngineError> {
-        match self {
-            KvStorage::Host(h) => {
-                runs.iter().for_each(|r| h.copy(*r));
-                Ok(())
-            }
-            KvStorage::Cuda(c) => c.copy(runs).map_err(gpu_err),
-        }
+        self.apply(RunOp::Copy, runs)
     }
 
     /// Exchanges the elements of `from..from+len` and `to..to+len` of each run (disjoint).
     pub fn swap(&mut self, runs: &[Run]) -> Result<(), EngineError> {
+        self.apply(RunOp::Swap, runs)
+    }
+
+    /// Applies `op` to every run, on the host or on the device.
+    fn apply(&mut self, op: RunOp, runs: &[Run]) -> Result<(), EngineError> {
         match self {
             KvStorage::Host(h) => {
-                runs.iter().for_each(|r| h.swap(*r));
+                runs.iter().for_each(|r| match op {
+                    RunOp::Copy => h.copy(*r),
+                    RunOp::Swap => h.swap(*r),
+                });
                 Ok(())
             }
-            KvStorage::Cuda(c) => c.swap(runs).map_err(gpu_err),
+            KvStorage::Cuda(c) => c.apply(op, runs).map_err(gpu_err),
         }
     }
 
@@ -311,31 +320,25 @@ impl CudaStorage {
         Ok(())
     }
 
-    fn copy(&mut self, runs: &[Run]) -> Result<(), GpuError> {
+    /// Applies `op` to every run (each checked against the arena first), then waits for
+    /// the stream.
+    fn apply(&mut self, op: RunOp, runs: &[Run]) -> Result<(), GpuError> {
         self.context.bind_to_thread()?;
         for r in runs {
             self.check(r)?;
-            self.dtod(
-                self.ptr(r.layer, r.part, r.to),
-                self.ptr(r.layer, r.part, r.from),
-                r.len,
-            )?;
-        }
-        Ok(self.stream.synchronize()?)
-    }
-
-    fn swap(&mut self, runs: &[Run]) -> Result<(), GpuError> {
-        self.context.bind_to_thread()?;
-        for r in runs {
-            self.check(r)?;
-            let (a, b) = (
+            let (from, to) = (
                 self.ptr(r.layer, r.part, r.from),
                 self.ptr(r.layer, r.part, r.to),
             );
-            // The stream orders the three copies, so one scratch run serves every swap.
-            self.dtod(self.scratch.ptr(), a, r.len)?;
-            self.dtod(a, b, r.len)?;
-            self.dtod(b, self.scratch.ptr(), r.len)?;
+            match op {
+                RunOp::Copy => self.dtod(to, from, r.len)?,
+                RunOp::Swap => {
+                    // The stream orders the three copies, so one scratch run serves every swap.
+                    self.dtod(self.scratch.ptr(), from, r.len)?;
+                    self.dtod(from, to, r.len)?;
+                    self.dtod(to, self.scratch.ptr(), r.len)?;
+                }
+            }
         }
         Ok(self.stream.synchronize()?)
     }

@@ -376,31 +376,25 @@ mod tests {
 
     #[test]
     fn requests_queued_during_a_call_share_the_next_call_and_each_gets_its_own_scores() {
-        let Gated {
-            service,
-            calls,
-            entered,
-            open,
-            rt,
-        } = gated();
-        let (a, b, c) = rt.block_on(async {
-            let mut first = Box::pin(service.score(vec![input("a")]));
+        let g = gated();
+        let (a, b, c) = g.rt.block_on(async {
+            let mut first = Box::pin(g.service.score(vec![input("a")]));
             assert!(futures::poll!(&mut first).is_pending());
             // The scorer is now inside its first call; queue two requests behind it.
-            entered.recv().unwrap();
-            let mut second = Box::pin(service.score(vec![input("bb"), input("")]));
-            let mut third = Box::pin(service.score(vec![input("cccc")]));
+            g.entered.recv().unwrap();
+            let mut second = Box::pin(g.service.score(vec![input("bb"), input("")]));
+            let mut third = Box::pin(g.service.score(vec![input("cccc")]));
             assert!(futures::poll!(&mut second).is_pending());
             assert!(futures::poll!(&mut third).is_pending());
-            open.send(()).unwrap();
+            g.open.send(()).unwrap();
             (first.await, second.await, third.await)
         });
         assert_eq!(a.unwrap(), vec![Ok(1.0)]);
         assert_eq!(b.unwrap(), vec![Ok(2.0), Err(RowError::Empty)]);
         assert_eq!(c.unwrap(), vec![Ok(4.0)]);
-        assert_eq!(*calls.lock().unwrap(), vec![1, 3]);
-        assert_eq!(service.stats().calls.load(Ordering::Relaxed), 2);
-        assert_eq!(service.stats().requests.load(Ordering::Relaxed), 3);
+        assert_eq!(*g.calls.lock().unwrap(), vec![1, 3]);
+        assert_eq!(g.service.stats().calls.load(Ordering::Relaxed), 2);
+        assert_eq!(g.service.stats().requests.load(Ordering::Relaxed), 3);
     }
 
     /// Tells the test when the model is dropped (which happens when the scorer thread ends).
@@ -446,34 +440,28 @@ mod tests {
 
     #[test]
     fn requests_whose_caller_is_gone_are_skipped_unscored() {
-        let Gated {
-            service,
-            calls,
-            entered,
-            open,
-            rt,
-        } = gated();
-        let (a, c) = rt.block_on(async {
-            let mut first = Box::pin(service.score(vec![input("a")]));
+        let g = gated();
+        let (a, c) = g.rt.block_on(async {
+            let mut first = Box::pin(g.service.score(vec![input("a")]));
             assert!(futures::poll!(&mut first).is_pending());
-            entered.recv().unwrap();
+            g.entered.recv().unwrap();
             // 200 inputs queued, then their caller gives up before the scorer is free.
-            let mut gone = Box::pin(service.score((0..200).map(|_| input("xx")).collect()));
+            let mut gone = Box::pin(g.service.score((0..200).map(|_| input("xx")).collect()));
             assert!(futures::poll!(&mut gone).is_pending());
             drop(gone);
-            let mut third = Box::pin(service.score(vec![input("cccc")]));
+            let mut third = Box::pin(g.service.score(vec![input("cccc")]));
             assert!(futures::poll!(&mut third).is_pending());
-            open.send(()).unwrap();
+            g.open.send(()).unwrap();
             (first.await, third.await)
         });
         assert_eq!(a.unwrap(), vec![Ok(1.0)]);
         assert_eq!(c.unwrap(), vec![Ok(4.0)]);
         assert_eq!(
-            *calls.lock().unwrap(),
+            *g.calls.lock().unwrap(),
             vec![1, 1],
             "the dropped request was scored"
         );
-        assert_eq!(service.stats().skipped.load(Ordering::Relaxed), 1);
+        assert_eq!(g.service.stats().skipped.load(Ordering::Relaxed), 1);
     }
 
     /// A model that panics on its first call (a bug in a reward model).

@@ -159,6 +159,17 @@ pub async fn complete(
     body.map_err(|e| ApiError::internal(format!("encoding the response: {e}")))
 }
 
+/// One choice of a streamed chunk, before it takes the request's shape (the legacy shape
+/// has no role and no logprobs).
+struct ChunkChoice<'a> {
+    index: usize,
+    content: Option<&'a str>,
+    /// The delta names the role (the first chunk of each chat choice).
+    role: bool,
+    logprobs: Option<ChoiceLogprobs>,
+    finish: Option<&'a str>,
+}
+
 /// Streams `job` as server-sent events; `ticket` is held until the stream ends.
 pub fn stream(
     state: Arc<ServerState>,
@@ -182,20 +193,24 @@ pub fn stream(
         let id = chunk_id(if shape == Shape::Chat { "chatcmpl" } else { "cmpl" });
         let created = unix_now();
         let object = if shape == Shape::Chat { "chat.completion.chunk" } else { "text_completion" };
-        let chunk = |index: usize, content: Option<&str>, role: bool, logprobs: Option<ChoiceLogprobs>, finish: Option<&str>| {
+        // One chunk in the request's shape: a choice, if any, and the usage.
+        let chunk_with = |choice: Option<ChunkChoice<'_>>, usage: Option<Usage>| {
             match shape {
                 Shape::Chat => data_event(&ChatChunk {
                     id: &id,
                     object,
                     created,
                     model: &model,
-                    choices: vec![ChatChunkChoice {
-                        index,
-                        delta: ChunkDelta { role: role.then_some("assistant"), content },
-                        logprobs,
-                        finish_reason: finish,
-                    }],
-                    usage: None,
+                    choices: choice
+                        .map(|c| ChatChunkChoice {
+                            index: c.index,
+                            delta: ChunkDelta { role: c.role.then_some("assistant"), content: c.content },
+                            logprobs: c.logprobs,
+                            finish_reason: c.finish,
+                        })
+                        .into_iter()
+                        .collect(),
+                    usage,
                     tpo: None,
                 }),
                 Shape::Completion => data_event(&CompletionChunk {
@@ -203,15 +218,21 @@ pub fn stream(
                     object,
                     created,
                     model: &model,
-                    choices: vec![CompletionChunkChoice {
-                        index,
-                        text: content.unwrap_or(""),
-                        logprobs: None,
-                        finish_reason: finish,
-                    }],
-                    usage: None,
+                    choices: choice
+                        .map(|c| CompletionChunkChoice {
+                            index: c.index,
+                            text: c.content.unwrap_or(""),
+                            logprobs: None,
+                            finish_reason: c.finish,
+                        })
+                        .into_iter()
+                        .collect(),
+                    usage,
                 }),
             }
+        };
+        let chunk = |index: usize, content: Option<&str>, role: bool, logprobs: Option<ChoiceLogprobs>, finish: Option<&str>| {
+            chunk_with(Some(ChunkChoice { index, content, role, logprobs, finish }), None)
         };
         if shape == Shape::Chat {
             for index in 0..n {
@@ -272,25 +293,7 @@ pub fn stream(
         metrics::tokens(prompt_tokens, completion_tokens);
         if include_usage && failed.is_none() {
             let usage = Usage::new(prompt_tokens, completion_tokens);
-            yield Ok(match shape {
-                Shape::Chat => data_event(&ChatChunk {
-                    id: &id,
-                    object,
-                    created,
-                    model: &model,
-                    choices: Vec::new(),
-                    usage: Some(usage),
-                    tpo: None,
-                }),
-                Shape::Completion => data_event(&CompletionChunk {
-                    id: &id,
-                    object,
-                    created,
-                    model: &model,
-                    choices: Vec::new(),
-                    usage: Some(usage),
-                }),
-            });
+            yield Ok(chunk_with(None, Some(usage)));
         }
         metrics::request_done(shape.endpoint(), failed.unwrap_or(200), started.elapsed().as_secs_f64());
         yield Ok(done_event());

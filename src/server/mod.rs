@@ -603,15 +603,32 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let deadline = deadline_of(&state);
-    let endpoint = "chat";
-    #[cfg(feature = "fault-injection")]
-    let fault = injected_fault(&state, &headers);
-    let job = validated(&state, &headers, body, deadline, move |bytes, state| {
+    run_generation(state, headers, body, "chat", Shape::Chat, |bytes, state| {
         let req: schema::ChatCompletionRequest = body::parse(bytes, &schema::CHAT_FIELDS)?;
         log_user(req.user.as_deref());
         let job = validate::chat_job(&req, &state.limits())?;
+        Ok((req.model, job))
+    })
+    .await
+}
+
+/// The flow the chat and legacy completion endpoints share: the body read and decoded into
+/// a model id and a job by `decode` (in a blocking task), an injected fault set on a
+/// generation, admission, then the answer in `shape`: one JSON body, or an SSE stream.
+async fn run_generation(
+    state: Arc<ServerState>,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: &'static str,
+    shape: Shape,
+    decode: impl FnOnce(&[u8], &ServerState) -> Result<(String, Job), ApiError> + Send + 'static,
+) -> Response {
+    let started = Instant::now();
+    let deadline = deadline_of(&state);
+    #[cfg(feature = "fault-injection")]
+    let fault = injected_fault(&state, &headers);
+    let job = validated(&state, &headers, body, deadline, move |bytes, state| {
+        let (model, job) = decode(bytes, state)?;
         #[cfg(feature = "fault-injection")]
         let job = {
             let mut job = job;
@@ -620,7 +637,7 @@ async fn chat_completions(
             }
             job
         };
-        Ok((req.model, job))
+        Ok((model, job))
     })
     .await;
     let (model, job) = match job {
@@ -633,7 +650,7 @@ async fn chat_completions(
     };
     match job {
         Job::Generate(g) if g.stream => {
-            match generate::stream(Arc::clone(&state), g, Shape::Chat, model, ticket, started) {
+            match generate::stream(Arc::clone(&state), g, shape, model, ticket, started) {
                 Ok(s) => sse(&state, deadline, s),
                 Err(e) => refuse(endpoint, started, e),
             }
@@ -647,7 +664,7 @@ async fn chat_completions(
             let result = timed(
                 &state,
                 deadline,
-                generate::complete(&state, g, Shape::Chat, &model),
+                generate::complete(&state, g, shape, &model),
             )
             .await;
             drop(ticket);
@@ -688,55 +705,21 @@ async fn completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let deadline = deadline_of(&state);
     let endpoint = "completions";
-    #[cfg(feature = "fault-injection")]
-    let fault = injected_fault(&state, &headers);
-    let job = validated(&state, &headers, body, deadline, move |bytes, state| {
-        let req: schema::CompletionRequest = body::parse(bytes, &schema::COMPLETION_FIELDS)?;
-        log_user(req.user.as_deref());
-        let job = validate::completion_job(&req, &state.limits())?;
-        #[cfg(feature = "fault-injection")]
-        let job = {
-            let mut job = job;
-            if let Some(fault) = fault {
-                job.sampling = job.sampling.clone().with_fault(fault);
-            }
-            job
-        };
-        Ok((req.model, job))
-    })
-    .await;
-    let (model, job) = match job {
-        Ok(j) => j,
-        Err(e) => return refuse(endpoint, started, e),
-    };
-    let ticket = match state.admission.admit(job.n, deadline).await {
-        Ok(t) => t,
-        Err(e) => return refuse(endpoint, started, e),
-    };
-    if job.stream {
-        return match generate::stream(
-            Arc::clone(&state),
-            job,
-            Shape::Completion,
-            model,
-            ticket,
-            started,
-        ) {
-            Ok(s) => sse(&state, deadline, s),
-            Err(e) => refuse(endpoint, started, e),
-        };
-    }
-    let result = timed(
-        &state,
-        deadline,
-        generate::complete(&state, job, Shape::Completion, &model),
+    run_generation(
+        state,
+        headers,
+        body,
+        endpoint,
+        Shape::Completion,
+        |bytes, state| {
+            let req: schema::CompletionRequest = body::parse(bytes, &schema::COMPLETION_FIELDS)?;
+            log_user(req.user.as_deref());
+            let job = validate::completion_job(&req, &state.limits())?;
+            Ok((req.model, Job::Generate(job)))
+        },
     )
-    .await;
-    drop(ticket);
-    respond(endpoint, started, result)
+    .await
 }
 
 /// Most items one `/v1/score` request may carry.

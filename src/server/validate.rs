@@ -158,6 +158,24 @@ struct SamplingFields<'a> {
     frequency_penalty: Option<f32>,
 }
 
+/// The [`SamplingFields`] of a chat or legacy completion request (distinct wire types whose
+/// sampling fields share names and types), with the token limit and the field it came from.
+macro_rules! sampling_fields {
+    ($req:expr, $max_tokens:expr, $max_tokens_name:expr) => {
+        SamplingFields {
+            temperature: $req.temperature,
+            top_p: $req.top_p,
+            max_tokens: $max_tokens,
+            max_tokens_name: $max_tokens_name,
+            n: $req.n,
+            seed: $req.seed,
+            stop: $req.stop.as_ref(),
+            presence_penalty: $req.presence_penalty,
+            frequency_penalty: $req.frequency_penalty,
+        }
+    };
+}
+
 fn check_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), ApiError> {
     match v {
         Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => Err(ApiError::invalid(
@@ -443,17 +461,7 @@ pub fn chat_job(req: &ChatCompletionRequest, limits: &Limits<'_>) -> Result<Job,
         };
         let prompt = limits.engine.chat_prompt(&chat)?;
         let (mut sampling, n, stop) = sampling(
-            &SamplingFields {
-                temperature: req.temperature,
-                top_p: req.top_p,
-                max_tokens,
-                max_tokens_name,
-                n: req.n,
-                seed: req.seed,
-                stop: req.stop.as_ref(),
-                presence_penalty: req.presence_penalty,
-                frequency_penalty: req.frequency_penalty,
-            },
+            &sampling_fields!(req, max_tokens, max_tokens_name),
             prompt.len(),
             limits,
         )?;
@@ -702,17 +710,7 @@ pub fn completion_job(
         return Err(ApiError::invalid("prompt", "the prompt has no tokens"));
     }
     let (sampling, n, stop) = sampling(
-        &SamplingFields {
-            temperature: req.temperature,
-            top_p: req.top_p,
-            max_tokens: req.max_tokens,
-            max_tokens_name: "max_tokens",
-            n: req.n,
-            seed: req.seed,
-            stop: req.stop.as_ref(),
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-        },
+        &sampling_fields!(req, req.max_tokens, "max_tokens"),
         prompt.len(),
         limits,
     )?;

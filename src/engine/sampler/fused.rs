@@ -40,19 +40,8 @@ pub(super) struct RowMax {
 /// logit, or every logit `-inf`): the reference's `checked_max` and `argmax` in one sweep.
 pub(super) fn checked_max_argmax(row: &[f32]) -> Result<RowMax, LogitsError> {
     let (max, argmax, any_nan) = dispatch!(max_argmax(row));
-    let position = |bad: fn(f32) -> bool| row.iter().position(|&l| bad(l)).unwrap_or(0) as TokenId;
-    if any_nan {
-        return Err(LogitsError::NotANumber {
-            token: position(f32::is_nan),
-        });
-    }
-    if max == f32::INFINITY {
-        return Err(LogitsError::Infinite {
-            token: position(|l| l == f32::INFINITY),
-        });
-    }
-    if max == f32::NEG_INFINITY {
-        return Err(LogitsError::AllNegativeInfinity);
+    if let Some(e) = super::row::row_fault(row, max, any_nan) {
+        return Err(e);
     }
     Ok(RowMax { max, argmax })
 }

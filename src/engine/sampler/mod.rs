@@ -120,18 +120,7 @@ impl Sampler {
                 (token, total)
             }
         };
-        let log_total = total.ln();
-        let logprob = logits[token as usize] - max - log_total;
-        let top = if o.top_logprobs > 0 {
-            top_logprobs(logits, o.top_logprobs, max + log_total)
-        } else {
-            Vec::new()
-        };
-        Ok(Sampled {
-            token,
-            logprob,
-            top,
-        })
+        Ok(sampled(logits, token, max, total.ln(), o.top_logprobs))
     }
 
     /// The reference implementation of [`Sampler::sample`], pass by pass: the row check,
@@ -163,17 +152,24 @@ impl Sampler {
         let log_total = sampling_total
             .unwrap_or_else(|| sum_exp(logits, raw_max, 1.0))
             .ln();
-        let logprob = logits[token as usize] - raw_max - log_total;
-        let top = if o.top_logprobs > 0 {
-            top_logprobs(logits, o.top_logprobs, raw_max + log_total)
-        } else {
-            Vec::new()
-        };
-        Ok(Sampled {
-            token,
-            logprob,
-            top,
-        })
+        Ok(sampled(logits, token, raw_max, log_total, o.top_logprobs))
+    }
+}
+
+/// What sampling `token` from `logits` gives: its log-prob under the model's own
+/// distribution (whose log normalizer is `max + log_total`, `max` being the raw row's) and,
+/// for `top_k > 0`, the `top_k` most likely tokens. The end of both sampling paths.
+fn sampled(logits: &[f32], token: TokenId, max: f32, log_total: f32, top_k: usize) -> Sampled {
+    let logprob = logits[token as usize] - max - log_total;
+    let top = if top_k > 0 {
+        top_logprobs(logits, top_k, max + log_total)
+    } else {
+        Vec::new()
+    };
+    Sampled {
+        token,
+        logprob,
+        top,
     }
 }
 

@@ -27,21 +27,31 @@ pub(super) fn checked_max(row: &[f32]) -> Result<f32, LogitsError> {
         .chain(tail)
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
+    match row_fault(row, max, any_nan) {
+        Some(e) => Err(e),
+        None => Ok(max),
+    }
+}
+
+/// Why a row whose maximum is `max` (and which holds a NaN where `any_nan`) cannot be
+/// sampled: a NaN (first one named), a `+inf` (first one named) or every logit `-inf`;
+/// `None` for a row that can. The check after `checked_max`'s sweep and the fused one.
+pub(super) fn row_fault(row: &[f32], max: f32, any_nan: bool) -> Option<LogitsError> {
     let position = |bad: fn(f32) -> bool| row.iter().position(|&l| bad(l)).unwrap_or(0) as TokenId;
     if any_nan {
-        return Err(LogitsError::NotANumber {
+        return Some(LogitsError::NotANumber {
             token: position(f32::is_nan),
         });
     }
     if max == f32::INFINITY {
-        return Err(LogitsError::Infinite {
+        return Some(LogitsError::Infinite {
             token: position(|l| l == f32::INFINITY),
         });
     }
     if max == f32::NEG_INFINITY {
-        return Err(LogitsError::AllNegativeInfinity);
+        return Some(LogitsError::AllNegativeInfinity);
     }
-    Ok(max)
+    None
 }
 
 /// Largest value of `row`, with eight lanes so the loop vectorizes (`maxps`).
