@@ -56,10 +56,20 @@ fn a_policy_format_is_chosen_by_its_short_name() {
     let out = common::tpo(&["models", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", stderr(&out));
-    for needle in ["f32", "f16", "q4", "smollm2-135m-instruct-q4", "judge", "similarity"] {
+    for needle in [
+        "f32",
+        "f16",
+        "q4",
+        "smollm2-135m-instruct-q4",
+        "judge",
+        "similarity",
+    ] {
         assert!(text.contains(needle), "{needle:?} missing from: {text}");
     }
-    assert!(text.contains("gate passed") || text.contains("gate FAILED"), "{text}");
+    assert!(
+        text.contains("gate passed") || text.contains("gate FAILED"),
+        "{text}"
+    );
     // A name that is no format is a folder, and a missing folder is named as such.
     let out = common::tpo(&["generate", "--model", "q5", "hi"]);
     assert_clean_failure(&out, "q5");
