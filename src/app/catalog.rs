@@ -67,10 +67,13 @@ fn gate_line(path: &std::path::Path) -> Option<String> {
     } else {
         "FAILED"
     };
-    let mut line = format!(
-        "gate {verdict}: mean KL {:.4} nats",
-        report["mean_kl_nats"].as_f64()?
-    );
+    let kl = report["mean_kl_nats"].as_f64()?;
+    let kl = if kl < 1e-3 {
+        format!("{kl:.1e}")
+    } else {
+        format!("{kl:.4}")
+    };
+    let mut line = format!("gate {verdict}: mean KL {kl} nats");
     if let Some(ratio) = report["kl_vs_peer"].as_f64() {
         line += &format!(" ({ratio:.2}x llama.cpp's)");
     }
