@@ -78,41 +78,25 @@ pub enum BenchError {
     DrawPlot { path: PathBuf, reason: String },
 }
 
-impl From<crate::runtime::RuntimeError> for BenchError {
-    fn from(e: crate::runtime::RuntimeError) -> Self {
-        BenchError::Lib(e.into())
-    }
+/// A library error under a bench is [`BenchError::Lib`], whichever room it comes from.
+macro_rules! lib_errors {
+    ($($error:ty),+) => {$(
+        impl From<$error> for BenchError {
+            fn from(e: $error) -> Self {
+                BenchError::Lib(e.into())
+            }
+        }
+    )+};
 }
 
-impl From<crate::model::ModelError> for BenchError {
-    fn from(e: crate::model::ModelError) -> Self {
-        BenchError::Lib(e.into())
-    }
-}
-
-impl From<crate::engine::EngineError> for BenchError {
-    fn from(e: crate::engine::EngineError) -> Self {
-        BenchError::Lib(e.into())
-    }
-}
-
-impl From<crate::search::SearchError> for BenchError {
-    fn from(e: crate::search::SearchError) -> Self {
-        BenchError::Lib(e.into())
-    }
-}
-
-impl From<crate::dataset::DatasetError> for BenchError {
-    fn from(e: crate::dataset::DatasetError) -> Self {
-        BenchError::Lib(e.into())
-    }
-}
-
-impl From<crate::reward::RewardError> for BenchError {
-    fn from(e: crate::reward::RewardError) -> Self {
-        BenchError::Lib(e.into())
-    }
-}
+lib_errors!(
+    crate::runtime::RuntimeError,
+    crate::model::ModelError,
+    crate::engine::EngineError,
+    crate::search::SearchError,
+    crate::dataset::DatasetError,
+    crate::reward::RewardError
+);
 
 /// Writes `value` to `path` as pretty JSON with a final newline: every bench's `--json` file.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), BenchError> {

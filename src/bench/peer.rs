@@ -256,18 +256,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tpo-peer-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("peer.sh");
-        std::fs::write(
-            &script,
-            r#"echo '{"ready":true,"peer":"fake","version":"0","model":"m","weights_bytes":10}'
+        // Starts the stand-in worker whose script is `text`.
+        let spawn = |text: &str| {
+            std::fs::write(&script, text).unwrap();
+            let sh = std::path::Path::new("/bin/sh");
+            PeerWorker::spawn("fake", sh, &[script.display().to_string()], None)
+        };
+        let spawn_error = |text: &str| spawn(text).err().unwrap().to_string();
+        let ready =
+            r#"echo '{"ready":true,"peer":"fake","version":"0","model":"m","weights_bytes":10}'"#;
+
+        let mut w = spawn(&format!(
+            r#"{ready}
 read line
-echo '{"ok":true,"batch":2,"tokens":3,"prompt_tokens":4,"prefill_seconds":0.5,"total_seconds":2.0,"first_ids":[1,2,3]}'
+echo '{{"ok":true,"batch":2,"tokens":3,"prompt_tokens":4,"prefill_seconds":0.5,"total_seconds":2.0,"first_ids":[1,2,3]}}'
 read line
-echo '{"ok":false,"error":"batch too large"}'
-"#,
-        )
+echo '{{"ok":false,"error":"batch too large"}}'
+"#
+        ))
         .unwrap();
-        let sh = std::path::Path::new("/bin/sh");
-        let mut w = PeerWorker::spawn("fake", sh, &[script.display().to_string()], None).unwrap();
         assert_eq!(w.info().weights_bytes, 10);
         let run = w.generate(&[1, 2, 3, 4], 2, 3).unwrap();
         assert_eq!(run.tokens_per_second(), 3.0);
@@ -278,33 +285,20 @@ echo '{"ok":false,"error":"batch too large"}'
         assert!(err.starts_with("peer fake:"), "{err}");
 
         // A peer that dies of a signal mid-run is reported with the signal.
-        std::fs::write(
-            &script,
-            "echo '{\"ready\":true,\"peer\":\"fake\",\"version\":\"0\",\"model\":\"m\",\"weights_bytes\":10}'\nread line\nkill -SEGV $$\n",
-        )
-        .unwrap();
-        let mut w = PeerWorker::spawn("fake", sh, &[script.display().to_string()], None).unwrap();
+        let mut w = spawn(&format!("{ready}\nread line\nkill -SEGV $$\n")).unwrap();
         let err = w.generate(&[1], 2, 3).unwrap_err().to_string();
         assert!(
             err.contains("was killed by signal 11 (SIGSEGV) without answering"),
             "{err}"
         );
         // One that exits with a code, before its ready line, is reported with the code.
-        std::fs::write(&script, "exit 3\n").unwrap();
-        let err = PeerWorker::spawn("fake", sh, &[script.display().to_string()], None)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = spawn_error("exit 3\n");
         assert!(
             err.contains("exited with code 3 without answering"),
             "{err}"
         );
 
-        std::fs::write(&script, "echo '{\"ready\":false,\"error\":\"no model\"}'\n").unwrap();
-        let err = PeerWorker::spawn("fake", sh, &[script.display().to_string()], None)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = spawn_error("echo '{\"ready\":false,\"error\":\"no model\"}'\n");
         assert!(err.contains("no model"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
