@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use tpo_engine::engine::{
     EngineError, GenerateRequest, GenerationEvent, SamplingOptions, SamplingParams,
 };
-
 use tpo_engine::model::TextStream;
 
 use super::ModelArgs;

@@ -69,16 +69,17 @@ pub struct SampleOutput {
 }
 
 impl SampleOutput {
+    /// Mean seconds between generated tokens after the first (`None` with fewer than two).
+    pub fn inter_token_seconds(&self) -> Option<f64> {
+        let decode = self.elapsed.saturating_sub(self.time_to_first_token);
+        (self.tokens.len() > 1).then(|| decode.as_secs_f64() / (self.tokens.len() - 1) as f64)
+    }
+
     /// Tokens per second after the first token (0 when there was no time to measure).
     pub fn decode_rate(&self) -> f64 {
-        let decode = self
-            .elapsed
-            .saturating_sub(self.time_to_first_token)
-            .as_secs_f64();
-        if decode > 0.0 {
-            self.tokens.len().saturating_sub(1) as f64 / decode
-        } else {
-            0.0
+        match self.inter_token_seconds() {
+            Some(seconds) if seconds > 0.0 => 1.0 / seconds,
+            _ => 0.0,
         }
     }
 

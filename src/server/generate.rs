@@ -49,9 +49,8 @@ pub fn finish_reason(sample: &SampleOutput) -> &'static str {
 
 fn record_latencies(sample: &SampleOutput) {
     metrics::time_to_first_token(sample.time_to_first_token.as_secs_f64());
-    if sample.tokens.len() > 1 {
-        let decode = sample.elapsed.saturating_sub(sample.time_to_first_token);
-        metrics::inter_token(decode.as_secs_f64() / (sample.tokens.len() - 1) as f64);
+    if let Some(seconds) = sample.inter_token_seconds() {
+        metrics::inter_token(seconds);
     }
 }
 
