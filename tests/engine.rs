@@ -344,6 +344,107 @@ fn invalid_requests_fail_with_typed_errors_while_the_engine_keeps_serving() {
     assert!(out.prompt_tokens + out.tokens.len() <= 64);
 }
 
+/// Starts a long generation and waits for its first token, so the scheduler is busy
+/// decoding and everything submitted next arrives within one of its iterations.
+fn busy_with_a_long_generation(engine: &Engine) -> tpo_engine::engine::GenerationStream {
+    let prompt = engine
+        .chat()
+        .question_prompt("Count from one to one thousand.")
+        .unwrap();
+    let endless = SamplingParams::new(SamplingOptions {
+        max_new_tokens: 400,
+        ignore_eos: true,
+        ..SamplingOptions::default()
+    })
+    .unwrap();
+    let mut stream = engine
+        .submit(GenerateRequest::new(prompt, endless))
+        .unwrap();
+    match stream.blocking_next() {
+        Some(GenerationEvent::Token { .. }) => stream,
+        other => panic!("unexpected event {other:?}"),
+    }
+}
+
+#[test]
+fn prompts_that_arrive_together_prefill_in_one_model_run_and_answer_as_each_alone() {
+    let engine = start(16, 1024);
+    let chosen = [0, 1, 2, 3, 5, 7];
+    let prompts: Vec<Vec<u32>> = chosen
+        .iter()
+        .map(|&i| engine.chat().question_prompt(QUESTIONS[i]).unwrap())
+        .collect();
+    let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    assert!(
+        lengths.iter().max() > lengths.iter().min(),
+        "ragged: {lengths:?}"
+    );
+    let greedy = SamplingParams::greedy(16).unwrap();
+    let singles: Vec<SampleOutput> = prompts.iter().map(|p| alone(&engine, p, &greedy)).collect();
+    engine.clear_prefix_cache().unwrap();
+
+    let blocker = busy_with_a_long_generation(&engine);
+    let before = engine.stats().snapshot();
+    let streams: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            engine
+                .submit(GenerateRequest::new(p.clone(), greedy.clone()))
+                .unwrap()
+        })
+        .collect();
+    for (i, s) in streams.into_iter().enumerate() {
+        let batched = futures::executor::block_on(s.collect()).unwrap().remove(0);
+        assert_same_sample(
+            &batched,
+            &singles[i],
+            &format!("prompt {i} ({} tokens)", lengths[i]),
+        );
+    }
+    let runs = engine.stats().snapshot().since(&before).prefill_runs;
+    drop(blocker);
+    // One group (two if a submission raced the scheduler's iteration), not one run each.
+    assert!(
+        runs <= 2,
+        "{} prompts that arrived together took {runs} prefill runs",
+        prompts.len()
+    );
+
+    // Scored continuations group the same way: every position's logits, per row.
+    let continuations: Vec<Vec<u32>> = singles.iter().map(|s| s.tokens.clone()).collect();
+    let scored_alone: Vec<_> = prompts
+        .iter()
+        .zip(&continuations)
+        .map(|(p, c)| engine.logprobs_blocking(p.clone(), c.clone()).unwrap())
+        .collect();
+    engine.clear_prefix_cache().unwrap();
+    let blocker = busy_with_a_long_generation(&engine);
+    let before = engine.stats().snapshot();
+    let scored = futures::executor::block_on(futures::future::join_all(
+        prompts
+            .iter()
+            .zip(&continuations)
+            .map(|(p, c)| engine.logprobs(p.clone(), c.clone())),
+    ));
+    let runs = engine.stats().snapshot().since(&before).prefill_runs;
+    drop(blocker);
+    for (i, (together, alone)) in scored.into_iter().zip(&scored_alone).enumerate() {
+        let together = together.unwrap();
+        assert_eq!(together.token_logprobs.len(), alone.token_logprobs.len());
+        for (a, b) in together.token_logprobs.iter().zip(&alone.token_logprobs) {
+            assert!(
+                (a - b).abs() <= LOGPROB_TOLERANCE,
+                "continuation {i}: {a} together vs {b} alone"
+            );
+        }
+    }
+    assert!(
+        runs <= 2,
+        "{} scored continuations that arrived together took {runs} prefill runs",
+        prompts.len()
+    );
+}
+
 #[test]
 fn teacher_forced_logprobs_equal_the_logprobs_reported_by_generation() {
     let engine = start(4, 1024);

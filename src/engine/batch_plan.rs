@@ -10,9 +10,15 @@
 //!   slots are available for all of its samples (`slots - held`: free slots and prefix-cache
 //!   entries, which can be evicted, both count; a job that does not fit waits, it never
 //!   over-allocates and is never skipped by a smaller one behind it);
-//! - at most one prompt prefilling at a time, in chunks, within a per-iteration token budget
-//!   (a chunk never exceeds what is left of the budget, and the next prompt is admitted only
-//!   when the previous one is done);
+//! - prompts prefill in chunks within a per-iteration token budget (a chunk never exceeds
+//!   what is left of the budget, and the next prompt is admitted only when the previous one
+//!   is done), except that whole fresh prompts form a **prefill group** run through the model
+//!   in one step: while the prefilling prompts are all fresh (nothing cached) single-slot
+//!   jobs, the front job joins them when the scheduler says it can (`can_join`: same kind of
+//!   job, no cached prefix, the next slot is there), the group stays within
+//!   [`MAX_PREFILL_GROUP`], and the group's padded size (members × longest prompt) fits in
+//!   what is left of the budget; a job of several samples can only be a group's last
+//!   member;
 //! - decoding sequence `i` lives in slot `i`: a prefilled job's samples join at positions
 //!   `B..B + n`, and when a sequence leaves, the last one moves into its position.
 //!
@@ -39,7 +45,10 @@ struct Queued {
     tokens: usize,
 }
 
-/// The job being prefilled: it holds one slot.
+/// The most prompts one prefill step runs together.
+pub(crate) const MAX_PREFILL_GROUP: usize = 16;
+
+/// A job being prefilled: it holds one slot.
 #[derive(Debug, Clone, Copy)]
 struct Prefilling {
     job: JobId,
@@ -56,9 +65,26 @@ pub(crate) enum PrefillDecision {
     /// is), then report [`BatchPlan::admitted`] with the tokens already cached, or
     /// [`BatchPlan::failed`].
     Admit(JobId),
-    /// Run `range` of the prefilling job's tokens through the model, then report
-    /// [`BatchPlan::chunk_done`] or [`BatchPlan::failed`].
-    Chunk { job: JobId, range: Range<usize> },
+    /// Run these chunks of the prefilling jobs through the model (several: a prefill group
+    /// of whole fresh prompts, in admission order, for one step), then report
+    /// [`BatchPlan::chunk_done`] or [`BatchPlan::failed`] for each.
+    Run(Vec<Chunk>),
+}
+
+/// `range` of `job`'s tokens, to run through the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub(crate) job: JobId,
+    pub(crate) range: Range<usize>,
+}
+
+/// The budget a run of `chunks` spends: one chunk's tokens, or a group's padded size
+/// (members × the longest), which is what one right-padded step computes.
+pub(crate) fn run_cost(chunks: &[Chunk]) -> usize {
+    match chunks {
+        [one] => one.range.len(),
+        many => many.len() * many.iter().map(|c| c.range.len()).max().unwrap_or(0),
+    }
 }
 
 /// The queue, the prefilling job and the decode positions.
@@ -66,7 +92,8 @@ pub(crate) enum PrefillDecision {
 pub(crate) struct BatchPlan {
     slots: usize,
     waiting: VecDeque<Queued>,
-    prefilling: Option<Prefilling>,
+    /// The prefilling jobs in admission order (more than one only as a prefill group).
+    prefilling: Vec<Prefilling>,
     /// The job of the sequence decoding at each position (= slot).
     decoding: Vec<JobId>,
 }
@@ -77,14 +104,14 @@ impl BatchPlan {
         Self {
             slots,
             waiting: VecDeque::new(),
-            prefilling: None,
+            prefilling: Vec::new(),
             decoding: Vec::new(),
         }
     }
 
     /// Whether nothing is queued, prefilling or decoding.
     pub(crate) fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.prefilling.is_none() && self.decoding.is_empty()
+        self.waiting.is_empty() && self.prefilling.is_empty() && self.decoding.is_empty()
     }
 
     /// Jobs waiting for admission.
@@ -97,9 +124,9 @@ impl BatchPlan {
         self.decoding.len()
     }
 
-    /// Slots held by decoding sequences and the prefilling job.
+    /// Slots held by decoding sequences and the prefilling jobs.
     pub(crate) fn held(&self) -> usize {
-        self.decoding.len() + usize::from(self.prefilling.is_some())
+        self.decoding.len() + self.prefilling.len()
     }
 
     /// Slots a job may be admitted into: free ones and prefix-cache entries (evictable).
@@ -107,10 +134,10 @@ impl BatchPlan {
         self.slots.saturating_sub(self.held())
     }
 
-    /// The job being prefilled, if any.
+    /// The jobs being prefilled, in admission order.
     #[cfg(test)]
-    pub(crate) fn prefilling(&self) -> Option<JobId> {
-        self.prefilling.map(|p| p.job)
+    pub(crate) fn prefilling(&self) -> Vec<JobId> {
+        self.prefilling.iter().map(|p| p.job).collect()
     }
 
     /// Queues `job`, which decodes `slots` sequences after prefilling `tokens` tokens.
@@ -118,42 +145,76 @@ impl BatchPlan {
         self.waiting.push_back(Queued { job, slots, tokens });
     }
 
-    /// Drops every waiting job `cancelled` names, and the prefilling one if it names it
-    /// (its slot is free again). Decoding sequences leave through [`BatchPlan::leave`].
+    /// Drops every waiting job `cancelled` names, and the prefilling ones it names (their
+    /// slots are free again). Decoding sequences leave through [`BatchPlan::leave`].
     pub(crate) fn cancel_queued(&mut self, cancelled: impl Fn(JobId) -> bool) {
         self.waiting.retain(|q| !cancelled(q.job));
-        if self.prefilling.is_some_and(|p| cancelled(p.job)) {
-            self.prefilling = None;
-        }
+        self.prefilling.retain(|p| !cancelled(p.job));
     }
 
     /// The next step of an iteration's prefill with `budget` tokens left: admit the front
-    /// job when nothing is prefilling and it fits, or prefill the next chunk of the
-    /// prefilling job; `None` when the budget is spent or nothing can start.
-    pub(crate) fn next_prefill(&self, budget: usize) -> Option<PrefillDecision> {
+    /// job when nothing is prefilling and it fits, or when it can join the prefill group
+    /// (`can_join` is the scheduler's say: same kind of job, no cached prefix, a slot right
+    /// after the group's), or run the prefilling jobs' next chunks; `None` when the budget
+    /// is spent or nothing can start.
+    pub(crate) fn next_prefill(
+        &self,
+        budget: usize,
+        can_join: impl Fn(JobId) -> bool,
+    ) -> Option<PrefillDecision> {
         if budget == 0 {
             return None;
         }
-        match self.prefilling {
-            Some(p) => {
-                let end = (p.done + budget).min(p.tokens);
-                Some(PrefillDecision::Chunk {
-                    job: p.job,
-                    range: p.done..end,
-                })
-            }
-            None => {
-                let front = self.waiting.front()?;
-                (self.available() >= front.slots).then_some(PrefillDecision::Admit(front.job))
+        let front = self
+            .waiting
+            .front()
+            .filter(|front| self.available() >= front.slots);
+        if self.prefilling.is_empty() {
+            return front.map(|front| PrefillDecision::Admit(front.job));
+        }
+        if let Some(front) = front {
+            if self.joins_group(front, budget) && can_join(front.job) {
+                return Some(PrefillDecision::Admit(front.job));
             }
         }
+        Some(PrefillDecision::Run(match self.prefilling.as_slice() {
+            [p] => vec![Chunk {
+                job: p.job,
+                range: p.done..(p.done + budget).min(p.tokens),
+            }],
+            // A group: every member is whole, and its padded size fits the budget.
+            group => group
+                .iter()
+                .map(|p| Chunk {
+                    job: p.job,
+                    range: p.done..p.tokens,
+                })
+                .collect(),
+        }))
     }
 
-    /// The front job took a slot holding its first `done` tokens already: it is prefilling.
+    /// Whether `front` may join the prefilling jobs as one more whole fresh prompt of their
+    /// step (the scheduler still has its say).
+    fn joins_group(&self, front: &Queued, budget: usize) -> bool {
+        let members = self.prefilling.len() + 1;
+        let longest = self
+            .prefilling
+            .iter()
+            .map(|p| p.tokens)
+            .max()
+            .unwrap_or(0)
+            .max(front.tokens);
+        members <= MAX_PREFILL_GROUP
+            && self.prefilling.iter().all(|p| p.done == 0 && p.slots == 1)
+            && members * longest <= budget
+    }
+
+    /// The front job took a slot holding its first `done` tokens already: it is prefilling
+    /// (a group member's `done` is 0: the scheduler lets no cached prefix join a group).
     pub(crate) fn admitted(&mut self, job: JobId, done: usize) {
         if self.waiting.front().is_some_and(|q| q.job == job) {
             if let Some(q) = self.waiting.pop_front() {
-                self.prefilling = Some(Prefilling {
+                self.prefilling.push(Prefilling {
                     job,
                     slots: q.slots,
                     done: done.min(q.tokens),
@@ -167,8 +228,8 @@ impl BatchPlan {
     /// (then it joins the batch with [`BatchPlan::join`] or ends with
     /// [`BatchPlan::prefilled`]).
     pub(crate) fn chunk_done(&mut self, job: JobId, end: usize) -> bool {
-        match self.prefilling.as_mut() {
-            Some(p) if p.job == job => {
+        match self.prefilling.iter_mut().find(|p| p.job == job) {
+            Some(p) => {
                 p.done = end.min(p.tokens);
                 p.done == p.tokens
             }
@@ -179,9 +240,7 @@ impl BatchPlan {
     /// `job` failed while waiting, being admitted or prefilling: it leaves (its slot too).
     pub(crate) fn failed(&mut self, job: JobId) {
         self.waiting.retain(|q| q.job != job);
-        if self.prefilling.is_some_and(|p| p.job == job) {
-            self.prefilling = None;
-        }
+        self.prefilling.retain(|p| p.job != job);
     }
 
     /// The prefilled job ends without decoding (a scored continuation, or one whose samples
@@ -193,10 +252,10 @@ impl BatchPlan {
     /// The prefilled job's samples start decoding: the positions (= slots) they take, at
     /// the end of the batch. Empty when `job` is not the prefilling job.
     pub(crate) fn join(&mut self, job: JobId) -> Range<usize> {
-        let Some(p) = self.prefilling.filter(|p| p.job == job) else {
+        let Some(i) = self.prefilling.iter().position(|p| p.job == job) else {
             return 0..0;
         };
-        self.prefilling = None;
+        let p = self.prefilling.remove(i);
         let start = self.decoding.len();
         self.decoding.extend(std::iter::repeat_n(job, p.slots));
         start..self.decoding.len()
@@ -220,7 +279,7 @@ impl BatchPlan {
     /// Forgets everything (after a scheduler panic every job failed).
     pub(crate) fn clear(&mut self) {
         self.waiting.clear();
-        self.prefilling = None;
+        self.prefilling.clear();
         self.decoding.clear();
     }
 }

@@ -10,9 +10,9 @@
 //! - a continuation with S > 1 over an existing past: B must be 1 (a GroupQueryAttention rule).
 //!
 //! A graph with the optional `num_logits_to_keep` input (our export has it; onnxruntime-genai
-//! leaves it at its default 0 = every position) is asked for the last position only when a
-//! multi-token step needs just that row, so prefill skips the 49,152-row unembedding for
-//! every other prompt position.
+//! leaves it at its default 0 = every position) is asked for the last positions only when a
+//! multi-token step needs just each row's last one (the window from the shortest row's last
+//! token on), so prefill skips the 49,152-row unembedding for the other prompt positions.
 
 use std::time::{Duration, Instant};
 
@@ -313,15 +313,19 @@ impl Decoder {
             binding.bind_output(present_k, &mut k).map_err(ort_err)?;
             binding.bind_output(present_v, &mut v).map_err(ort_err)?;
         }
-        // Only the last position's logits when that is all the step needs and every row
-        // ends at position S - 1 (one row, or one new token per row).
-        let last_only = wanted == LogitsWanted::Last
-            && s > 1
-            && rows.iter().all(|r| r.tokens.len() == s)
-            && self.names.logits_to_keep.is_some();
-        let keep = if last_only { 1 } else { 0 };
+        // Only the last positions' logits when that is all a multi-token step needs: the
+        // window of each row's last `keep` positions, `keep = S - shortest + 1`, holds every
+        // row's last real token (rows are right-padded, so row i's is at `len_i - 1`).
+        let shortest = rows.iter().map(|r| r.tokens.len()).min().unwrap_or(s);
+        let keep = if wanted == LogitsWanted::Last && s > 1 && self.names.logits_to_keep.is_some() {
+            s - shortest + 1
+        } else {
+            s
+        };
         if let Some(name) = &self.names.logits_to_keep {
-            let value = Tensor::from_array(((), vec![keep as i64])).map_err(ort_err)?;
+            // 0 asks for every position.
+            let value = if keep == s { 0 } else { keep as i64 };
+            let value = Tensor::from_array(((), vec![value])).map_err(ort_err)?;
             binding.bind_input(name, &value).map_err(ort_err)?;
         }
         let v = self.config.vocab_size;
@@ -361,17 +365,9 @@ impl Decoder {
             .get(&self.config.logits_name)
             .ok_or_else(|| EngineError::Internal("the graph returned no logits".into()))?;
         let (logits_shape, data) = logits.try_extract_tensor::<f32>().map_err(ort_err)?;
-        if last_only {
-            if data.len() != b * v {
-                return Err(EngineError::Internal(format!(
-                    "logits have shape {logits_shape:?}, expected [{b}, 1, {v}]"
-                )));
-            }
-            return Ok(data.to_vec());
-        }
-        if logits_shape.len() != 3 || logits_shape[2] as usize != v || data.len() != b * s * v {
+        if logits_shape.len() != 3 || logits_shape[2] as usize != v || data.len() != b * keep * v {
             return Err(EngineError::Internal(format!(
-                "logits have shape {logits_shape:?}, expected [{b}, {s}, {v}]"
+                "logits have shape {logits_shape:?}, expected [{b}, {keep}, {v}]"
             )));
         }
         Ok(match wanted {
@@ -379,7 +375,8 @@ impl Decoder {
             LogitsWanted::Last => {
                 let mut out = Vec::with_capacity(b * v);
                 for (i, r) in rows.iter().enumerate() {
-                    let pos = i * s + r.tokens.len() - 1;
+                    // The window holds positions S - keep .. S of each row.
+                    let pos = i * keep + r.tokens.len() - 1 - (s - keep);
                     out.extend_from_slice(&data[pos * v..(pos + 1) * v]);
                 }
                 out

@@ -197,6 +197,44 @@ impl<S: BuildHasher> SlotPlan<S> {
         }
     }
 
+    /// How many of the first `reusable` tokens of `tokens` a cache entry holds (0: none, or
+    /// the cache is off); nothing changes.
+    pub(crate) fn cached_prefix_len(&self, tokens: &[TokenId], reusable: usize) -> usize {
+        self.cache
+            .as_ref()
+            .and_then(|c| c.longest_match(tokens, reusable))
+            .map_or(0, |hit| hit.len)
+    }
+
+    /// Whether [`SlotPlan::claim`] would hand out slot `id`.
+    pub(crate) fn can_claim(&self, id: SlotId) -> bool {
+        self.free.contains(&id)
+            || (self.free.is_empty() && self.cache.as_ref().is_some_and(|c| c.holds(id)))
+    }
+
+    /// Slot `id` itself for a fresh prompt (a prefill group's next row, which must sit right
+    /// after the previous one): free, or, when no slot is free at all, the entry there is
+    /// evicted (as a fresh slot would have evicted the least recently used one). `None`
+    /// when it is held, or an entry while another slot is free.
+    pub(crate) fn claim(&mut self, id: SlotId) -> Option<Allocation> {
+        if self.free.remove(&id) {
+            self.held.insert(id);
+            return Some(Allocation {
+                slot: id,
+                evicted: false,
+            });
+        }
+        if !self.can_claim(id) {
+            return None;
+        }
+        self.cache.as_mut()?.remove(id)?;
+        self.held.insert(id);
+        Some(Allocation {
+            slot: id,
+            evicted: true,
+        })
+    }
+
     /// What the lookup found and where the prompt `tokens` goes, reusing at most its first
     /// `reusable` tokens (`None`: no slot is left).
     pub(crate) fn place(

@@ -16,7 +16,7 @@ enum Op {
     Submit { samples: usize, tokens: usize },
     /// The caller of the `k`-th waiting job (mod the queue) goes away.
     CancelWaiting(usize),
-    /// The caller of the prefilling job goes away.
+    /// The caller of a prefilling job goes away.
     CancelPrefill,
     /// One iteration's prefill with `budget` tokens; `luck` picks what each step does
     /// (cached prefix length, a failed run, a scored job that never decodes).
@@ -44,8 +44,8 @@ struct Driver {
     queue: Vec<(JobId, usize, usize)>,
     /// Every submission's (samples, tokens).
     submitted: HashMap<JobId, (usize, usize)>,
-    /// The prefilling job and how many of its tokens are in its slot.
-    prefill: Option<(JobId, usize)>,
+    /// The prefilling jobs and how many of each one's tokens are in its slot.
+    prefill: Vec<(JobId, usize)>,
     /// The job of each decoding position.
     batch: Vec<JobId>,
     /// Jobs admitted, in order.
@@ -64,7 +64,7 @@ impl Driver {
             next: 0,
             queue: Vec::new(),
             submitted: HashMap::new(),
-            prefill: None,
+            prefill: Vec::new(),
             batch: Vec::new(),
             admitted: Vec::new(),
             dropped: BTreeSet::new(),
@@ -73,14 +73,15 @@ impl Driver {
     }
 
     fn check(&self) {
-        let held = self.batch.len() + usize::from(self.prefill.is_some());
+        let held = self.batch.len() + self.prefill.len();
         assert!(held <= self.slots, "{held} slots held of {}", self.slots);
         assert_eq!(self.plan.held(), held, "the plan counts the slots held");
         assert_eq!(self.plan.available() + held, self.slots, "a slot leaked");
         assert_eq!(self.plan.waiting(), self.queue.len());
         assert_eq!(self.plan.decoding(), self.batch.len());
         assert_eq!(self.plan.decode_batch(), 0..self.batch.len());
-        assert_eq!(self.plan.prefilling(), self.prefill.map(|p| p.0));
+        let prefilling: Vec<JobId> = self.prefill.iter().map(|p| p.0).collect();
+        assert_eq!(self.plan.prefilling(), prefilling);
     }
 
     fn apply(&mut self, op: &Op) {
@@ -100,7 +101,8 @@ impl Driver {
                 }
             }
             Op::CancelPrefill => {
-                if let Some((id, _)) = self.prefill.take() {
+                if !self.prefill.is_empty() {
+                    let (id, _) = self.prefill.remove(0);
                     self.plan.cancel_queued(|j| j == id);
                 }
             }
@@ -130,10 +132,11 @@ impl Driver {
         };
         let mut left = budget;
         let mut spent = 0;
-        while let Some(decision) = self.plan.next_prefill(left) {
+        // Whether the scheduler lets the front job join a prefill group this iteration.
+        let join_ok = roll(3) != 0;
+        while let Some(decision) = self.plan.next_prefill(left, |_| join_ok) {
             match decision {
                 PrefillDecision::Admit(id) => {
-                    assert!(self.prefill.is_none(), "one prompt prefills at a time");
                     // FIFO: only the front of the queue, and only when it fits.
                     let (front, samples, tokens) = self.queue[0];
                     assert_eq!(id, front, "admission skipped the front of the queue");
@@ -141,6 +144,26 @@ impl Driver {
                         self.plan.available() >= samples,
                         "admitted beyond the slots"
                     );
+                    if !self.prefill.is_empty() {
+                        // It joins a prefill group: whole fresh single-slot prompts before
+                        // it, and the group's padded size within what is left.
+                        assert!(join_ok, "joined a group the scheduler refused");
+                        assert!(self.prefill.len() < MAX_PREFILL_GROUP);
+                        assert!(
+                            self.prefill
+                                .iter()
+                                .all(|&(id, done)| done == 0 && self.submitted[&id].0 == 1),
+                            "a group behind a cached, chunked or forked prompt"
+                        );
+                        let longest = self
+                            .prefill
+                            .iter()
+                            .map(|(id, _)| self.submitted[id].1)
+                            .max()
+                            .unwrap_or(0)
+                            .max(tokens);
+                        assert!((self.prefill.len() + 1) * longest <= left);
+                    }
                     self.queue.remove(0);
                     if self.faults && roll(8) == 0 {
                         // Placement failed: the job fails, the loop goes on.
@@ -148,42 +171,53 @@ impl Driver {
                         self.dropped.insert(id);
                         continue;
                     }
-                    // A cached prefix covers at most all but the last token.
-                    let done = roll(tokens as u64) as usize;
+                    // A cached prefix covers at most all but the last token; a group's
+                    // member never has one.
+                    let done = if self.prefill.is_empty() {
+                        roll(tokens as u64) as usize
+                    } else {
+                        0
+                    };
                     self.plan.admitted(id, done);
                     self.admitted.push(id);
-                    self.prefill = Some((id, done));
+                    self.prefill.push((id, done));
                 }
-                PrefillDecision::Chunk { job, range } => {
-                    let (id, done) = self.prefill.expect("a chunk of a prefilling job");
-                    assert_eq!(job, id);
-                    assert_eq!(range.start, done, "chunks follow each other");
-                    assert!(!range.is_empty(), "an empty chunk");
-                    assert!(range.len() <= left, "a chunk beyond the budget");
-                    let (samples, tokens) = self.submitted[&id];
-                    assert!(range.end <= tokens);
-                    left -= range.len();
-                    spent += range.len();
-                    if self.faults && roll(10) == 0 {
-                        self.plan.failed(id);
-                        self.prefill = None;
-                        continue;
-                    }
-                    let complete = self.plan.chunk_done(id, range.end);
-                    assert_eq!(complete, range.end == tokens);
-                    if !complete {
-                        assert_eq!(left, 0, "a prompt stopped before the budget was spent");
-                        self.prefill = Some((id, range.end));
-                        continue;
-                    }
-                    self.prefill = None;
-                    if roll(4) == 0 {
-                        // Scored, or its samples could not be placed: it never decodes.
-                        self.plan.prefilled(id);
-                    } else {
-                        let start = self.batch.len();
-                        assert_eq!(self.plan.join(id), start..start + samples);
-                        self.batch.extend(std::iter::repeat_n(id, samples));
+                PrefillDecision::Run(chunks) => {
+                    let named: Vec<JobId> = chunks.iter().map(|c| c.job).collect();
+                    let prefilling: Vec<JobId> = self.prefill.iter().map(|p| p.0).collect();
+                    assert_eq!(named, prefilling, "a run of every prefilling job, in order");
+                    let cost = run_cost(&chunks);
+                    assert!(cost > 0 && cost <= left, "a run of {cost} on {left} left");
+                    left -= cost;
+                    spent += cost;
+                    for (chunk, &(id, done)) in chunks.iter().zip(&self.prefill.clone()) {
+                        let (samples, tokens) = self.submitted[&id];
+                        assert_eq!(chunk.range.start, done, "chunks follow each other");
+                        assert!(!chunk.range.is_empty(), "an empty chunk");
+                        assert!(chunk.range.end <= tokens);
+                        if chunks.len() > 1 {
+                            assert_eq!(chunk.range, 0..tokens, "a group member is whole");
+                        }
+                        self.prefill.retain(|p| p.0 != id);
+                        if self.faults && roll(10) == 0 {
+                            self.plan.failed(id);
+                            continue;
+                        }
+                        let complete = self.plan.chunk_done(id, chunk.range.end);
+                        assert_eq!(complete, chunk.range.end == tokens);
+                        if !complete {
+                            assert_eq!(left, 0, "a prompt stopped before the budget was spent");
+                            self.prefill.push((id, chunk.range.end));
+                            continue;
+                        }
+                        if roll(4) == 0 {
+                            // Scored, or its samples could not be placed: it never decodes.
+                            self.plan.prefilled(id);
+                        } else {
+                            let start = self.batch.len();
+                            assert_eq!(self.plan.join(id), start..start + samples);
+                            self.batch.extend(std::iter::repeat_n(id, samples));
+                        }
                     }
                 }
             }
@@ -193,9 +227,14 @@ impl Driver {
             spent <= budget,
             "prefilled {spent} tokens on a budget of {budget}"
         );
+        // Between iterations at most one prompt is part-way (a group runs whole).
+        assert!(
+            self.prefill.len() <= 1,
+            "a group left for the next iteration"
+        );
         // Nothing that could start was left waiting.
         if left > 0 {
-            assert!(self.prefill.is_none());
+            assert!(self.prefill.is_empty());
             if let Some(&(_, samples, _)) = self.queue.first() {
                 assert!(
                     samples > self.plan.available(),
@@ -271,26 +310,26 @@ fn a_job_that_does_not_fit_waits_and_blocks_smaller_ones_behind_it() {
     let mut plan = BatchPlan::new(3);
     plan.submit(JobId(0), 2, 4);
     assert_eq!(
-        plan.next_prefill(100),
+        plan.next_prefill(100, |_| true),
         Some(PrefillDecision::Admit(JobId(0)))
     );
     plan.admitted(JobId(0), 0);
     assert_eq!(
-        plan.next_prefill(100),
-        Some(PrefillDecision::Chunk {
+        plan.next_prefill(100, |_| true),
+        Some(PrefillDecision::Run(vec![Chunk {
             job: JobId(0),
             range: 0..4
-        })
+        }]))
     );
     assert!(plan.chunk_done(JobId(0), 4));
     assert_eq!(plan.join(JobId(0)), 0..2);
     plan.submit(JobId(1), 2, 4);
     plan.submit(JobId(2), 1, 4);
     // One slot is left: job 1 needs two and job 2 must not overtake it.
-    assert_eq!(plan.next_prefill(100), None);
+    assert_eq!(plan.next_prefill(100, |_| true), None);
     assert_eq!(plan.leave(0), Some(1));
     assert_eq!(
-        plan.next_prefill(100),
+        plan.next_prefill(100, |_| true),
         Some(PrefillDecision::Admit(JobId(1)))
     );
 }
@@ -299,31 +338,121 @@ fn a_job_that_does_not_fit_waits_and_blocks_smaller_ones_behind_it() {
 fn a_long_prompt_is_prefilled_in_chunks_of_the_budget() {
     let mut plan = BatchPlan::new(2);
     plan.submit(JobId(7), 1, 10);
-    assert_eq!(plan.next_prefill(4), Some(PrefillDecision::Admit(JobId(7))));
+    assert_eq!(
+        plan.next_prefill(4, |_| true),
+        Some(PrefillDecision::Admit(JobId(7)))
+    );
     plan.admitted(JobId(7), 3);
     assert_eq!(
-        plan.next_prefill(4),
-        Some(PrefillDecision::Chunk {
+        plan.next_prefill(4, |_| true),
+        Some(PrefillDecision::Run(vec![Chunk {
             job: JobId(7),
             range: 3..7
-        })
+        }]))
     );
     assert!(!plan.chunk_done(JobId(7), 7));
     assert_eq!(
-        plan.next_prefill(0),
+        plan.next_prefill(0, |_| true),
         None,
         "the iteration's budget is spent"
     );
     assert_eq!(
-        plan.next_prefill(4),
-        Some(PrefillDecision::Chunk {
+        plan.next_prefill(4, |_| true),
+        Some(PrefillDecision::Run(vec![Chunk {
             job: JobId(7),
             range: 7..10
-        })
+        }]))
     );
     assert!(plan.chunk_done(JobId(7), 10));
     assert_eq!(plan.join(JobId(7)), 0..1);
     assert!(!plan.is_idle());
     assert_eq!(plan.leave(0), None);
     assert!(plan.is_idle());
+}
+
+#[test]
+fn whole_fresh_prompts_that_arrive_together_prefill_as_one_group() {
+    let mut plan = BatchPlan::new(8);
+    plan.submit(JobId(0), 1, 10);
+    plan.submit(JobId(1), 1, 20);
+    plan.submit(JobId(2), 3, 5);
+    plan.submit(JobId(3), 1, 5);
+    for id in 0..3 {
+        assert_eq!(
+            plan.next_prefill(64, |_| true),
+            Some(PrefillDecision::Admit(JobId(id)))
+        );
+        plan.admitted(JobId(id), 0);
+    }
+    // Job 2 has three samples, so it is the group's last member: job 3 waits.
+    let whole = |id: u64, tokens: usize| Chunk {
+        job: JobId(id),
+        range: 0..tokens,
+    };
+    let run = vec![whole(0, 10), whole(1, 20), whole(2, 5)];
+    assert_eq!(run_cost(&run), 60, "three rows padded to the longest");
+    assert_eq!(
+        plan.next_prefill(64, |_| true),
+        Some(PrefillDecision::Run(run))
+    );
+    for (id, tokens) in [(0, 10), (1, 20), (2, 5)] {
+        assert!(plan.chunk_done(JobId(id), tokens));
+    }
+    assert_eq!(plan.join(JobId(0)), 0..1);
+    assert_eq!(plan.join(JobId(1)), 1..2);
+    assert_eq!(plan.join(JobId(2)), 2..5);
+    assert_eq!(plan.held(), 5);
+}
+
+#[test]
+fn a_group_stays_within_the_budget_and_behind_a_cached_or_refused_prompt_runs_alone() {
+    // The padded size decides: a fourth row of 20 would make 80 > 64.
+    let mut plan = BatchPlan::new(8);
+    for id in 0..4 {
+        plan.submit(JobId(id), 1, 20);
+    }
+    for id in 0..3 {
+        assert_eq!(
+            plan.next_prefill(64, |_| true),
+            Some(PrefillDecision::Admit(JobId(id)))
+        );
+        plan.admitted(JobId(id), 0);
+    }
+    assert!(
+        matches!(plan.next_prefill(64, |_| true), Some(PrefillDecision::Run(r)) if r.len() == 3)
+    );
+
+    // A prompt that reused a cached prefix runs alone.
+    let mut plan = BatchPlan::new(8);
+    plan.submit(JobId(0), 1, 20);
+    plan.submit(JobId(1), 1, 20);
+    assert_eq!(
+        plan.next_prefill(64, |_| true),
+        Some(PrefillDecision::Admit(JobId(0)))
+    );
+    plan.admitted(JobId(0), 16);
+    assert_eq!(
+        plan.next_prefill(64, |_| true),
+        Some(PrefillDecision::Run(vec![Chunk {
+            job: JobId(0),
+            range: 16..20
+        }]))
+    );
+
+    // The scheduler's refusal (another kind of job, a cached prefix, no next slot) too.
+    let mut plan = BatchPlan::new(8);
+    plan.submit(JobId(0), 1, 20);
+    plan.submit(JobId(1), 1, 20);
+    assert_eq!(
+        plan.next_prefill(64, |_| false),
+        Some(PrefillDecision::Admit(JobId(0)))
+    );
+    plan.admitted(JobId(0), 0);
+    assert_eq!(
+        plan.next_prefill(64, |_| false),
+        Some(PrefillDecision::Run(vec![Chunk {
+            job: JobId(0),
+            range: 0..20
+        }]))
+    );
 }

@@ -4,9 +4,11 @@
 //! One iteration:
 //! 1. take new commands from the channel (block only when there is nothing to do);
 //! 2. drop cancelled work (a caller dropped its stream): its slots are free for this step;
-//! 3. prefill, up to `prefill_budget` prompt tokens: at most one prompt is being prefilled
-//!    at a time, in chunks, admitted in arrival order when enough slots are free for all of
-//!    its samples (otherwise it waits — the arena never over-allocates);
+//! 3. prefill, up to `prefill_budget` prompt tokens: prompts are admitted in arrival order
+//!    when enough slots are free for all of their samples (otherwise they wait — the arena
+//!    never over-allocates); a long prompt is prefilled alone, in chunks; whole fresh
+//!    prompts that arrive together run as one prefill group, a single right-padded model
+//!    step over consecutive slots (the batch plan says when);
 //! 4. ONE decode step for every decoding sequence together, then sample each row, stream
 //!    the tokens, and free finished sequences at once.
 //!
@@ -100,7 +102,8 @@ pub(crate) struct Scheduler {
     next_job: u64,
     /// The payloads of the plan's queue, in the same order.
     waiting: VecDeque<Waiting>,
-    prefill: Option<Prefill>,
+    /// The prompts being prefilled, in admission order (several: a prefill group).
+    prefill: Vec<Prefill>,
     decoding: Vec<Sequence>,
     /// Which slot holds what, and the prefix cache's entries (the placement policy).
     slots: SlotPlan,
@@ -143,7 +146,7 @@ impl Scheduler {
             plan,
             next_job: 0,
             waiting: VecDeque::new(),
-            prefill: None,
+            prefill: Vec::new(),
             decoding: Vec::new(),
             slots,
             cached: HashMap::new(),
@@ -189,7 +192,7 @@ impl Scheduler {
         for seq in self.decoding.drain(..) {
             seq.group.fail(died());
         }
-        if let Some(p) = self.prefill.take() {
+        for p in self.prefill.drain(..) {
             fail_job(p.job, died());
         }
         for w in self.waiting.drain(..) {
@@ -305,9 +308,7 @@ impl Scheduler {
             .collect();
         if !gone.is_empty() {
             self.waiting.retain(|w| !gone.contains(&w.id));
-            if self.prefill.as_ref().is_some_and(|p| gone.contains(&p.id)) {
-                self.prefill = None;
-            }
+            self.prefill.retain(|p| !gone.contains(&p.id));
             self.plan.cancel_queued(|id| gone.contains(&id));
         }
         let mut i = 0;

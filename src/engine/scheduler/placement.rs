@@ -137,6 +137,17 @@ impl Scheduler {
         }
     }
 
+    /// Slot `id` for a prefill group's next prompt (fresh: no cached prefix is reused), as
+    /// the slot plan claims it.
+    pub(super) fn group_slot(&mut self, id: SlotId) -> Option<Slot> {
+        self.sync_slots();
+        let allocation = self.slots.claim(id)?;
+        if self.slots.cache_on() {
+            self.stats.prefix_misses.fetch_add(1, Ordering::Relaxed);
+        }
+        self.allocated(allocation)
+    }
+
     /// A slot for the prompt `tokens` of `job` and how many of its tokens it already holds,
     /// as the slot plan places it: the longest cached prefix copied into a fresh slot (the
     /// entry stays), the entry taken over, or a fresh slot.

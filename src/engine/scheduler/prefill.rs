@@ -9,7 +9,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use super::super::batch_plan::{JobId, PrefillDecision};
+use super::super::batch_plan::{run_cost, Chunk, JobId, PrefillDecision};
 use super::super::decoder::{LogitsWanted, RowInput};
 use super::super::kv::SlotId;
 use super::super::request::ContinuationLogprobs;
@@ -24,33 +24,125 @@ impl Scheduler {
     /// budget is spent or nothing can start.
     pub(super) fn prefill_step(&mut self) {
         let mut budget = self.limits.prefill_budget;
-        while let Some(decision) = self.plan.next_prefill(budget) {
+        while let Some(decision) = self.plan.next_prefill(budget, |id| self.can_join(id)) {
             match decision {
                 PrefillDecision::Admit(id) => self.admit(id),
-                PrefillDecision::Chunk { job, range } => {
-                    budget -= range.len();
-                    self.prefill_chunk(job, range.end);
+                PrefillDecision::Run(chunks) => {
+                    budget -= run_cost(&chunks).min(budget);
+                    self.run_chunks(&chunks);
                 }
             }
         }
     }
 
-    /// Runs the prefilling job's tokens up to `end` through the model (a failed run is
-    /// retried once), then finishes the prefill if that was the last chunk.
-    fn prefill_chunk(&mut self, id: JobId, end: usize) {
-        let mut p = match self.prefill.take() {
-            Some(p) if p.id == id => p,
-            other => {
-                // Cannot happen (the plan chunks only the job it admitted); both sides
-                // drop what they hold so they agree again.
-                if let Some(p) = other {
-                    let error = "the prefilling job is not the one the batch plan chunks";
-                    fail_job(p.job, EngineError::Internal(error.into()));
-                }
-                self.plan.failed(id);
-                return;
-            }
+    /// Whether the front job `id` can join the prefill group as one more row of its step:
+    /// the same kind of job as the group (their steps want the same logits), no cached
+    /// prefix to reuse (every row of a multi-token step starts at position 0), and the slot
+    /// right after the group's last one is free (or, with no slot free, an entry to evict),
+    /// since a step runs over consecutive slots.
+    fn can_join(&self, id: JobId) -> bool {
+        let (Some(front), Some(last)) = (self.waiting.front(), self.prefill.last()) else {
+            return false;
         };
+        let same_kind = matches!(
+            (&front.job, &last.job),
+            (Job::Generate { .. }, Job::Generate { .. })
+                | (Job::Logprobs { .. }, Job::Logprobs { .. })
+        );
+        front.id == id
+            && same_kind
+            && self
+                .slots
+                .cached_prefix_len(&front.tokens, front.job.reusable(&front.tokens))
+                == 0
+            && self.slots.can_claim(SlotId(last.slot.id().0 + 1))
+    }
+
+    /// Runs the chunks the plan named: a prefill group's whole prompts in one model step,
+    /// or the one prefilling job's next chunk.
+    fn run_chunks(&mut self, chunks: &[Chunk]) {
+        let mut members = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            match self.prefill.iter().position(|p| p.id == chunk.job) {
+                Some(i) => members.push((self.prefill.remove(i), chunk.range.end)),
+                // Cannot happen (the plan runs only the jobs it admitted).
+                None => self.plan.failed(chunk.job),
+            }
+        }
+        // Cannot happen either (the plan runs every prefilling job); both sides drop what
+        // they hold so they agree again.
+        for p in std::mem::take(&mut self.prefill) {
+            let error = "a prefilling job the batch plan does not run";
+            self.plan.failed(p.id);
+            fail_job(p.job, EngineError::Internal(error.into()));
+        }
+        if members.len() == 1 {
+            if let Some((p, end)) = members.pop() {
+                self.prefill_chunk(p, end);
+            }
+            return;
+        }
+        self.prefill_group(members);
+    }
+
+    /// A prefill group's whole fresh prompts, in consecutive slots, through the model in
+    /// one right-padded step (a failed run is retried once; if it fails again, each prompt
+    /// runs alone, so only a prompt that fails by itself fails its request).
+    fn prefill_group(&mut self, members: Vec<(Prefill, usize)>) {
+        let Some(lo) = members.first().map(|(p, _)| p.slot.id()) else {
+            return;
+        };
+        let consecutive = members.iter().enumerate().all(|(i, (p, end))| {
+            p.slot.id().0 == lo.0 + i && p.done == 0 && *end == p.tokens.len()
+        });
+        let wanted = match members[0].0.job {
+            Job::Logprobs { .. } => LogitsWanted::All,
+            Job::Generate { .. } => LogitsWanted::Last,
+        };
+        let result = if consecutive {
+            let rows: Vec<RowInput<'_>> = members
+                .iter()
+                .map(|(p, _)| RowInput {
+                    past_len: 0,
+                    tokens: &p.tokens,
+                })
+                .collect();
+            self.decoder
+                .step(&mut self.arena, lo, &rows, wanted)
+                .or_else(|_| self.decoder.step(&mut self.arena, lo, &rows, wanted))
+        } else {
+            // Cannot happen (`can_join` admits only the next slot, fresh and whole).
+            Err(EngineError::Internal("a prefill group out of order".into()))
+        };
+        let Ok(logits) = result else {
+            for (p, end) in members {
+                self.prefill_chunk(p, end);
+            }
+            return;
+        };
+        self.stats.prefill_runs.fetch_add(1, Ordering::Relaxed);
+        let v = self.decoder.config().vocab_size;
+        let longest = members
+            .iter()
+            .map(|(p, _)| p.tokens.len())
+            .max()
+            .unwrap_or(0);
+        for (i, (p, end)) in members.into_iter().enumerate() {
+            self.stats
+                .prefill_tokens
+                .fetch_add(end as u64, Ordering::Relaxed);
+            let row = match wanted {
+                LogitsWanted::Last => &logits[i * v..(i + 1) * v],
+                // Row i's positions 0..len of its right-padded `[S, V]` block.
+                LogitsWanted::All => &logits[i * longest * v..(i * longest + end) * v],
+            };
+            self.chunk_ran(p, end, row);
+        }
+    }
+
+    /// Runs the prefilling job's tokens up to `end` through the model alone (a failed run
+    /// is retried once), then finishes the prefill if that was the last chunk.
+    fn prefill_chunk(&mut self, p: Prefill, end: usize) {
         let wanted = match p.job {
             Job::Logprobs { .. } => LogitsWanted::All,
             Job::Generate { .. } => LogitsWanted::Last,
@@ -71,14 +163,20 @@ impl Scheduler {
         self.stats
             .prefill_tokens
             .fetch_add(chunk as u64, Ordering::Relaxed);
-        let logits = match result {
-            Ok(logits) => logits,
+        self.stats.prefill_runs.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(logits) => self.chunk_ran(p, end, &logits),
             Err(e) => {
                 self.plan.failed(p.id);
                 fail_job(p.job, e);
-                return;
             }
-        };
+        }
+    }
+
+    /// Tokens `p.done..end` of `p` went through the model with these logits (its last
+    /// position's, or every position's for a scored continuation): keep the continuation's
+    /// log-probs, then finish the prefill or keep the job for its next chunk.
+    fn chunk_ran(&mut self, mut p: Prefill, end: usize, logits: &[f32]) {
         if let Job::Logprobs {
             prompt_len,
             ref mut logprobs,
@@ -96,14 +194,14 @@ impl Scheduler {
         }
         p.done = end;
         if !self.plan.chunk_done(p.id, end) {
-            self.prefill = Some(p);
+            self.prefill.push(p);
             return;
         }
-        self.finish_prefill(p, &logits);
+        self.finish_prefill(p, logits);
     }
 
     /// Moves the front job, which the batch plan admitted, into prefill in the slot
-    /// placement finds for it.
+    /// placement finds for it (a prefill group's next member: the slot after the group's).
     fn admit(&mut self, id: JobId) {
         self.sync_slots();
         debug_assert_eq!(self.plan.held(), self.slots.held(), "held slots disagree");
@@ -116,7 +214,14 @@ impl Scheduler {
             return;
         };
         debug_assert_eq!(w.id, id, "the plan's queue and the payloads' must agree");
-        let Some((slot, done)) = self.prefill_slot(&w.job, &w.tokens) else {
+        let placed = match self.prefill.last() {
+            Some(last) => {
+                let next = SlotId(last.slot.id().0 + 1);
+                self.group_slot(next).map(|slot| (slot, 0))
+            }
+            None => self.prefill_slot(&w.job, &w.tokens),
+        };
+        let Some((slot, done)) = placed else {
             self.plan.failed(w.id);
             fail_job(
                 w.job,
@@ -125,7 +230,7 @@ impl Scheduler {
             return;
         };
         self.plan.admitted(w.id, done);
-        self.prefill = Some(Prefill {
+        self.prefill.push(Prefill {
             id: w.id,
             job: w.job,
             slot,

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct EngineStats {
     pub decode_steps: AtomicU64,
     pub prefill_tokens: AtomicU64,
+    /// Model runs that prefilled prompt tokens (a prefill group is one run).
+    pub prefill_runs: AtomicU64,
     /// Nanoseconds of prefill (admission, prompt chunks through the model, first samples).
     pub prefill_nanos: AtomicU64,
     /// Nanoseconds of decode iterations (step + sampling + streaming).
@@ -45,6 +47,7 @@ pub struct StatsSnapshot {
     pub ort_nanos: u64,
     pub sample_nanos: u64,
     pub prefill_tokens: u64,
+    pub prefill_runs: u64,
     pub prefill_nanos: u64,
     pub prefix_hits: u64,
     pub prefix_misses: u64,
@@ -62,6 +65,7 @@ impl StatsSnapshot {
             ort_nanos: self.ort_nanos.saturating_sub(before.ort_nanos),
             sample_nanos: self.sample_nanos.saturating_sub(before.sample_nanos),
             prefill_tokens: self.prefill_tokens.saturating_sub(before.prefill_tokens),
+            prefill_runs: self.prefill_runs.saturating_sub(before.prefill_runs),
             prefill_nanos: self.prefill_nanos.saturating_sub(before.prefill_nanos),
             prefix_hits: self.prefix_hits.saturating_sub(before.prefix_hits),
             prefix_misses: self.prefix_misses.saturating_sub(before.prefix_misses),
@@ -95,6 +99,7 @@ impl EngineStats {
             ort_nanos: s.decode_ort_nanos.load(Ordering::Relaxed),
             sample_nanos: s.decode_sample_nanos.load(Ordering::Relaxed),
             prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
+            prefill_runs: s.prefill_runs.load(Ordering::Relaxed),
             prefill_nanos: s.prefill_nanos.load(Ordering::Relaxed),
             prefix_hits: s.prefix_hits.load(Ordering::Relaxed),
             prefix_misses: s.prefix_misses.load(Ordering::Relaxed),
