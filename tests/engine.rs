@@ -92,6 +92,28 @@ fn assert_same_sample(batched: &SampleOutput, single: &SampleOutput, what: &str)
     }
 }
 
+/// Submits every prompt at once and checks that each answer equals the one it got alone.
+fn all_at_once_answer_as_alone(
+    engine: &Engine,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    singles: &[SampleOutput],
+) {
+    let streams: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            engine
+                .submit(GenerateRequest::new(p.clone(), params.clone()))
+                .unwrap()
+        })
+        .collect();
+    for (i, s) in streams.into_iter().enumerate() {
+        let out = futures::executor::block_on(s.collect()).unwrap().remove(0);
+        let what = format!("request {i} ({} prompt tokens)", prompts[i].len());
+        assert_same_sample(&out, &singles[i], &what);
+    }
+}
+
 #[test]
 fn ragged_batch_admitted_at_different_steps_equals_each_prompt_alone() {
     let engine = start(16, 1024);
@@ -261,18 +283,7 @@ fn three_times_more_requests_than_slots_all_complete_correctly() {
     assert_eq!(prompts.len(), 12);
     let greedy = SamplingParams::greedy(16).unwrap();
     let singles: Vec<SampleOutput> = prompts.iter().map(|p| alone(&engine, p, &greedy)).collect();
-    let streams: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            engine
-                .submit(GenerateRequest::new(p.clone(), greedy.clone()))
-                .unwrap()
-        })
-        .collect();
-    for (i, s) in streams.into_iter().enumerate() {
-        let out = futures::executor::block_on(s.collect()).unwrap().remove(0);
-        assert_same_sample(&out, &singles[i], &format!("request {i}"));
-    }
+    all_at_once_answer_as_alone(&engine, &prompts, &greedy, &singles);
     assert_eq!(engine.stats().running.load(Ordering::Relaxed), 0);
 }
 
@@ -344,24 +355,27 @@ fn invalid_requests_fail_with_typed_errors_while_the_engine_keeps_serving() {
     assert!(out.prompt_tokens + out.tokens.len() <= 64);
 }
 
-/// Starts a long generation and waits for its first token, so the scheduler is busy
-/// decoding and everything submitted next arrives within one of its iterations.
-fn busy_with_a_long_generation(engine: &Engine) -> tpo_engine::engine::GenerationStream {
+/// Starts a generation of `max_new_tokens` (EOS ignored) and waits for its first token, so
+/// the scheduler is busy decoding it; returns its prompt and stream.
+fn long_generation(
+    engine: &Engine,
+    max_new_tokens: usize,
+) -> (Vec<u32>, tpo_engine::engine::GenerationStream) {
     let prompt = engine
         .chat()
         .question_prompt("Count from one to one thousand.")
         .unwrap();
     let endless = SamplingParams::new(SamplingOptions {
-        max_new_tokens: 400,
+        max_new_tokens,
         ignore_eos: true,
         ..SamplingOptions::default()
     })
     .unwrap();
     let mut stream = engine
-        .submit(GenerateRequest::new(prompt, endless))
+        .submit(GenerateRequest::new(prompt.clone(), endless))
         .unwrap();
     match stream.blocking_next() {
-        Some(GenerationEvent::Token { .. }) => stream,
+        Some(GenerationEvent::Token { .. }) => (prompt, stream),
         other => panic!("unexpected event {other:?}"),
     }
 }
@@ -383,24 +397,10 @@ fn prompts_that_arrive_together_prefill_in_one_model_run_and_answer_as_each_alon
     let singles: Vec<SampleOutput> = prompts.iter().map(|p| alone(&engine, p, &greedy)).collect();
     engine.clear_prefix_cache().unwrap();
 
-    let blocker = busy_with_a_long_generation(&engine);
+    // Everything submitted next arrives within one iteration of the busy scheduler.
+    let (_, blocker) = long_generation(&engine, 400);
     let before = engine.stats().snapshot();
-    let streams: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            engine
-                .submit(GenerateRequest::new(p.clone(), greedy.clone()))
-                .unwrap()
-        })
-        .collect();
-    for (i, s) in streams.into_iter().enumerate() {
-        let batched = futures::executor::block_on(s.collect()).unwrap().remove(0);
-        assert_same_sample(
-            &batched,
-            &singles[i],
-            &format!("prompt {i} ({} tokens)", lengths[i]),
-        );
-    }
+    all_at_once_answer_as_alone(&engine, &prompts, &greedy, &singles);
     let runs = engine.stats().snapshot().since(&before).prefill_runs;
     drop(blocker);
     // One group (two if a submission raced the scheduler's iteration), not one run each.
@@ -418,7 +418,8 @@ fn prompts_that_arrive_together_prefill_in_one_model_run_and_answer_as_each_alon
         .map(|(p, c)| engine.logprobs_blocking(p.clone(), c.clone()).unwrap())
         .collect();
     engine.clear_prefix_cache().unwrap();
-    let blocker = busy_with_a_long_generation(&engine);
+    // Everything submitted next arrives within one iteration of the busy scheduler.
+    let (_, blocker) = long_generation(&engine, 400);
     let before = engine.stats().snapshot();
     let scored = futures::executor::block_on(futures::future::join_all(
         prompts
@@ -476,23 +477,7 @@ fn teacher_forced_logprobs_equal_the_logprobs_reported_by_generation() {
 #[test]
 fn dropping_a_stream_frees_its_slot_within_a_step() {
     let engine = start(1, 1024);
-    let prompt = engine
-        .chat()
-        .question_prompt("Count from one to one thousand.")
-        .unwrap();
-    let endless = SamplingParams::new(SamplingOptions {
-        max_new_tokens: 900,
-        ignore_eos: true,
-        ..SamplingOptions::default()
-    })
-    .unwrap();
-    let mut stream = engine
-        .submit(GenerateRequest::new(prompt.clone(), endless))
-        .unwrap();
-    assert!(matches!(
-        stream.blocking_next(),
-        Some(GenerationEvent::Token { .. })
-    ));
+    let (prompt, stream) = long_generation(&engine, 900);
     drop(stream);
     let steps_at_drop = engine.stats().decode_steps.load(Ordering::Relaxed);
     // The only slot must come back for this request to run at all.

@@ -213,9 +213,10 @@ impl<S: BuildHasher> SlotPlan<S> {
     }
 
     /// Slot `id` itself for a fresh prompt (a prefill group's next row, which must sit right
-    /// after the previous one): free, or, when no slot is free at all, the entry there is
-    /// evicted (as a fresh slot would have evicted the least recently used one). `None`
-    /// when it is held, or an entry while another slot is free.
+    /// after the previous one): free, or an entry, which is evicted (the scheduler asks
+    /// [`SlotPlan::can_claim`] first, which allows that only when no slot is free, as a
+    /// fresh slot would have evicted the least recently used entry then). `None` when it
+    /// is held.
     pub(crate) fn claim(&mut self, id: SlotId) -> Option<Allocation> {
         if self.free.remove(&id) {
             self.held.insert(id);
@@ -223,9 +224,6 @@ impl<S: BuildHasher> SlotPlan<S> {
                 slot: id,
                 evicted: false,
             });
-        }
-        if !self.can_claim(id) {
-            return None;
         }
         self.cache.as_mut()?.remove(id)?;
         self.held.insert(id);

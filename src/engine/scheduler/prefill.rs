@@ -23,6 +23,8 @@ impl Scheduler {
     /// Admits and prefills prompts, as the batch plan decides, until the iteration's token
     /// budget is spent or nothing can start.
     pub(super) fn prefill_step(&mut self) {
+        // `can_join` reads the slot plan: it must know every slot freed since it last looked.
+        self.sync_slots();
         let mut budget = self.limits.prefill_budget;
         while let Some(decision) = self.plan.next_prefill(budget, |id| self.can_join(id)) {
             match decision {
@@ -214,11 +216,11 @@ impl Scheduler {
             return;
         };
         debug_assert_eq!(w.id, id, "the plan's queue and the payloads' must agree");
-        let placed = match self.prefill.last() {
-            Some(last) => {
-                let next = SlotId(last.slot.id().0 + 1);
-                self.group_slot(next).map(|slot| (slot, 0))
-            }
+        let next = self.prefill.last().map(|last| SlotId(last.slot.id().0 + 1));
+        // A group member takes the next slot; if that is gone (cannot happen: `can_join`
+        // looked just now), it is placed as any prompt and its group runs prompt by prompt.
+        let placed = match next.and_then(|next| self.group_slot(next)) {
+            Some(slot) => Some((slot, 0)),
             None => self.prefill_slot(&w.job, &w.tokens),
         };
         let Some((slot, done)) = placed else {

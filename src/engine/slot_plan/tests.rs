@@ -377,15 +377,15 @@ fn a_group_claims_the_next_slot_free_or_with_none_free_evicts_the_entry_there() 
     plan.cache(a, (0..16).collect());
     assert_eq!(plan.cached_prefix_len(&(0..20).collect::<Vec<_>>(), 19), 16);
     assert_eq!(plan.cached_prefix_len(&(50..70).collect::<Vec<_>>(), 19), 0);
-    // Slot 0 holds an entry while slots 1..4 are free: it is not claimed.
+    // Slot 0 holds an entry while slots 1..4 are free: the scheduler may not claim it.
     assert!(!plan.can_claim(SlotId(0)));
-    assert_eq!(plan.claim(SlotId(0)), None);
     for id in 1..4 {
         assert!(plan.can_claim(SlotId(id)));
         let claimed = plan.claim(SlotId(id)).unwrap();
         assert_eq!((claimed.slot, claimed.evicted), (SlotId(id), false));
     }
     assert!(!plan.can_claim(SlotId(2)), "a held slot");
+    assert_eq!(plan.claim(SlotId(2)), None, "a held slot");
     assert!(!plan.can_claim(SlotId(4)), "beyond the arena");
     // No slot is free now: the entry in slot 0 is evicted for the claim.
     assert!(plan.can_claim(SlotId(0)));
