@@ -135,6 +135,10 @@ pub struct ServerState {
     pub app: App,
     pub options: ServeOptions,
     admission: Admission,
+    /// Request bodies parsed and tokenized at once: one core fewer than the machine has
+    /// (at least one), so huge prompts never take every core from the async workers that
+    /// answer `/health` and stream tokens.
+    validating: tokio::sync::Semaphore,
     draining: AtomicBool,
     started: u64,
 }
@@ -273,6 +277,7 @@ pub async fn serve<E: std::fmt::Display + Send + 'static>(
     warn_if_open(&options.host, options.api_key.is_some());
     let state = Arc::new(ServerState {
         admission: Admission::new(options.max_concurrent_requests, options.max_queue),
+        validating: tokio::sync::Semaphore::new(validating_permits()),
         app,
         options,
         draining: AtomicBool::new(false),
@@ -551,10 +556,23 @@ async fn validated<T: Send + 'static>(
     validate: impl FnOnce(&[u8], &ServerState) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let bytes = read_body(state, headers, body, deadline).await?;
+    // The semaphore is never closed, so acquiring only waits for a turn.
+    let _turn = state
+        .validating
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("validating the request: {e}")))?;
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || validate(&bytes, &state))
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("validating the request: {e}"))))
+}
+
+/// How many request bodies are validated (parsed, tokenized) at once: the cores less one.
+fn validating_permits() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 fn log_user(user: Option<&str>) {
