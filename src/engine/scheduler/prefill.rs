@@ -46,13 +46,8 @@ impl Scheduler {
         let (Some(front), Some(last)) = (self.waiting.front(), self.prefill.last()) else {
             return false;
         };
-        let same_kind = matches!(
-            (&front.job, &last.job),
-            (Job::Generate { .. }, Job::Generate { .. })
-                | (Job::Logprobs { .. }, Job::Logprobs { .. })
-        );
         front.id == id
-            && same_kind
+            && front.job.logits_wanted() == last.job.logits_wanted()
             && self
                 .slots
                 .cached_prefix_len(&front.tokens, front.job.reusable(&front.tokens))
@@ -97,10 +92,7 @@ impl Scheduler {
         let consecutive = members.iter().enumerate().all(|(i, (p, end))| {
             p.slot.id().0 == lo.0 + i && p.done == 0 && *end == p.tokens.len()
         });
-        let wanted = match members[0].0.job {
-            Job::Logprobs { .. } => LogitsWanted::All,
-            Job::Generate { .. } => LogitsWanted::Last,
-        };
+        let wanted = members[0].0.job.logits_wanted();
         let result = if consecutive {
             let rows: Vec<RowInput<'_>> = members
                 .iter()
@@ -109,9 +101,7 @@ impl Scheduler {
                     tokens: &p.tokens,
                 })
                 .collect();
-            self.decoder
-                .step(&mut self.arena, lo, &rows, wanted)
-                .or_else(|_| self.decoder.step(&mut self.arena, lo, &rows, wanted))
+            self.step_retried(lo, &rows, wanted)
         } else {
             // Cannot happen (`can_join` admits only the next slot, fresh and whole).
             Err(EngineError::Internal("a prefill group out of order".into()))
@@ -145,22 +135,12 @@ impl Scheduler {
     /// Runs the prefilling job's tokens up to `end` through the model alone (a failed run
     /// is retried once), then finishes the prefill if that was the last chunk.
     fn prefill_chunk(&mut self, p: Prefill, end: usize) {
-        let wanted = match p.job {
-            Job::Logprobs { .. } => LogitsWanted::All,
-            Job::Generate { .. } => LogitsWanted::Last,
-        };
+        let wanted = p.job.logits_wanted();
         let rows = [RowInput {
             past_len: p.done,
             tokens: &p.tokens[p.done..end],
         }];
-        // A failed run is retried once (a transient failure must not fail the request).
-        let result = self
-            .decoder
-            .step(&mut self.arena, p.slot.id(), &rows, wanted)
-            .or_else(|_| {
-                self.decoder
-                    .step(&mut self.arena, p.slot.id(), &rows, wanted)
-            });
+        let result = self.step_retried(p.slot.id(), &rows, wanted);
         let chunk = end - p.done;
         self.stats
             .prefill_tokens
@@ -173,6 +153,19 @@ impl Scheduler {
                 fail_job(p.job, e);
             }
         }
+    }
+
+    /// One prefill step over slots from `lo`; a failed run is retried once (a transient
+    /// failure must not fail the request).
+    fn step_retried(
+        &mut self,
+        lo: SlotId,
+        rows: &[RowInput<'_>],
+        wanted: LogitsWanted,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.decoder
+            .step(&mut self.arena, lo, rows, wanted)
+            .or_else(|_| self.decoder.step(&mut self.arena, lo, rows, wanted))
     }
 
     /// Tokens `p.done..end` of `p` went through the model with these logits (its last

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
 use super::super::batch_plan::JobId;
+use super::super::decoder::LogitsWanted;
 use super::super::kv::Slot;
 use super::super::request::{ContinuationLogprobs, FinishReason, GenerationEvent};
 use super::super::sampler::{SamplingParams, SequenceRng};
@@ -120,6 +121,15 @@ impl Job {
         match self {
             Job::Generate { n, .. } => *n,
             Job::Logprobs { .. } => 1,
+        }
+    }
+
+    /// The logits its prefill step needs: the last position's to sample from, or every
+    /// position's for teacher-forced log-probs.
+    pub(super) fn logits_wanted(&self) -> LogitsWanted {
+        match self {
+            Job::Generate { .. } => LogitsWanted::Last,
+            Job::Logprobs { .. } => LogitsWanted::All,
         }
     }
 
