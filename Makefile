@@ -15,7 +15,7 @@ CARGO  ?= cargo
 # rebuilt when switching between the two.
 TEST_FEATURES := fault-injection,fuzzing
 
-.PHONY: q4-gate f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: judge-int8-gate q4-gate f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
 SETUP_FILES := venv model q4-model reward-models data
 setup: $(SETUP_FILES) build
@@ -39,6 +39,21 @@ reward-models: model
 	$(VPY) models/export_judge.py
 	$(VPY) models/export_judge_optimum.py
 	$(VPY) models/export_minilm.py
+	$(VPY) models/export_judge.py --weights int8
+
+# The int8 judge's quality gate (models/judge_gate.py; docs/quantization.md): pairwise
+# accuracy on the AlpacaEval pairs within 0.5 points of the float32 judge's, both scored by
+# `tpo score` over JUDGE_GATE_SHARD (the whole file by default: about 40 minutes per judge on
+# 2 cores; 0/4 takes a quarter). Resumable: an interrupted run picks up where it stopped.
+# The verdict goes to models/smollm2-judge-int8/parity.json, which `tpo models list` shows.
+JUDGE_INT8 := models/smollm2-judge-int8
+JUDGE_GATE_SHARD ?= 0/1
+JUDGE_GATE_DIR = target/judge-gate/$(subst /,-of-,$(JUDGE_GATE_SHARD))
+judge-int8-gate: reward-models data build
+	@mkdir -p $(JUDGE_GATE_DIR)
+	$(TPO) score --input data/alpaca_eval/pairs.jsonl --shard $(JUDGE_GATE_SHARD) --reward-model judge --output $(JUDGE_GATE_DIR)/judge.jsonl
+	$(TPO) score --input data/alpaca_eval/pairs.jsonl --shard $(JUDGE_GATE_SHARD) --reward-model judge-int8 --output $(JUDGE_GATE_DIR)/judge-int8.jsonl
+	$(VPY) models/judge_gate.py $(JUDGE_GATE_DIR)/judge.jsonl $(JUDGE_GATE_DIR)/judge-int8.jsonl --json $(JUDGE_INT8)/parity.json
 
 # Real preference pairs from AlpacaEval (CC-BY-NC: built here, never committed).
 data: venv

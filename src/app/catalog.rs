@@ -34,6 +34,10 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "the SmolLM2 judge: a yes/no preference prompt, scored",
         ),
         (
+            "judge-int8",
+            "the judge with int8 linears on MatMulInteger (docs/quantization.md)",
+        ),
+        (
             "similarity",
             "MiniLM cosine similarity to the row's reference answer",
         ),
@@ -58,7 +62,9 @@ pub fn catalog() -> Vec<CatalogEntry> {
 }
 
 /// `gate passed: mean KL 0.0047 nats (1.2x llama.cpp's), perplexity -0.52 %` from a
-/// `models/parity.py` report; `None` when there is none or it does not read.
+/// `models/parity.py` report, or `gate passed: accuracy 80.10 % vs float32's 80.60 % (-0.50
+/// points) on 201 pairs` from a `models/judge_gate.py` one; `None` when there is none or it
+/// does not read.
 fn gate_line(path: &std::path::Path) -> Option<String> {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
@@ -67,6 +73,15 @@ fn gate_line(path: &std::path::Path) -> Option<String> {
     } else {
         "FAILED"
     };
+    if let Some(diff) = report["accuracy_diff_points"].as_f64() {
+        // models/judge_gate.py: a reward model's gate is its pairwise accuracy
+        return Some(format!(
+            "gate {verdict}: accuracy {:.2} % vs float32's {:.2} % ({diff:+.2} points) on {} pairs",
+            report["accuracy_quant_percent"].as_f64()?,
+            report["accuracy_float_percent"].as_f64()?,
+            report["pairs"].as_u64()?,
+        ));
+    }
     let kl = report["mean_kl_nats"].as_f64()?;
     let kl = if kl < 1e-3 {
         format!("{kl:.1e}")
@@ -96,5 +111,38 @@ impl fmt::Display for CatalogEntry {
             writeln!(f, "{:17} {gate}", "")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gate_line;
+
+    fn line_of(report: serde_json::Value) -> Option<String> {
+        let path = std::env::temp_dir().join(format!("tpo-gate-line-{}.json", std::process::id()));
+        std::fs::write(&path, report.to_string()).ok()?;
+        let line = gate_line(&path);
+        let _ = std::fs::remove_file(&path);
+        line
+    }
+
+    #[test]
+    fn a_policy_gate_reads_as_kl_and_a_judge_gate_as_accuracy() {
+        let policy = line_of(serde_json::json!({
+            "pass": true, "mean_kl_nats": 0.0047, "kl_vs_peer": 1.22, "perplexity_rel_diff": -0.0052
+        }));
+        assert_eq!(
+            policy.as_deref(),
+            Some("gate passed: mean KL 0.0047 nats (1.22x llama.cpp's), perplexity -0.52 %")
+        );
+        let judge = line_of(serde_json::json!({
+            "pass": false, "pairs": 201, "accuracy_float_percent": 80.6,
+            "accuracy_quant_percent": 79.6, "accuracy_diff_points": -1.0
+        }));
+        assert_eq!(
+            judge.as_deref(),
+            Some("gate FAILED: accuracy 79.60 % vs float32's 80.60 % (-1.00 points) on 201 pairs")
+        );
+        assert_eq!(line_of(serde_json::json!({"pairs": 3})), None);
     }
 }

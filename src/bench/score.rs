@@ -20,6 +20,9 @@ pub struct ScoreBenchOptions {
     /// Reward model: judge, similarity, or a folder (the baseline supports the embedded
     /// judge and similarity folders).
     pub reward_model: String,
+    /// The model the Python loop runs, when it is not `reward_model` (e.g. `judge` against
+    /// our `judge-int8`: the reference way runs float32).
+    pub baseline_model: Option<String>,
     /// Preference pairs (JSONL with prompt/chosen/rejected[/reference]).
     pub input: PathBuf,
     /// Pairs to score (the first N of the input).
@@ -57,6 +60,9 @@ fn read_scores(path: &Path) -> Result<Vec<(String, f64, f64)>, BenchError> {
 
 /// What a run measured: the caller prints [`Self::table`] and writes [`Self::json`].
 pub struct ScoreBenchReport {
+    /// What each side ran (`--reward-model`, `--baseline-model`).
+    pub reward_model: String,
+    pub baseline_model: String,
     pub pairs: usize,
     pub seconds: f64,
     pub pairs_per_s: f64,
@@ -74,10 +80,12 @@ impl ScoreBenchReport {
         let (baseline_pps, max_diff) = (self.baseline_pairs_per_s, self.max_abs_score_diff);
         format!(
             "| side | pairs | seconds | pairs/s |\n| --- | ---: | ---: | ---: |\n\
-             | Python onnxruntime, batch 1 | {pairs} | {:.2} | {baseline_pps:.2} |\n\
-             | tpo score | {pairs} | {seconds:.2} | {ours_pps:.2} |\n\
+             | Python onnxruntime, batch 1 ({}) | {pairs} | {:.2} | {baseline_pps:.2} |\n\
+             | tpo score ({}) | {pairs} | {seconds:.2} | {ours_pps:.2} |\n\
              speed-up {:.2}x; max |score difference| {max_diff:.2e}\n",
+            self.baseline_model,
             self.baseline_seconds,
+            self.reward_model,
             ours_pps / baseline_pps
         )
     }
@@ -95,7 +103,14 @@ pub fn run(args: &ScoreBenchOptions) -> Result<ScoreBenchReport, BenchError> {
     let script = project_file("benches/score_python_baseline.py")
         .ok_or_else(|| bench_err("benches/score_python_baseline.py not found".into()))?;
     let source = crate::paths::reward_source(&args.reward_model);
-    let dir = source.dir.clone();
+    let baseline_model = args.baseline_model.as_deref().unwrap_or(&args.reward_model);
+    let baseline_source = crate::paths::reward_source(baseline_model);
+    if baseline_source.metric != source.metric {
+        return Err(bench_err(format!(
+            "--baseline-model {baseline_model} scores with another metric than {}",
+            args.reward_model
+        )));
+    }
     if source.metric == Some(reward::SimilarityMetric::Bertscore) {
         // The baseline scores with the folder's own metric (cosine for the embedded encoder).
         return Err(bench_err(
@@ -127,7 +142,7 @@ pub fn run(args: &ScoreBenchOptions) -> Result<ScoreBenchReport, BenchError> {
     let out = Command::new(&python)
         .arg(&script)
         .arg("--model-dir")
-        .arg(&dir)
+        .arg(&baseline_source.dir)
         .arg("--input")
         .arg(&input)
         .arg("--threads")
@@ -206,6 +221,7 @@ pub fn run(args: &ScoreBenchOptions) -> Result<ScoreBenchReport, BenchError> {
 
     let result = json!({
         "reward_model": args.reward_model,
+        "baseline_model": baseline_model,
         "pairs": pairs,
         "threads": args.threads,
         "rm_batch_tokens": args.rm_batch_tokens,
@@ -220,6 +236,8 @@ pub fn run(args: &ScoreBenchOptions) -> Result<ScoreBenchReport, BenchError> {
     });
     let _ = std::fs::remove_dir_all(&work);
     Ok(ScoreBenchReport {
+        reward_model: args.reward_model.clone(),
+        baseline_model: baseline_model.to_string(),
         pairs,
         seconds,
         pairs_per_s: ours_pps,

@@ -14,6 +14,10 @@ pub struct ScoreBenchArgs {
     /// judge and similarity folders).
     #[arg(long, default_value = "judge")]
     reward_model: String,
+    /// The model the Python loop runs [default: --reward-model]; e.g. `--reward-model
+    /// judge-int8 --baseline-model judge` against the float32 reference way.
+    #[arg(long, value_name = "NAME|DIR")]
+    baseline_model: Option<String>,
     /// Preference pairs (JSONL with prompt/chosen/rejected[/reference]).
     #[arg(long, default_value = "data/alpaca_eval/pairs.jsonl")]
     input: PathBuf,
@@ -34,6 +38,7 @@ pub struct ScoreBenchArgs {
 pub fn run(args: ScoreBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
     let options = ScoreBenchOptions {
         reward_model: args.reward_model,
+        baseline_model: args.baseline_model,
         input: args.input,
         pairs: args.pairs,
         threads: args.threads,
