@@ -276,6 +276,49 @@ fn n_samples_through_prefix_fork_equal_separate_requests_with_the_per_sample_see
     assert!(distinct.len() > 1, "all five samples are identical");
 }
 
+/// `kv_memory` sizes the arena by bytes: as many whole slots of `max_seq_len` tokens as fit
+/// (half the length, twice the slots), and requests beyond them wait and answer as alone.
+#[test]
+fn an_arena_sized_by_memory_holds_the_slots_that_fit_and_serves_more_requests_than_slots() {
+    let model = ModelDir::open(&common::policy_dir()).unwrap();
+    let decoder = tpo_engine::engine::Decoder::load(&model, Default::default()).unwrap();
+    let per_slot = decoder.kv_shape(256).arena_bytes(1);
+    drop(decoder);
+    let budget = 3 * per_slot + per_slot / 2;
+    let sized = |max_seq_len| {
+        Engine::start(
+            &model,
+            EngineOptions {
+                kv_slots: 0, // ignored: the budget decides
+                kv_memory: Some(budget),
+                max_seq_len,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(sized(128).kv_slots(), 7);
+    let engine = sized(256);
+    assert_eq!(engine.kv_slots(), 3);
+    let prompts = prompts(&engine);
+    let greedy = SamplingParams::greedy(8).unwrap();
+    let singles: Vec<SampleOutput> = prompts.iter().map(|p| alone(&engine, p, &greedy)).collect();
+    all_at_once_answer_as_alone(&engine, &prompts, &greedy, &singles);
+    let too_small = Engine::start(
+        &model,
+        EngineOptions {
+            kv_memory: Some(per_slot - 1),
+            max_seq_len: 256,
+            ..EngineOptions::default()
+        },
+    );
+    assert!(
+        matches!(too_small, Err(EngineError::KvBudgetTooSmall { .. })),
+        "{:?}",
+        too_small.err()
+    );
+}
+
 #[test]
 fn three_times_more_requests_than_slots_all_complete_correctly() {
     let engine = start(4, 1024);

@@ -219,11 +219,15 @@ fn check_session(model: &ModelDir, options: EngineOptions) -> Result<ArenaCheck,
     let shape = decoder.kv_shape(max_len);
     let available = crate::engine::available_memory_bytes()
         .map_or_else(|| "unknown".into(), crate::engine::gib);
+    let slots = match options.kv_memory {
+        Some(budget) => crate::engine::slots_in_budget(shape, budget)?,
+        None => options.kv_slots,
+    };
     Ok(ArenaCheck {
         device: options.decoder.device,
-        slots: options.kv_slots,
+        slots,
         max_len,
-        bytes: crate::engine::check_arena_fits(shape, options.kv_slots),
+        bytes: crate::engine::check_arena_fits(shape, slots),
         available,
     })
 }

@@ -62,8 +62,7 @@ pub struct SearchBenchOptions {
     pub params: SearchParams,
     /// The reward model as the user named it (for the report).
     pub reward_model: String,
-    /// The engine's KV slots and threads (for the report).
-    pub kv_slots: usize,
+    /// The engine's threads (for the report).
     pub threads: usize,
     /// JSONL queries: one object per line with "prompt" (and "reference").
     pub input: PathBuf,
@@ -295,6 +294,8 @@ pub fn run(args: &SearchBenchOptions, open: Opener<'_>) -> Result<SearchBenchRep
     })?;
 
     let (engine, rewards) = open(Models::Ours)?;
+    // what the arena came to (set by --kv-slots, or by --kv-memory and --max-seq-len)
+    let (kv_slots, max_seq_len) = (engine.kv_slots(), engine.max_seq_len());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(BenchError::Runtime)?;
@@ -323,14 +324,15 @@ pub fn run(args: &SearchBenchOptions, open: Opener<'_>) -> Result<SearchBenchRep
 
     eprintln!(
         "search bench: {count} {} searches (width {}, depth {}, {} tokens per call, seed {}), \
-         reward model {}, {} KV slots; concurrent phase first, then sequential",
+         reward model {}, {} KV slots of {} tokens; concurrent phase first, then sequential",
         options.strategy,
         options.width,
         options.depth,
         options.max_new_tokens,
         options.seed,
         args.reward_model,
-        args.kv_slots
+        kv_slots,
+        max_seq_len
     );
     let concurrent = runtime.block_on(concurrent_phase(&engine, &rewards, &queries, params))?;
     eprintln!("  concurrent: {count} searches in {:.1} s", concurrent.wall);
@@ -382,7 +384,8 @@ pub fn run(args: &SearchBenchOptions, open: Opener<'_>) -> Result<SearchBenchRep
         "max_new_tokens": options.max_new_tokens,
         "seed": options.seed,
         "reward_model": args.reward_model,
-        "kv_slots": args.kv_slots,
+        "kv_slots": kv_slots,
+        "max_seq_len": max_seq_len,
         "threads": args.threads,
         "input": args.input.display().to_string(),
         "reward_tolerance": REWARD_TOLERANCE,

@@ -77,7 +77,12 @@ pub fn engine(e: &EngineError) -> Option<String> {
         EngineError::BelowSlidingWindow { window, .. } => {
             Some(format!("raise --max-seq-len to at least {window}"))
         }
-        EngineError::KvTooLarge { .. } => Some("lower --kv-slots or --max-seq-len".into()),
+        EngineError::KvTooLarge { .. } => {
+            Some("lower --kv-slots (or --kv-memory) or --max-seq-len".into())
+        }
+        EngineError::KvBudgetTooSmall { .. } => {
+            Some("raise --kv-memory or lower --max-seq-len".into())
+        }
         EngineError::Runtime(e) => runtime(e),
         EngineError::Model(e) => model(e),
         _ => None,

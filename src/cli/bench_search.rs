@@ -44,12 +44,13 @@ pub struct SearchBenchArgs {
 pub fn run(args: SearchBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
     let flags = &args.search;
     let params = flags.params()?;
-    flags.check_kv_slots(args.model.kv_slots)?;
+    if let Some(slots) = args.model.fixed_kv_slots() {
+        flags.check_kv_slots(slots)?;
+    }
     let options = SearchBenchOptions {
         searches: args.searches as usize,
         params,
         reward_model: flags.reward_model.clone(),
-        kv_slots: args.model.kv_slots as usize,
         threads: args.model.threads,
         input: args.input.clone(),
         sequential_searches: args.sequential_searches.map(|k| k as usize),

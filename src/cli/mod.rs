@@ -101,6 +101,10 @@ pub struct ModelArgs {
     /// Sequences that decode at once (KV slots); more requests wait in the queue.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     kv_slots: u32,
+    /// Size the KV arena by memory instead of --kv-slots: as many slots of --max-seq-len
+    /// tokens as fit (e.g. 6GiB, 512MiB; shorter slots give more of them).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes, conflicts_with = "kv_slots")]
+    kv_memory: Option<usize>,
     /// Prompt tokens prefilled per scheduler iteration before each decode step.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     prefill_budget: u32,
@@ -127,12 +131,49 @@ pub(crate) fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A memory size: a number with an optional unit B, KiB, MiB, GiB (or K, M, G, also
+/// powers of 1024), e.g. `6GiB`, `1.5G`, `512MiB`.
+pub(crate) fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" | "kb" => 1024.0,
+        "m" | "mib" | "mb" => 1024.0 * 1024.0,
+        "g" | "gib" | "gb" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" | "tb" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 6GiB, 512MiB)"))?;
+    let bytes = value * scale;
+    if bytes.is_finite() && bytes >= 1.0 && bytes < usize::MAX as f64 {
+        Ok(bytes as usize)
+    } else {
+        Err(format!("{s:?} must be at least one byte"))
+    }
+}
+
 fn parse_device(s: &str) -> Result<Device, String> {
     s.parse()
         .map_err(|e: tpo_engine::runtime::RuntimeError| e.to_string())
 }
 
 impl ModelArgs {
+    /// The slot count the flags fix before the model loads: `None` with --kv-memory (the
+    /// count follows from the model's KV shape; the engine checks each request against it).
+    fn fixed_kv_slots(&self) -> Option<u32> {
+        self.kv_memory.is_none().then_some(self.kv_slots)
+    }
+
     fn model_dir(&self) -> PathBuf {
         match &self.model {
             Some(spec) => tpo_engine::paths::policy_dir(spec),
@@ -152,6 +193,7 @@ impl ModelArgs {
         tpo_engine::engine::EngineOptions {
             decoder: self.decoder_options(),
             kv_slots: self.kv_slots as usize,
+            kv_memory: self.kv_memory,
             max_seq_len: self.max_seq_len as usize,
             prefill_budget: self.prefill_budget as usize,
             prefix_cache: !self.no_prefix_cache,
@@ -218,5 +260,23 @@ pub fn run(cli: Cli) -> Result<ExitCode, tpo_engine::Error> {
         Command::Search(args) => search::run(*args),
         Command::Serve(args) => serve::run(*args),
         Command::Trace(args) => trace::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_read_with_binary_units_and_bad_ones_are_named() {
+        assert_eq!(parse_bytes("6GiB"), Ok(6 << 30));
+        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_bytes("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        let unit = parse_bytes("6 parsecs").unwrap_err();
+        assert!(unit.contains("unknown unit \"parsecs\""), "{unit}");
+        assert!(parse_bytes("GiB").unwrap_err().contains("not a size"));
+        assert!(parse_bytes("0").unwrap_err().contains("at least one byte"));
+        assert!(parse_bytes("1e999G").is_err());
     }
 }

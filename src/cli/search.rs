@@ -51,7 +51,9 @@ pub struct SearchArgs {
 
 pub fn run(args: SearchArgs) -> Result<ExitCode, tpo_engine::Error> {
     let params = args.search.params()?;
-    args.search.check_kv_slots(args.model.kv_slots)?;
+    if let Some(slots) = args.model.fixed_kv_slots() {
+        args.search.check_kv_slots(slots)?;
+    }
     if let Some(file) = &args.file {
         if !file.is_file() {
             return Err(SearchError::InvalidParams(format!(

@@ -27,8 +27,11 @@ use crate::model::{ChatFormat, ModelDir, TokenId, Tokenizer};
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
     pub decoder: DecoderOptions,
-    /// Sequences that can decode at once (KV slots).
+    /// Sequences that can decode at once (KV slots); ignored when `kv_memory` is set.
     pub kv_slots: usize,
+    /// Size the arena by memory instead: as many slots of `max_seq_len` tokens as fit in
+    /// this many bytes (keys and values, every layer), so shorter slots give more of them.
+    pub kv_memory: Option<usize>,
     /// Tokens per sequence a slot holds (prompt + answer).
     pub max_seq_len: usize,
     /// Prompt tokens prefilled per scheduler iteration before each decode step.
@@ -49,6 +52,7 @@ impl Default for EngineOptions {
         Self {
             decoder: DecoderOptions::default(),
             kv_slots: 64,
+            kv_memory: None,
             max_seq_len: 2048,
             prefill_budget: 512,
             max_pending: 4096,
@@ -92,7 +96,8 @@ const SELF_CHECK_LEN: usize = 32;
 impl Engine {
     /// Loads the model and starts its scheduler thread.
     pub fn start(model: &ModelDir, options: EngineOptions) -> Result<Self, EngineError> {
-        if options.kv_slots == 0 || options.prefill_budget == 0 || options.max_pending == 0 {
+        let slots_given = options.kv_memory.is_some() || options.kv_slots > 0;
+        if !slots_given || options.prefill_budget == 0 || options.max_pending == 0 {
             return Err(EngineError::InvalidConfig(
                 "kv_slots, prefill_budget and max_pending must be at least 1".into(),
             ));
@@ -111,11 +116,15 @@ impl Engine {
         let check_len = max_seq_len.min(SELF_CHECK_LEN.max(window.unwrap_or(0)));
         let vocab_size = decoder.config().vocab_size;
         let shape = decoder.kv_shape(max_seq_len);
+        let kv_slots = match options.kv_memory {
+            Some(bytes) => super::kv::slots_in_budget(shape, bytes)?,
+            None => options.kv_slots,
+        };
         // A CUDA / TensorRT session gets its KV arena in the same GPU's memory, bound in place.
         let placement = match options.decoder.device.gpu_ordinal() {
             Some(ordinal) => KvPlacement::Cuda(ordinal),
             None => {
-                super::kv::check_arena_fits(shape, options.kv_slots)?;
+                super::kv::check_arena_fits(shape, kv_slots)?;
                 KvPlacement::Host
             }
         };
@@ -131,7 +140,6 @@ impl Engine {
         let sample_on_device = options.sample_on_device;
         let thread_tokenizer = chat.shared_tokenizer();
         let thread_stats = Arc::clone(&stats);
-        let kv_slots = options.kv_slots;
         let liveness = Liveness::new();
         let thread_liveness = liveness.clone();
         // The arena is created on the scheduler thread (it is not `Send`: slots hand back

@@ -90,6 +90,20 @@ pub fn check_arena_fits(shape: KvShape, slots: usize) -> Result<usize, EngineErr
     }
 }
 
+/// The slot count of an arena sized by memory: as many slots of `shape` as fit in
+/// `budget_bytes`. `Err` when not even one does.
+pub fn slots_in_budget(shape: KvShape, budget_bytes: usize) -> Result<usize, EngineError> {
+    let per_slot = shape.arena_bytes(1);
+    match budget_bytes.checked_div(per_slot) {
+        Some(slots) if slots >= 1 => Ok(slots),
+        _ => Err(EngineError::KvBudgetTooSmall {
+            budget: budget_bytes,
+            max_len: shape.max_len,
+            per_slot,
+        }),
+    }
+}
+
 /// Per-layer key and value buffers plus the free list of slots.
 pub struct KvArena {
     shape: KvShape,
@@ -310,6 +324,24 @@ mod tests {
             head_dim: 3,
             dtype: KvDtype::F32,
         }
+    }
+
+    #[test]
+    fn a_memory_budget_holds_as_many_whole_slots_as_fit_and_at_least_one() {
+        let per_slot = shape().arena_bytes(1); // 2 layers x 2 heads x 4 x 3 x (K + V) x 4 bytes
+        assert_eq!(per_slot, 384);
+        assert_eq!(slots_in_budget(shape(), 384).unwrap(), 1);
+        assert_eq!(slots_in_budget(shape(), 10 * 384 + 383).unwrap(), 10);
+        let half_length = KvShape {
+            max_len: 2,
+            ..shape()
+        };
+        assert_eq!(slots_in_budget(half_length, 10 * 384).unwrap(), 20);
+        let err = slots_in_budget(shape(), 383).unwrap_err().to_string();
+        assert!(
+            err.contains("383 bytes") && err.contains("384 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@ mod slot_plan;
 pub use decoder::{Decoder, DecoderOptions, LogitsWanted, RowInput};
 pub use handle::{Engine, EngineOptions};
 pub use kv::{
-    available_memory_bytes, check_arena_fits, KvArena, KvDtype, KvPlacement, KvShape, Slot, SlotId,
+    available_memory_bytes, check_arena_fits, slots_in_budget, KvArena, KvDtype, KvPlacement,
+    KvShape, Slot, SlotId,
 };
 pub use prefix_cache::{PrefixCache, PrefixMatch, BLOCK as PREFIX_BLOCK};
 pub use request::{
@@ -62,6 +63,13 @@ pub enum EngineError {
     Sampling(#[from] SamplingError),
     #[error("invalid engine configuration: {0}")]
     InvalidConfig(String),
+    /// A KV memory budget that holds no slot of the asked length.
+    #[error("a KV budget of {budget} bytes holds no slot of {max_len} tokens (one takes {per_slot} bytes)")]
+    KvBudgetTooSmall {
+        budget: usize,
+        max_len: usize,
+        per_slot: usize,
+    },
     /// A prompt plus its `max_new_tokens` needs more tokens than a KV slot holds.
     #[error("the sequence needs {tokens} tokens but the context holds {limit}")]
     SequenceTooLong { tokens: usize, limit: usize },
