@@ -15,7 +15,7 @@ CARGO  ?= cargo
 # rebuilt when switching between the two.
 TEST_FEATURES := fault-injection,fuzzing
 
-.PHONY: judge-int8-gate q4-gate f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: encoder-int8-gate judge-int8-gate q4-gate f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
 SETUP_FILES := venv model q4-model reward-models data
 setup: $(SETUP_FILES) build
@@ -40,8 +40,18 @@ reward-models: model
 	$(VPY) models/export_judge_optimum.py
 	$(VPY) models/export_minilm.py
 	$(VPY) models/export_judge.py --weights int8
+	$(VPY) models/export_minilm.py --weights int8
 
-# The int8 judge's quality gate (models/judge_gate.py; docs/quantization.md): pairwise
+# The int8 encoder's quality gate (models/reward_gate.py): similarity-int8 against similarity
+# on every AlpacaEval pair, pairwise accuracy within 0.5 points (about 2 minutes on 2 cores).
+ENCODER_INT8 := models/all-minilm-l6-v2-int8
+encoder-int8-gate: reward-models data build
+	@mkdir -p target/encoder-gate
+	$(TPO) score --input data/alpaca_eval/pairs.jsonl --reward-model similarity --output target/encoder-gate/similarity.jsonl
+	$(TPO) score --input data/alpaca_eval/pairs.jsonl --reward-model similarity-int8 --output target/encoder-gate/similarity-int8.jsonl
+	$(VPY) models/reward_gate.py target/encoder-gate/similarity.jsonl target/encoder-gate/similarity-int8.jsonl --json $(ENCODER_INT8)/parity.json
+
+# The int8 judge's quality gate (models/reward_gate.py; docs/quantization.md): pairwise
 # accuracy on the AlpacaEval pairs within 0.5 points of the float32 judge's, both scored by
 # `tpo score` over JUDGE_GATE_SHARD (the whole file by default: about 40 minutes per judge on
 # 2 cores; 0/4 takes a quarter). Resumable: an interrupted run picks up where it stopped.
@@ -53,7 +63,7 @@ judge-int8-gate: reward-models data build
 	@mkdir -p $(JUDGE_GATE_DIR)
 	$(TPO) score --input data/alpaca_eval/pairs.jsonl --shard $(JUDGE_GATE_SHARD) --reward-model judge --output $(JUDGE_GATE_DIR)/judge.jsonl
 	$(TPO) score --input data/alpaca_eval/pairs.jsonl --shard $(JUDGE_GATE_SHARD) --reward-model judge-int8 --output $(JUDGE_GATE_DIR)/judge-int8.jsonl
-	$(VPY) models/judge_gate.py $(JUDGE_GATE_DIR)/judge.jsonl $(JUDGE_GATE_DIR)/judge-int8.jsonl --json $(JUDGE_INT8)/parity.json
+	$(VPY) models/reward_gate.py $(JUDGE_GATE_DIR)/judge.jsonl $(JUDGE_GATE_DIR)/judge-int8.jsonl --json $(JUDGE_INT8)/parity.json
 
 # Real preference pairs from AlpacaEval (CC-BY-NC: built here, never committed).
 data: venv

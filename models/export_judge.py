@@ -30,7 +30,7 @@ way. Its gates against numpy are looser (F16_SCORE_TOLERANCE, F16_HIDDEN_TOLERAN
 `--weights int8` writes `models/smollm2-judge-int8/` (`--reward-model judge-int8`): SmoothQuant
 folded into the float weights, then every linear as int8 weights x per-row uint8 activations
 on MatMulInteger (models/int8.py); its numpy gates are gross-breakage ones (INT8_*), its
-quality gate is the pairwise accuracy on the AlpacaEval pairs (models/judge_gate.py,
+quality gate is the pairwise accuracy on the AlpacaEval pairs (models/reward_gate.py,
 `make judge-int8-gate`; docs/quantization.md).
 
 Validation (always run, nothing is published when a check fails): a right-padded batch of
@@ -77,7 +77,7 @@ HIDDEN_TOLERANCE = 5e-3
 F16_SCORE_TOLERANCE = 0.1  # measured 0.012 (4 rows, 63-162 tokens)
 F16_HIDDEN_TOLERANCE = 0.5  # measured 0.19
 # int8 (models/int8.py) vs numpy: a gross-breakage gate like f16's; the quality gate is the
-# pairwise accuracy on the AlpacaEval pairs (models/judge_gate.py, `make judge-int8-gate`)
+# pairwise accuracy on the AlpacaEval pairs (models/reward_gate.py, `make judge-int8-gate`)
 INT8_SCORE_TOLERANCE = 2.0
 INT8_HIDDEN_TOLERANCE = 5.0
 INT8_SMOOTH_ALPHA = 0.5

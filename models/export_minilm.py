@@ -55,11 +55,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import int8  # noqa: E402
 from export_folder import fresh_partial, is_up_to_date, publish  # noqa: E402
 
 EXPORT_VERSION = 2
 DEFAULT_OUT = Path(__file__).resolve().parent / "all-minilm-l6-v2"
 DEFAULT_OUT_F16 = Path(__file__).resolve().parent / "all-minilm-l6-v2-f16"
+DEFAULT_OUT_INT8 = Path(__file__).resolve().parent / "all-minilm-l6-v2-int8"
 OUTPUT_NAME = "token_embeddings"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 # Additive attention bias for padding keys. A finite value (as in Hugging Face's BERT)
@@ -77,6 +79,10 @@ UPSTREAM_TOLERANCE = 1e-3
 # export_report.json); the quality gate is the float16-vs-float32 test in tests/reward_models.rs
 F16_TOKEN_TOLERANCE = 0.05  # measured 0.0043
 F16_UPSTREAM_TOLERANCE = UPSTREAM_TOLERANCE  # the float32 gate; measured 1.0e-4
+# int8 (models/int8.py, no smoothing) vs numpy: gross-breakage gates; its quality gate is the
+# pairwise accuracy on the AlpacaEval pairs (models/reward_gate.py, docs/quantization.md)
+INT8_TOKEN_TOLERANCE = 0.5
+INT8_UPSTREAM_TOLERANCE = 0.05
 SANITY_ANCHOR = "A man is eating food."
 SANITY_CLOSE = "A man is eating a piece of bread."
 SANITY_FAR = "The girl is carrying a baby."
@@ -319,6 +325,10 @@ def build_onnx(m: MiniLM, out_dir: Path, weights: str = "f32") -> None:
         return outputs[0]
 
     def linear(x: str, name: str, out: str) -> str:
+        if weights == "int8":  # models/int8.py's integer GEMM, then the float bias
+            int8.add_int8_linear(node, init, lambda n: any(t.name == n for t in inits), x, name, m.w(name + ".weight"),
+                                 out + "/mm")
+            return node("Add", [out + "/mm", init(name + ".bias", m.w(name + ".bias"))], [out])
         # weights stored pre-transposed [in, out] so MatMul needs no Transpose at runtime
         mm = node("MatMul", [x, init(name + ".weight", m.w(name + ".weight").T)], [out + "/mm"])
         return node("Add", [mm, init(name + ".bias", m.w(name + ".bias"))], [out])
@@ -393,7 +403,8 @@ def build_onnx(m: MiniLM, out_dir: Path, weights: str = "f32") -> None:
     outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
                                              ["batch_size", "sequence_length", m.hidden])]
     graph = helper.make_graph(nodes, "all_minilm_l6_v2", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+    # int8's ReduceMax takes its axes as an input, which needs opset 18
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18 if weights == "int8" else 17)],
                               producer_name="tpo-engine/models/export_minilm.py")
     # onnx 1.23 defaults to IR 14, which ONNX Runtime 1.31 cannot read; 8 is opset 17's.
     model.ir_version = 8
@@ -530,12 +541,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default {DEFAULT_OUT.name}, or {DEFAULT_OUT_F16.name} for f16)")
-    parser.add_argument("--weights", choices=("f32", "f16"), default="f32",
-                        help="f32: float32; f16: float16 weights and activations (token embeddings float32)")
+    parser.add_argument("--weights", choices=("f32", "f16", "int8"), default="f32",
+                        help="f32: float32; f16: float16 weights and activations (token embeddings float32); "
+                             "int8: int8 linears on MatMulInteger (models/int8.py)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     args = parser.parse_args()
     if args.out is None:
-        args.out = DEFAULT_OUT_F16 if args.weights == "f16" else DEFAULT_OUT
+        args.out = {"f16": DEFAULT_OUT_F16, "int8": DEFAULT_OUT_INT8}.get(args.weights, DEFAULT_OUT)
 
     model_dir = find_model_dir()
     source = model_dir / "model.safetensors"
@@ -566,6 +578,8 @@ def main() -> None:
     print("validating against a numpy forward pass")
     if args.weights == "f16":
         report = validate(m, tmp, max_length, pad_id, F16_TOKEN_TOLERANCE, F16_UPSTREAM_TOLERANCE)
+    elif args.weights == "int8":
+        report = validate(m, tmp, max_length, pad_id, INT8_TOKEN_TOLERANCE, INT8_UPSTREAM_TOLERANCE)
     else:
         report = validate(m, tmp, max_length, pad_id)
     report["weights"] = args.weights

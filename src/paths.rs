@@ -15,6 +15,8 @@ pub const JUDGE_DIR: &str = "smollm2-judge";
 pub const JUDGE_INT8_DIR: &str = "smollm2-judge-int8";
 /// Folder of the embedded similarity encoder under `models/`.
 pub const ENCODER_DIR: &str = "all-minilm-l6-v2";
+/// Folder of the encoder's int8 form (`similarity-int8`, `bertscore-int8`).
+pub const ENCODER_INT8_DIR: &str = "all-minilm-l6-v2-int8";
 
 /// Folders that may be the project root (holding `.venv/` and `models/`), most specific
 /// first: `TPO_HOME`, the executable's ancestors, the working directory's ancestors, and the
@@ -98,7 +100,8 @@ pub fn embedded_model(name: &str) -> PathBuf {
     project_path(&format!("models/{name}"))
 }
 
-/// What a reward-model name stands for: `judge`, `judge-int8`, `similarity`, `bertscore` (the embedded
+/// What a reward-model name stands for: `judge`, `similarity`, `bertscore` and their `-int8`
+/// forms (the embedded
 /// models under `models/`; `bertscore` is the encoder with token-level matching), a folder
 /// (named by its last component, so a server never shows its own paths), or `NAME=DIR` (a
 /// folder under a name of the caller's choosing).
@@ -114,6 +117,16 @@ pub fn reward_source(spec: &str) -> RewardSource {
         "bertscore" => (
             spec.to_string(),
             embedded_model(ENCODER_DIR),
+            Some(SimilarityMetric::Bertscore),
+        ),
+        "similarity-int8" => (
+            spec.to_string(),
+            embedded_model(ENCODER_INT8_DIR),
+            Some(SimilarityMetric::Cosine),
+        ),
+        "bertscore-int8" => (
+            spec.to_string(),
+            embedded_model(ENCODER_INT8_DIR),
             Some(SimilarityMetric::Bertscore),
         ),
         other => match other
@@ -295,6 +308,9 @@ mod tests {
         assert_eq!((judge.name.as_str(), judge.metric), ("judge", None));
         let int8 = reward_source("judge-int8");
         assert_eq!(int8.dir, embedded_model(JUDGE_INT8_DIR));
+        let encoder = reward_source("bertscore-int8");
+        assert_eq!(encoder.dir, embedded_model(ENCODER_INT8_DIR));
+        assert_eq!(encoder.metric, Some(SimilarityMetric::Bertscore));
         let bert = reward_source("bertscore");
         assert_eq!(bert.metric, Some(SimilarityMetric::Bertscore));
         let folder = reward_source("/srv/models/my-rm/");

@@ -45,6 +45,14 @@ pub fn catalog() -> Vec<CatalogEntry> {
             "bertscore",
             "MiniLM BERTScore F1 against the row's reference answer",
         ),
+        (
+            "similarity-int8",
+            "similarity with MiniLM's int8 form (docs/quantization.md)",
+        ),
+        (
+            "bertscore-int8",
+            "BERTScore with MiniLM's int8 form (docs/quantization.md)",
+        ),
     ]
     .into_iter()
     .map(|(name, about)| ("reward", name, paths::reward_source(name).dir, about));
@@ -63,7 +71,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
 
 /// `gate passed: mean KL 0.0047 nats (1.2x llama.cpp's), perplexity -0.52 %` from a
 /// `models/parity.py` report, or `gate passed: accuracy 80.10 % vs float32's 80.60 % (-0.50
-/// points) on 201 pairs` from a `models/judge_gate.py` one; `None` when there is none or it
+/// points) on 201 pairs` from a `models/reward_gate.py` one; `None` when there is none or it
 /// does not read.
 fn gate_line(path: &std::path::Path) -> Option<String> {
     let report: serde_json::Value =
@@ -74,7 +82,7 @@ fn gate_line(path: &std::path::Path) -> Option<String> {
         "FAILED"
     };
     if let Some(diff) = report["accuracy_diff_points"].as_f64() {
-        // models/judge_gate.py: a reward model's gate is its pairwise accuracy
+        // models/reward_gate.py: a reward model's gate is its pairwise accuracy
         return Some(format!(
             "gate {verdict}: accuracy {:.2} % vs float32's {:.2} % ({diff:+.2} points) on {} pairs",
             report["accuracy_quant_percent"].as_f64()?,

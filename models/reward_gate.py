@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Quality gate of a quantized judge against the float32 judge, by the judge's own job.
+"""Quality gate of a quantized reward model against its float32 form, by the job it does.
 
-Usage: python models/judge_gate.py FLOAT_SCORED.jsonl QUANT_SCORED.jsonl --json OUT.json
+Usage: python models/reward_gate.py FLOAT_SCORED.jsonl QUANT_SCORED.jsonl --json OUT.json
 
 Both files are `tpo score` outputs over the same preference rows (AlpacaEval pairs: chosen =
-GPT-4 Turbo's answer, rejected = a weaker one), one with `--reward-model judge`, one with the
-quantized folder. A pair counts as right when its chosen reward is above its rejected reward.
-The gate passes when the quantized judge's pairwise accuracy is within MAX_ACCURACY_DROP
-percentage points of float32's (either direction: a judge that changes its verdicts a lot is
-a different judge, better or not). Reported beside it: the largest reward difference, and the
+GPT-4 Turbo's answer, rejected = a weaker one), one with the float32 model (`judge`,
+`similarity`, ...), one with its quantized folder (`judge-int8`, `similarity-int8`, ...). A
+pair counts as right when its chosen reward is above its rejected reward. The gate passes
+when the quantized model's pairwise accuracy is within MAX_ACCURACY_DROP percentage points of
+float32's (either direction: a reward model that changes its verdicts a lot is a different
+reward model, better or not). Reported beside it: the largest reward difference, and the
 pairs whose verdict flipped.
 """
 
@@ -66,7 +67,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(text + "\n")
     verdict = "passed" if report["pass"] else "FAILED"
-    print(f"judge gate {verdict}: accuracy {acc_quant:.2f} % vs float32 {acc_ref:.2f} % "
+    print(f"reward gate {verdict}: accuracy {acc_quant:.2f} % vs float32 {acc_ref:.2f} % "
           f"({diff:+.2f} points, at most ±{MAX_ACCURACY_DROP}) on {len(ids)} pairs; "
           f"{len(flips)} verdicts flipped; max reward diff {max_diff:.3f}")
     if not report["pass"]:
