@@ -100,43 +100,66 @@ pub fn embedded_model(name: &str) -> PathBuf {
     project_path(&format!("models/{name}"))
 }
 
-/// What a reward-model name stands for: `judge`, `similarity`, `bertscore` and their `-int8`
-/// forms (the embedded
-/// models under `models/`; `bertscore` is the encoder with token-level matching), a folder
-/// (named by its last component, so a server never shows its own paths), or `NAME=DIR` (a
-/// folder under a name of the caller's choosing).
+/// The embedded reward models, by the short name commands take (`--reward-model judge`): the
+/// name, its folder under `models/`, the similarity metric it scores with (`None`: the
+/// folder's own reward), and what it is.
+pub const EMBEDDED_REWARDS: [(&str, &str, Option<SimilarityMetric>, &str); 6] = [
+    (
+        "judge",
+        JUDGE_DIR,
+        None,
+        "the SmolLM2 judge: a yes/no preference prompt, scored",
+    ),
+    (
+        "judge-int8",
+        JUDGE_INT8_DIR,
+        None,
+        "the judge with int8 linears on MatMulInteger (docs/quantization.md)",
+    ),
+    (
+        "similarity",
+        ENCODER_DIR,
+        Some(SimilarityMetric::Cosine),
+        "MiniLM cosine similarity to the row's reference answer",
+    ),
+    (
+        "bertscore",
+        ENCODER_DIR,
+        Some(SimilarityMetric::Bertscore),
+        "MiniLM BERTScore F1 against the row's reference answer",
+    ),
+    (
+        "similarity-int8",
+        ENCODER_INT8_DIR,
+        Some(SimilarityMetric::Cosine),
+        "similarity with MiniLM's int8 form (docs/quantization.md)",
+    ),
+    (
+        "bertscore-int8",
+        ENCODER_INT8_DIR,
+        Some(SimilarityMetric::Bertscore),
+        "BERTScore with MiniLM's int8 form (docs/quantization.md)",
+    ),
+];
+
+/// What a reward-model name stands for: a name of [`EMBEDDED_REWARDS`] (the embedded models
+/// under `models/`; `bertscore` is the encoder with token-level matching), a folder (named by
+/// its last component, so a server never shows its own paths), or `NAME=DIR` (a folder under
+/// a name of the caller's choosing).
 pub fn reward_source(spec: &str) -> RewardSource {
-    let (name, dir, metric) = match spec {
-        "judge" => (spec.to_string(), embedded_model(JUDGE_DIR), None),
-        "judge-int8" => (spec.to_string(), embedded_model(JUDGE_INT8_DIR), None),
-        "similarity" => (
-            spec.to_string(),
-            embedded_model(ENCODER_DIR),
-            Some(SimilarityMetric::Cosine),
-        ),
-        "bertscore" => (
-            spec.to_string(),
-            embedded_model(ENCODER_DIR),
-            Some(SimilarityMetric::Bertscore),
-        ),
-        "similarity-int8" => (
-            spec.to_string(),
-            embedded_model(ENCODER_INT8_DIR),
-            Some(SimilarityMetric::Cosine),
-        ),
-        "bertscore-int8" => (
-            spec.to_string(),
-            embedded_model(ENCODER_INT8_DIR),
-            Some(SimilarityMetric::Bertscore),
-        ),
-        other => match other
+    let embedded = EMBEDDED_REWARDS
+        .iter()
+        .find(|(name, _, _, _)| *name == spec);
+    let (name, dir, metric) = match embedded {
+        Some(&(name, folder, metric, _)) => (name.to_string(), embedded_model(folder), metric),
+        None => match spec
             .split_once('=')
             .filter(|(n, d)| !n.is_empty() && !d.is_empty())
         {
             Some((name, dir)) => (name.to_string(), PathBuf::from(dir), None),
             None => {
-                let dir = PathBuf::from(other);
-                let name = folder_name(&dir).unwrap_or_else(|| other.to_string());
+                let dir = PathBuf::from(spec);
+                let name = folder_name(&dir).unwrap_or_else(|| spec.to_string());
                 (name, dir, None)
             }
         },

@@ -399,16 +399,74 @@ fn chosen_and_rejected(pairs: &[[String; 4]], with_reference: bool) -> Vec<Rewar
         .collect()
 }
 
-/// A float16 folder next to its float32 one (`make f16-reward-models`, which `make test` runs).
-fn f16_dir(f32_dir: &Path) -> PathBuf {
-    let name = format!("{}-f16", f32_dir.file_name().unwrap().to_string_lossy());
+/// The folder `NAME-SUFFIX` next to the float32 folder `NAME`, checked to be exported
+/// (`export` says how).
+fn variant_dir(f32_dir: &Path, suffix: &str, export: &str) -> PathBuf {
+    let name = format!(
+        "{}-{suffix}",
+        f32_dir.file_name().unwrap().to_string_lossy()
+    );
     let dir = f32_dir.with_file_name(name);
     assert!(
         dir.join("reward_config.json").is_file(),
-        "{} is missing: run `make f16-reward-models` (or `make test`)",
+        "{} is missing: run {export}",
         dir.display()
     );
     dir
+}
+
+/// A float16 folder next to its float32 one (`make f16-reward-models`, which `make test` runs).
+fn f16_dir(f32_dir: &Path) -> PathBuf {
+    variant_dir(f32_dir, "f16", "`make f16-reward-models` (or `make test`)")
+}
+
+/// An int8 folder next to its float32 one (`make setup` exports them).
+fn int8_dir(f32_dir: &Path) -> PathBuf {
+    variant_dir(f32_dir, "int8", "`make setup`")
+}
+
+/// `variant`'s scores are within `tolerance` of float32's `full` (the difference printed).
+fn assert_tracks(what: &str, full: &[f32], variant: &[f32], tolerance: f32) {
+    let diff = common::max_abs_diff(full, variant);
+    eprintln!("{what} on {} rows: max |diff| = {diff:.2e}", full.len());
+    assert!(
+        diff < tolerance,
+        "{what}: float32 {full:?}\nvariant {variant:?}"
+    );
+}
+
+/// Rows of chosen/rejected pairs: `variant` prefers the same answer as float32's `full` on
+/// every pair whose float32 margin is wider than `wide`.
+fn assert_same_verdicts(what: &str, full: &[f32], variant: &[f32], wide: f32) {
+    for (pair, (f, v)) in full.chunks(2).zip(variant.chunks(2)).enumerate() {
+        let (margin_full, margin_variant) = (f[0] - f[1], v[0] - v[1]);
+        if margin_full.abs() > wide {
+            assert_eq!(
+                margin_full > 0.0,
+                margin_variant > 0.0,
+                "{what}, pair {pair}: float32 margin {margin_full}, variant margin {margin_variant}"
+            );
+        }
+    }
+}
+
+/// `rm` gives each row, scored alone, what it gave in one batch (`batched`), within `tolerance`.
+fn assert_alone_as_batched(
+    what: &str,
+    rm: &dyn RewardModel,
+    rows: &[RewardInput<'_>],
+    batched: &[f32],
+    tolerance: f32,
+) {
+    let alone: Vec<f32> = rows
+        .iter()
+        .flat_map(|row| ok(rm.score(std::slice::from_ref(row)).unwrap()))
+        .collect();
+    let diff = common::max_abs_diff(batched, &alone);
+    assert!(
+        diff < tolerance,
+        "{what}: rows scored in one batch vs alone differ by {diff:.2e}:\n{batched:?}\n{alone:?}"
+    );
 }
 
 /// The float16 judge (the GPU layout) against the float32 one through the same Rust reward
@@ -420,32 +478,12 @@ fn float16_judge_tracks_the_float32_judge_on_real_preference_pairs() {
     let pairs = alpaca_pairs(4);
     let rows = chosen_and_rejected(&pairs, false);
     let dir = judge_dir();
-    let full = ok(reward::load_dir(&dir, None, RewardOptions::default())
-        .unwrap()
-        .score(&rows)
-        .unwrap());
-    let half = ok(
-        reward::load_dir(&f16_dir(&dir), None, RewardOptions::default())
-            .unwrap()
-            .score(&rows)
-            .unwrap(),
-    );
-    let diff = common::max_abs_diff(&full, &half);
-    eprintln!(
-        "judge float16 vs float32 on {} rows: max |diff| = {diff:.2e}",
-        rows.len()
-    );
-    assert!(diff < SCORE_TOLERANCE, "float32 {full:?}\nfloat16 {half:?}");
-    for (pair, (f, h)) in full.chunks(2).zip(half.chunks(2)).enumerate() {
-        let (margin_full, margin_half) = (f[0] - f[1], h[0] - h[1]);
-        if margin_full.abs() > 2.0 * SCORE_TOLERANCE {
-            assert_eq!(
-                margin_full > 0.0,
-                margin_half > 0.0,
-                "pair {pair}: float32 margin {margin_full}, float16 margin {margin_half}"
-            );
-        }
-    }
+    let load = |dir: &Path| reward::load_dir(dir, None, RewardOptions::default()).unwrap();
+    let full = ok(load(&dir).score(&rows).unwrap());
+    let half = ok(load(&f16_dir(&dir)).score(&rows).unwrap());
+    let what = "judge float16 vs float32";
+    assert_tracks(what, &full, &half, SCORE_TOLERANCE);
+    assert_same_verdicts(what, &full, &half, 2.0 * SCORE_TOLERANCE);
 }
 
 /// The int8 judge (`--reward-model judge-int8`: int8 linears on MatMulInteger with per-row
@@ -459,43 +497,15 @@ fn int8_judge_tracks_the_float32_judge_and_scores_a_row_alike_alone_or_batched()
     let pairs = alpaca_pairs(4);
     let rows = chosen_and_rejected(&pairs, false);
     let dir = judge_dir();
-    let int8_dir = dir.with_file_name(paths::JUDGE_INT8_DIR);
-    assert!(
-        int8_dir.join("reward_config.json").is_file(),
-        "{} is missing: run `make setup`",
-        int8_dir.display()
-    );
-    let full = ok(reward::load_dir(&dir, None, RewardOptions::default())
-        .unwrap()
-        .score(&rows)
-        .unwrap());
-    let int8 = reward::load_dir(&int8_dir, None, RewardOptions::default()).unwrap();
+    assert_eq!(int8_dir(&dir), dir.with_file_name(paths::JUDGE_INT8_DIR));
+    let load = |dir: &Path| reward::load_dir(dir, None, RewardOptions::default()).unwrap();
+    let full = ok(load(&dir).score(&rows).unwrap());
+    let int8 = load(&int8_dir(&dir));
     let batched = ok(int8.score(&rows).unwrap());
-    let diff = common::max_abs_diff(&full, &batched);
-    eprintln!(
-        "judge int8 vs float32 on {} rows: max |diff| = {diff:.2e}",
-        rows.len()
-    );
-    assert!(diff < SCORE_TOLERANCE, "float32 {full:?}\nint8 {batched:?}");
-    for (pair, (f, q)) in full.chunks(2).zip(batched.chunks(2)).enumerate() {
-        let (margin_full, margin_int8) = (f[0] - f[1], q[0] - q[1]);
-        if margin_full.abs() > 2.0 * SCORE_TOLERANCE {
-            assert_eq!(
-                margin_full > 0.0,
-                margin_int8 > 0.0,
-                "pair {pair}: float32 margin {margin_full}, int8 margin {margin_int8}"
-            );
-        }
-    }
-    let alone: Vec<f32> = rows
-        .iter()
-        .flat_map(|row| ok(int8.score(std::slice::from_ref(row)).unwrap()))
-        .collect();
-    let batch_diff = common::max_abs_diff(&batched, &alone);
-    assert!(
-        batch_diff < 1e-3,
-        "int8 rows scored in one batch vs alone differ by {batch_diff:.2e}:\n{batched:?}\n{alone:?}"
-    );
+    let what = "judge int8 vs float32";
+    assert_tracks(what, &full, &batched, SCORE_TOLERANCE);
+    assert_same_verdicts(what, &full, &batched, 2.0 * SCORE_TOLERANCE);
+    assert_alone_as_batched("judge int8", int8.as_ref(), &rows, &batched, 1e-3);
 }
 
 /// The float16 MiniLM against the float32 one: cosine and BERTScore of real answers to their
@@ -509,15 +519,8 @@ fn float16_minilm_tracks_the_float32_encoder_on_real_answers() {
     for metric in [SimilarityMetric::Cosine, SimilarityMetric::Bertscore] {
         let full = ok(similarity(&dir, metric).score(&rows).unwrap());
         let half = ok(similarity(&f16_dir(&dir), metric).score(&rows).unwrap());
-        let diff = common::max_abs_diff(&full, &half);
-        eprintln!(
-            "MiniLM {metric:?} float16 vs float32 on {} rows: max |diff| = {diff:.2e}",
-            rows.len()
-        );
-        assert!(
-            diff < TOLERANCE,
-            "{metric:?}: float32 {full:?}\nfloat16 {half:?}"
-        );
+        let what = format!("MiniLM {metric:?} float16 vs float32");
+        assert_tracks(&what, &full, &half, TOLERANCE);
     }
 }
 
@@ -531,28 +534,13 @@ fn int8_minilm_tracks_the_float32_encoder_and_scores_a_row_alike_alone_or_batche
     let pairs = alpaca_pairs(12);
     let rows = chosen_and_rejected(&pairs, true);
     let dir = encoder_dir();
-    let int8_dir = dir.with_file_name(paths::ENCODER_INT8_DIR);
+    assert_eq!(int8_dir(&dir), dir.with_file_name(paths::ENCODER_INT8_DIR));
     for metric in [SimilarityMetric::Cosine, SimilarityMetric::Bertscore] {
         let full = ok(similarity(&dir, metric).score(&rows).unwrap());
-        let int8 = similarity(&int8_dir, metric);
+        let int8 = similarity(&int8_dir(&dir), metric);
         let batched = ok(int8.score(&rows).unwrap());
-        let diff = common::max_abs_diff(&full, &batched);
-        eprintln!(
-            "MiniLM {metric:?} int8 vs float32 on {} rows: max |diff| = {diff:.2e}",
-            rows.len()
-        );
-        assert!(
-            diff < TOLERANCE,
-            "{metric:?}: float32 {full:?}\nint8 {batched:?}"
-        );
-        let alone: Vec<f32> = rows
-            .iter()
-            .flat_map(|row| ok(int8.score(std::slice::from_ref(row)).unwrap()))
-            .collect();
-        let batch_diff = common::max_abs_diff(&batched, &alone);
-        assert!(
-            batch_diff < 1e-4,
-            "{metric:?}: int8 batched vs alone differ by {batch_diff:.2e}"
-        );
+        let what = format!("MiniLM {metric:?} int8 vs float32");
+        assert_tracks(&what, &full, &batched, TOLERANCE);
+        assert_alone_as_batched(&what, &int8, &rows, &batched, 1e-4);
     }
 }

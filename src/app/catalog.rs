@@ -28,34 +28,9 @@ pub fn catalog() -> Vec<CatalogEntry> {
     let policies = paths::POLICY_FORMATS
         .iter()
         .map(|&(name, _, about)| ("policy", name, paths::policy_dir(name), about));
-    let rewards = [
-        (
-            "judge",
-            "the SmolLM2 judge: a yes/no preference prompt, scored",
-        ),
-        (
-            "judge-int8",
-            "the judge with int8 linears on MatMulInteger (docs/quantization.md)",
-        ),
-        (
-            "similarity",
-            "MiniLM cosine similarity to the row's reference answer",
-        ),
-        (
-            "bertscore",
-            "MiniLM BERTScore F1 against the row's reference answer",
-        ),
-        (
-            "similarity-int8",
-            "similarity with MiniLM's int8 form (docs/quantization.md)",
-        ),
-        (
-            "bertscore-int8",
-            "BERTScore with MiniLM's int8 form (docs/quantization.md)",
-        ),
-    ]
-    .into_iter()
-    .map(|(name, about)| ("reward", name, paths::reward_source(name).dir, about));
+    let rewards = paths::EMBEDDED_REWARDS
+        .iter()
+        .map(|&(name, _, _, about)| ("reward", name, paths::reward_source(name).dir, about));
     policies
         .chain(rewards)
         .map(|(role, name, dir, about)| CatalogEntry {

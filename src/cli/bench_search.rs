@@ -44,9 +44,7 @@ pub struct SearchBenchArgs {
 pub fn run(args: SearchBenchArgs) -> Result<ExitCode, tpo_engine::Error> {
     let flags = &args.search;
     let params = flags.params()?;
-    if let Some(slots) = args.model.fixed_kv_slots() {
-        flags.check_kv_slots(slots)?;
-    }
+    flags.check_kv_slots(&args.model)?;
     let options = SearchBenchOptions {
         searches: args.searches as usize,
         params,

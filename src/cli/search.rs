@@ -51,9 +51,7 @@ pub struct SearchArgs {
 
 pub fn run(args: SearchArgs) -> Result<ExitCode, tpo_engine::Error> {
     let params = args.search.params()?;
-    if let Some(slots) = args.model.fixed_kv_slots() {
-        args.search.check_kv_slots(slots)?;
-    }
+    args.search.check_kv_slots(&args.model)?;
     if let Some(file) = &args.file {
         if !file.is_file() {
             return Err(SearchError::InvalidParams(format!(

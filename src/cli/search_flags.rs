@@ -79,9 +79,14 @@ impl SearchFlags {
         })
     }
 
-    /// `Err` when one request of the search decodes more sequences at once than the engine
-    /// has KV slots: greedy one, DARWIN its population (--mutations), the others --width.
-    pub(super) fn check_kv_slots(&self, kv_slots: u32) -> Result<(), SearchError> {
+    /// `Err` when one request of the search decodes more sequences at once than `model`'s
+    /// flags give KV slots: greedy one, DARWIN its population (--mutations), the others
+    /// --width. With --kv-memory the count follows from the model, and the engine checks each
+    /// request against it.
+    pub(super) fn check_kv_slots(&self, model: &ModelArgs) -> Result<(), SearchError> {
+        let Some(kv_slots) = model.fixed_kv_slots() else {
+            return Ok(());
+        };
         let params = self.params()?;
         let flag = match params.options().peak_setting() {
             PeakSetting::Width => "--width",
