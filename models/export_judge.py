@@ -45,6 +45,7 @@ The script is idempotent like export_smollm2.py (use --force to rebuild).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -548,7 +549,10 @@ def main() -> None:
     smoothing = None
     if args.weights == "int8":
         print(f"folding SmoothQuant (alpha {INT8_SMOOTH_ALPHA}) into the weights")
-        reference = GgufModel(gguf_path)  # validation compares with the unsmoothed weights
+        # validation compares with the unsmoothed weights: smoothing replaces arrays in
+        # m.weights (never writes into them), so a copy of the dict keeps the originals
+        reference = copy.copy(m)
+        reference.weights = dict(m.weights)
         smoothing = int8.smooth(m, calibration_ids(m), numpy_forward, INT8_SMOOTH_ALPHA, head=False)
     print(f"writing {args.weights} judge ONNX graph ({m.n_layers} layers, hidden {m.hidden}, "
           f"heads {m.n_heads}/{m.n_kv_heads})")

@@ -378,8 +378,14 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
         nodes.append(helper.make_node(op, inputs, outputs, domain=domain, name=outputs[0] + "/node", **attrs))
         return outputs
 
+    def count_bytes(kind: str, nbytes: int) -> None:
+        layout[kind] = layout.get(kind, 0) + nbytes
+
     def count(kind: str, *arrays: np.ndarray) -> None:
-        layout[kind] = layout.get(kind, 0) + sum(int(a.nbytes) for a in arrays)
+        count_bytes(kind, sum(int(a.nbytes) for a in arrays))
+
+    def has_init(name: str) -> bool:
+        return any(t.name == name for t in inits)
 
     def matmul_nbits(x: str, name: str, blk: QuantBlocks, out: str, b: str | None = None) -> None:
         """out = x @ W.T for W = blk (x [..., K]); `b` reuses an already stored B initializer."""
@@ -396,16 +402,13 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
             # Q4_1's min: x @ W.T = MatMulNBits(x) + blocksum(x) @ C, C = (m + 8d).T [K/32, N]
             node("Reshape", [x, init(f"{name}.block_shape", np.array([0, 0, k // QBLOCK, QBLOCK], np.int64))],
                  [out + ".blocks"])
-            if not any(t.name == "axes_last" for t in inits):
+            if not has_init("axes_last"):
                 init("axes_last", np.array([-1], np.int64))
             node("ReduceSum", [out + ".blocks", "axes_last"], [out + ".blocksum"], keepdims=0)
             offset = init(name + ".block_offsets", blk.offset.T)
             count("Q4_1 block offsets C (f32)", blk.offset)
             node("MatMul", [out + ".blocksum", offset], [out + ".offset"])
             node("Add", [main, out + ".offset"], [out])
-
-    def has_init(name: str) -> bool:
-        return any(t.name == name for t in inits)
 
     def linear(x: str, name: str, tensors: list[str], out: str) -> None:
         """out = x @ concat(tensors).T, stored as `weights` asks (float32 when the GGUF type has
@@ -416,8 +419,8 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
             return
         w = np.concatenate([m.w(t) for t in tensors], 0)
         if weights == "int8":
-            layout["int8 MatMulInteger weights + per-channel scales"] = layout.get(
-                "int8 MatMulInteger weights + per-channel scales", 0) + int8.add_int8_linear(node, init, has_init, x, name, w, out)
+            count_bytes("int8 MatMulInteger weights + per-channel scales",
+                        int8.add_int8_linear(node, init, has_init, x, name, w, out))
             return
         node("MatMul", [x, init(name + ".weight", w.T)], [out])
         count(f"{float_name} MatMul weights", w.astype(np.float16) if weights == "f16" else w)
@@ -503,8 +506,8 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
         head_blk = m.blocks("output.weight") if "output.weight" in m.weights else embed_blk
     if weights == "int8":
         head_w = m.weights.get("output.weight", m.w("token_embd.weight"))
-        count("int8 lm_head (MatMulInteger)", *int8.int8_codes(head_w))
-        int8.add_int8_linear(node, init, has_init, "final_norm", "lm_head", head_w, "logits")
+        count_bytes("int8 lm_head (MatMulInteger)",
+                    int8.add_int8_linear(node, init, has_init, "final_norm", "lm_head", head_w, "logits"))
     elif head_blk is not None:
         # MatMulNBits takes [B, S', H] and gives [B, S', V]; the tied head reuses the embedding's B.
         tied = "output.weight" not in m.weights

@@ -91,7 +91,9 @@ def smooth(m, calibration_ids: list[list[int]], forward, alpha: float, head: boo
     V's rows for the output projection, up's rows for down), so the model computes the same
     function in exact arithmetic. `forward(m, ids, capture=stats)` records each linear input's
     per-channel peak. `head`: also smooth the unembedding (a separate `output.weight` copy;
-    the tied embedding table itself is left alone). Returns the calibration summary."""
+    the tied embedding table itself is left alone). Each changed weight is replaced by a new
+    array, never written into, so a copy of the `m.weights` dict taken before keeps the
+    originals. Returns the calibration summary."""
     stats: dict = {}
     for ids in calibration_ids:
         forward(m, ids, capture=stats)
