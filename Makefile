@@ -15,9 +15,9 @@ CARGO  ?= cargo
 # rebuilt when switching between the two.
 TEST_FEATURES := fault-injection,fuzzing
 
-.PHONY: encoder-int8-gate judge-int8-gate q4-gate f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
+.PHONY: encoder-int8-gate judge-int8-gate q4-gate int8-model int8-gate f16-model f16-reward-models gpu-setup kernels-setup setup venv model reward-models data build test-build demo test server-tests ui-test schemathesis lint clean-models deploy-check bench-setup q4-model bench-peers
 
-SETUP_FILES := venv model q4-model reward-models data
+SETUP_FILES := venv model q4-model int8-model reward-models data
 setup: $(SETUP_FILES) build
 
 venv: $(VENV)/.installed
@@ -188,6 +188,19 @@ q4-gate:
 	@if $(VPY) models/parity.py $(MODEL) $(Q4_MODEL) --json $(Q4_MODEL)/parity.json > $(Q4_MODEL)/parity.log 2>&1; \
 	then echo "$(Q4_MODEL): quality gate passed ($(Q4_MODEL)/parity.json)"; \
 	else echo "$(Q4_MODEL): quality gate FAILED: $$(tail -1 $(Q4_MODEL)/parity.log)"; fi
+
+# The int8 folder (`--model int8`: models/int8.py's recipe on MatMulInteger), gated against
+# float32 by models/parity.py like q4 (docs/quantization.md).
+INT8_MODEL := models/smollm2-135m-instruct-int8
+
+int8-model: model
+	$(VPY) models/export_smollm2.py --weights int8 --out $(INT8_MODEL)
+	@test -f $(INT8_MODEL)/parity.json || $(MAKE) --no-print-directory int8-gate
+
+int8-gate:
+	@if $(VPY) models/parity.py $(MODEL) $(INT8_MODEL) --json $(INT8_MODEL)/parity.json > $(INT8_MODEL)/parity.log 2>&1; \
+	then echo "$(INT8_MODEL): quality gate passed ($(INT8_MODEL)/parity.json)"; \
+	else echo "$(INT8_MODEL): quality gate FAILED: $$(tail -1 $(INT8_MODEL)/parity.log)"; fi
 
 # The float16 folder (weights, activations and KV in float16, the GPU layout; docs/gpu.md),
 # gated against the float32 folder by models/parity.py (KL, greedy answers, perplexity).

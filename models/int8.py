@@ -1,17 +1,21 @@
-"""int8 linears on ONNX Runtime's integer GEMM, and the SmoothQuant folding that prepares them.
+"""int8 linears on ONNX Runtime's integer GEMM, with calibrated outlier channels kept in float32.
 
-Shared by export_smollm2.py (`--weights int8`, the policy) and export_judge.py (`--weights
-int8`, the judge). One linear y = x @ W.T becomes
+Shared by export_smollm2.py (`--weights int8`, the policy), export_judge.py (`--weights int8`,
+the judge) and export_minilm.py (`--weights int8`, the encoder). One linear y = x @ W.T becomes
 
     W  -> int8 codes, one symmetric scale per output channel      (stored, [K, N] for MatMulInteger)
-    x  -> uint8 per row on the fly: s = max|x_row| / 127, q = round(x / s) + 128
-    y  =  (MatMulInteger(q, codes, zero point 128) as float) * s * w_scale
+    x  -> its outlier channels O (a few input channels that calibration saw peak) go apart;
+          the rest quantized to uint8 per row on the fly: s = max|x_row| / 127, q = round(x / s) + 128
+    y  =  (MatMulInteger(q, codes, zero point 128) as float) * s * w_scale  +  x[:, O] @ W[:, O].T
 
-ONNX Runtime fuses the tail into MatMulIntegerToFloat and runs the GEMM on its u8 x s8 kernels
-(VNNI / AMX where the CPU has them): 3-4x the float32 MatMul's throughput for prefill-sized
-inputs on a 2-vCPU Sapphire Rapids (docs/quantization.md). A per-row activation scale is what
-this graph form allows (MatMulInteger takes one activation zero point, and a per-block scale
-would split the K sum); how much that costs in quality is the gate's job, per role.
+ONNX Runtime fuses the integer tail into MatMulIntegerToFloat and runs the GEMM on its u8 x s8
+kernels (VNNI / AMX where the CPU has them). A per-row activation scale is what this graph form
+allows (MatMulInteger takes one activation zero point, and a per-block scale would split the K
+sum), so the few channels whose peaks would set that scale (LLM.int8()'s "outlier features",
+Dettmers et al., 2022) take a small float32 MatMul instead, and the row's scale is set by the
+rest. For the SmolLM2 policy and judge, RECIPE says which linears go int8 at all: the MLP's
+down projection, whose outliers follow the token rather than the channel, stays float32, as do
+the embedding and the unembedding (docs/quantization.md has the ablations behind each choice).
 """
 
 from __future__ import annotations
@@ -28,37 +32,95 @@ def int8_codes(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, scale
 
 
-def add_int8_linear(node, init, has_init, x: str, name: str, w: np.ndarray, out: str) -> int:
+def add_int8_linear(node, init, has_init, x: str, name: str, w: np.ndarray, out: str,
+                    outliers: np.ndarray | None = None) -> int:
     """Appends `out = x @ w.T` (x [..., K], w [N, K]) in the form above through the exporter's
     `node(op, inputs, outputs, **attrs)` / `init(name, array)` helpers; `has_init(name)` says
-    whether a shared constant is already stored. Returns the bytes it stored."""
+    whether a shared constant is already stored. `outliers`: input channels kept in float32
+    (none when None or empty). Returns the bytes it stored."""
     from onnx import TensorProto
 
-    codes, w_scale = int8_codes(w)
+    split = outliers is not None and len(outliers) > 0
+    inliers = w
+    if split:
+        inliers = w.copy()
+        inliers[:, outliers] = 0.0  # their codes are never used: x is zeroed there
+    codes, w_scale = int8_codes(inliers)
     wq = init(name + ".qweight_t", np.ascontiguousarray(codes.T))
     ws = init(name + ".wscale", w_scale)
+    stored = int(codes.nbytes + w_scale.nbytes)
     if not has_init("int8.zero"):
         init("int8.zero", np.array(INT8_ZERO, np.uint8))
         init("int8.zero_f", np.array(float(INT8_ZERO), np.float32))
         init("int8.inv127", np.array(1.0 / 127.0, np.float32))
         init("int8.tiny", np.array(1e-30, np.float32))  # an all-zero row: scale 1e-30, codes 128
         init("int8.axes_last", np.array([-1], np.int64))
-    node("Abs", [x], [out + ".xabs"])
+    xin = x
+    if split:
+        mask = np.ones(w.shape[1], np.float32)
+        mask[outliers] = 0.0
+        xin = node("Mul", [x, init(name + ".inlier_mask", mask)], [out + ".xin"])[0]
+        picked = node("Gather", [x, init(name + ".outlier_channels", outliers.astype(np.int64))],
+                      [out + ".xout"], axis=-1)[0]
+        w_out = np.ascontiguousarray(w[:, outliers].T)
+        node("MatMul", [picked, init(name + ".outlier_weight_t", w_out)], [out + ".yout"])
+        stored += int(mask.nbytes + outliers.size * 8 + w_out.nbytes)
+    node("Abs", [xin], [out + ".xabs"])
     node("ReduceMax", [out + ".xabs", "int8.axes_last"], [out + ".xmax"], keepdims=1)
     node("Mul", [out + ".xmax", "int8.inv127"], [out + ".xscale0"])
     node("Max", [out + ".xscale0", "int8.tiny"], [out + ".xscale"])
-    node("Div", [x, out + ".xscale"], [out + ".xdiv"])
+    node("Div", [xin, out + ".xscale"], [out + ".xdiv"])
     node("Round", [out + ".xdiv"], [out + ".xround"])
     node("Add", [out + ".xround", "int8.zero_f"], [out + ".xshift"])
     node("Cast", [out + ".xshift"], [out + ".xq"], to=TensorProto.UINT8)
     node("MatMulInteger", [out + ".xq", wq, "int8.zero"], [out + ".acc"])
     node("Cast", [out + ".acc"], [out + ".accf"], to=TensorProto.FLOAT)
     node("Mul", [out + ".accf", out + ".xscale"], [out + ".rows"])
-    node("Mul", [out + ".rows", ws], [out])
-    return int(codes.nbytes + w_scale.nbytes)
+    node("Mul", [out + ".rows", ws], [out + ".yint" if split else out])
+    if split:
+        node("Add", [out + ".yint", out + ".yout"], [out])
+    return stored
 
 
-# Calibration text for the smoothing: chat questions unlike models/parity.py's (a gate must not
+# Which of a SmolLM2 layer's linears go int8, and the fraction of each one's input channels kept
+# in float32 as outliers (the highest calibration peaks). A role not listed stays float32: the
+# MLP's down projection (int8 with 10 % outlier channels still cost KL 0.003 alone, most of the
+# gate's budget), the embedding and the unembedding. docs/quantization.md has the ablation.
+RECIPE = {"qkv": 0.03, "o": 0.0, "gate_up": 0.03}
+
+
+def outlier_channels(peak: np.ndarray, fraction: float) -> np.ndarray:
+    """The round(fraction * K) input channels with the highest calibration peaks, sorted."""
+    count = int(round(fraction * peak.size))
+    if count == 0:
+        return np.zeros(0, np.int64)
+    return np.sort(np.argsort(peak, kind="stable")[-count:]).astype(np.int64)
+
+
+class Plan:
+    """The int8 recipe applied to one model: `channels(layer, role)` is None where the linear
+    stays float32, else its outlier channels (possibly none). Built from the per-channel input
+    peaks `forward(m, ids, capture=peaks)` records over the calibration text."""
+
+    def __init__(self, m, calibration_ids: list[list[int]], forward):
+        self.peaks: dict = {}
+        for ids in calibration_ids:
+            forward(m, ids, capture=self.peaks)
+        self.positions = int(sum(len(ids) for ids in calibration_ids))
+
+    def channels(self, layer: int, role: str) -> np.ndarray | None:
+        if role not in RECIPE:
+            return None
+        return outlier_channels(self.peaks[(layer, role)], RECIPE[role])
+
+    def summary(self) -> dict:
+        return {"method": "per-row int8 activations with calibrated float32 outlier channels",
+                "int8_roles": {role: f"{fraction:.0%} outlier channels" for role, fraction in RECIPE.items()},
+                "float32": "down projection, embedding, unembedding",
+                "calibration_sequences": len(CALIBRATION_QUESTIONS), "calibration_positions": self.positions}
+
+
+# Calibration text for the outlier channels: chat questions unlike models/parity.py's (a gate must not
 # see its own data), each followed by one plain paragraph as the answer.
 CALIBRATION_QUESTIONS = [
     "How do I make a good cup of coffee at home?",
@@ -76,55 +138,3 @@ CALIBRATION_ANSWER = (
     "progress adds up. Finally, ask for feedback, compare your results, and adjust. 1. Plan. "
     "2. Do. 3. Check. 4. Improve. Numbers like 42, 3.14 and 2024 appear too."
 )
-
-
-def _factor(act_peak: np.ndarray, w_peak: np.ndarray, alpha: float) -> np.ndarray:
-    f = np.power(np.maximum(act_peak, 1e-5), alpha) / np.power(np.maximum(w_peak, 1e-5), 1.0 - alpha)
-    return np.clip(f, 1e-2, 1e2).astype(np.float32)
-
-
-def smooth(m, calibration_ids: list[list[int]], forward, alpha: float, head: bool) -> dict:
-    """SmoothQuant (Xiao et al., 2023) folded into `m.weights` (GGUF names) before int8
-    quantization: input channel j of each linear is divided by s_j = max|x_j|^alpha /
-    max|W_:,j|^(1-alpha) and the weight's column j multiplied by it, moving activation outliers
-    into the weights. The division is folded into what produces the input (the RMSNorm weights,
-    V's rows for the output projection, up's rows for down), so the model computes the same
-    function in exact arithmetic. `forward(m, ids, capture=stats)` records each linear input's
-    per-channel peak. `head`: also smooth the unembedding (a separate `output.weight` copy;
-    the tied embedding table itself is left alone). Each changed weight is replaced by a new
-    array, never written into, so a copy of the `m.weights` dict taken before keeps the
-    originals. Returns the calibration summary."""
-    stats: dict = {}
-    for ids in calibration_ids:
-        forward(m, ids, capture=stats)
-    w = m.weights
-    group, hd = m.n_heads // m.n_kv_heads, m.head_dim
-    for i in range(m.n_layers):
-        p = f"blk.{i}."
-        qkv = [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]
-        f = _factor(stats[(i, "qkv")], np.abs(np.concatenate([w[t] for t in qkv], 0)).max(0), alpha)
-        w[p + "attn_norm.weight"] = w[p + "attn_norm.weight"] / f
-        for t in qkv:
-            w[t] = w[t] * f[None, :]
-        # the output projection's input channel h*hd+d is V's row g*hd+d for g = h // group:
-        # one factor per V row, from the peaks over the group's heads
-        o_peak = stats[(i, "o")].reshape(m.n_kv_heads, group, hd).max(1)
-        wo = w[p + "attn_output.weight"].reshape(-1, m.n_kv_heads, group, hd)
-        fv = _factor(o_peak, np.abs(wo).max(axis=(0, 2)), alpha)  # [kv, hd]
-        w[p + "attn_v.weight"] = w[p + "attn_v.weight"] / fv.reshape(-1)[:, None]
-        w[p + "attn_output.weight"] = (wo * fv[None, :, None, :]).reshape(w[p + "attn_output.weight"].shape)
-        gate_up = [p + "ffn_gate.weight", p + "ffn_up.weight"]
-        f = _factor(stats[(i, "gate_up")], np.abs(np.concatenate([w[t] for t in gate_up], 0)).max(0), alpha)
-        w[p + "ffn_norm.weight"] = w[p + "ffn_norm.weight"] / f
-        for t in gate_up:
-            w[t] = w[t] * f[None, :]
-        f = _factor(stats[(i, "down")], np.abs(w[p + "ffn_down.weight"]).max(0), alpha)
-        w[p + "ffn_up.weight"] = w[p + "ffn_up.weight"] / f[:, None]
-        w[p + "ffn_down.weight"] = w[p + "ffn_down.weight"] * f[None, :]
-    if head:
-        unembed = w.get("output.weight", w["token_embd.weight"])
-        f = _factor(stats["head"], np.abs(unembed).max(0), alpha)
-        w["output_norm.weight"] = w["output_norm.weight"] / f
-        w["output.weight"] = unembed * f[None, :]
-    return {"method": "SmoothQuant", "alpha": alpha, "calibration_sequences": len(calibration_ids),
-            "calibration_positions": int(sum(len(ids) for ids in calibration_ids))}

@@ -67,7 +67,7 @@ pub fn default_policy_dir() -> PathBuf {
 
 /// The policy formats `make setup` exports, by the short name commands take (`--model q4`):
 /// the name, its folder under `models/`, and what it is.
-pub const POLICY_FORMATS: [(&str, &str, &str); 3] = [
+pub const POLICY_FORMATS: [(&str, &str, &str); 4] = [
     (
         "f32",
         "smollm2-135m-instruct",
@@ -82,6 +82,11 @@ pub const POLICY_FORMATS: [(&str, &str, &str); 3] = [
         "q4",
         "smollm2-135m-instruct-q4",
         "the GGUF's own Q4_1 blocks on MatMulNBits (docs/int4.md)",
+    ),
+    (
+        "int8",
+        "smollm2-135m-instruct-int8",
+        "int8 attention and gate/up projections on MatMulInteger (docs/quantization.md)",
     ),
 ];
 

@@ -61,6 +61,8 @@ fn a_policy_format_is_chosen_by_its_short_name() {
         "f16",
         "q4",
         "smollm2-135m-instruct-q4",
+        "int8",
+        "smollm2-135m-instruct-int8",
         "judge",
         "similarity",
     ] {

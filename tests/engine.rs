@@ -398,6 +398,36 @@ fn invalid_requests_fail_with_typed_errors_while_the_engine_keeps_serving() {
     assert!(out.prompt_tokens + out.tokens.len() <= 64);
 }
 
+/// The int8 policy (`--model int8`, built by `make setup`; models/int8.py quantizes each
+/// token's activations with its own scale) answers every prompt alike alone, in a prefill
+/// group and in a batched decode: a row's numbers never depend on its batch mates, which one
+/// scale per tensor would break.
+#[test]
+fn int8_policy_answers_each_prompt_alike_alone_or_batched() {
+    common::init_runtime();
+    let model = ModelDir::open(&tpo_engine::paths::policy_dir("int8")).unwrap();
+    let engine = Engine::start(
+        &model,
+        EngineOptions {
+            kv_slots: 16,
+            max_seq_len: 1024,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let prompts: Vec<Vec<u32>> = [0, 2, 5, 7]
+        .iter()
+        .map(|&i| engine.chat().question_prompt(QUESTIONS[i]).unwrap())
+        .collect();
+    let greedy = SamplingParams::greedy(16).unwrap();
+    let singles: Vec<SampleOutput> = prompts.iter().map(|p| alone(&engine, p, &greedy)).collect();
+    assert!(singles.iter().all(|s| !s.tokens.is_empty()));
+    engine.clear_prefix_cache().unwrap();
+    let (_, blocker) = long_generation(&engine, 400);
+    all_at_once_answer_as_alone(&engine, &prompts, &greedy, &singles);
+    drop(blocker);
+}
+
 /// Starts a generation of `max_new_tokens` (EOS ignored) and waits for its first token, so
 /// the scheduler is busy decoding it; returns its prompt and stream.
 fn long_generation(

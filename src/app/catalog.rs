@@ -81,6 +81,11 @@ fn gate_line(path: &std::path::Path) -> Option<String> {
     Some(line)
 }
 
+/// The name column holds the longest short name (`similarity-int8`, `bertscore-int8`).
+const NAME_WIDTH: usize = 16;
+/// Folder and gate lines start under the description: role (6), a space, the name column.
+const INDENT: usize = 6 + 1 + NAME_WIDTH;
+
 impl fmt::Display for CatalogEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = if self.exported {
@@ -88,10 +93,14 @@ impl fmt::Display for CatalogEntry {
         } else {
             " (not exported: make setup)"
         };
-        writeln!(f, "{:6} {:10} {}{state}", self.role, self.name, self.about)?;
-        writeln!(f, "{:17} {}", "", self.dir.display())?;
+        writeln!(
+            f,
+            "{:6} {:NAME_WIDTH$} {}{state}",
+            self.role, self.name, self.about
+        )?;
+        writeln!(f, "{:INDENT$} {}", "", self.dir.display())?;
         if let Some(gate) = &self.gate {
-            writeln!(f, "{:17} {gate}", "")?;
+            writeln!(f, "{:INDENT$} {gate}", "")?;
         }
         Ok(())
     }
