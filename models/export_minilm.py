@@ -79,7 +79,7 @@ UPSTREAM_TOLERANCE = 1e-3
 # export_report.json); the quality gate is the float16-vs-float32 test in tests/reward_models.rs
 F16_TOKEN_TOLERANCE = 0.05  # measured 0.0043
 F16_UPSTREAM_TOLERANCE = UPSTREAM_TOLERANCE  # the float32 gate; measured 1.0e-4
-# int8 (models/int8.py, no smoothing) vs numpy: gross-breakage gates; its quality gate is the
+# int8 (models/int8.py, no outlier channels: every linear int8) vs numpy: gross-breakage gates; its quality gate is the
 # pairwise accuracy on the AlpacaEval pairs (models/reward_gate.py, docs/quantization.md)
 INT8_TOKEN_TOLERANCE = 0.5
 INT8_UPSTREAM_TOLERANCE = 0.05
