@@ -43,10 +43,13 @@ use crate::engine::{Engine, EngineError, GenerateRequest, SamplingOptions, Sampl
 const OURS: &str = "tpo-engine";
 const GENAI: &str = "onnxruntime-genai";
 const LLAMA: &str = "llama.cpp";
-const OURS_Q4: &str = "tpo-engine q4";
-const GENAI_Q4: &str = "onnxruntime-genai q4";
-/// Where `make bench-setup` exports the int4 folder (`models/export_smollm2.py --weights q4`).
-const DEFAULT_Q4_DIR: &str = "models/smollm2-135m-instruct-q4";
+/// The quantized policy formats run beside float32, by our engine and by onnxruntime-genai:
+/// the short name (`--model`, `--skip`), our contender's name, genai's. Their folders default
+/// to the ones `make setup` exports ([`crate::paths::policy_dir`]).
+const QUANTIZED: [(&str, &str, &str); 2] = [
+    ("q4", "tpo-engine q4", "onnxruntime-genai q4"),
+    ("int8", "tpo-engine int8", "onnxruntime-genai int8"),
+];
 
 /// What `tpo bench peers` runs (its flags, parsed).
 #[derive(Debug, Clone)]
@@ -68,12 +71,15 @@ pub struct PeersOptions {
     /// ONNX folder for onnxruntime-genai [default: the policy folder, --model].
     pub genai_model: Option<PathBuf>,
     /// The int4 folder (the GGUF's Q4_1 blocks on MatMulNBits, see docs/int4.md), run by
-    /// our engine and by onnxruntime-genai [default: models/smollm2-135m-instruct-q4 when
-    /// `make bench-setup` has exported it; --skip q4 leaves it out].
+    /// our engine and by onnxruntime-genai [default: `--model q4`'s folder when exported;
+    /// --skip q4 leaves it out].
     pub q4_model: Option<PathBuf>,
+    /// The int8 folder (models/int8.py's recipe, docs/quantization.md), run the same way
+    /// [default: `--model int8`'s folder when exported; --skip int8 leaves it out].
+    pub int8_model: Option<PathBuf>,
     /// Python with the peers installed [default: the project's .venv/bin/python].
     pub python: Option<PathBuf>,
-    /// Engines to leave out, comma separated: llama.cpp, onnxruntime-genai, q4 (the int4
+    /// Engines to leave out, comma separated: llama.cpp, onnxruntime-genai, q4 or int8 (that
     /// folder under both ONNX engines).
     pub skip: Vec<String>,
     /// Serving comparison: concurrency levels, comma separated.
@@ -326,24 +332,34 @@ pub fn run(mut args: PeersOptions) -> Result<PeersReport, BenchError> {
     };
     let mut contenders = vec![Contender::Ours(OURS, Box::new(engine))];
     let mut entries = vec![ours_entry(OURS, &policy_dir)];
-    let q4_dir = match (&args.q4_model, skip("q4")) {
-        (_, true) => None,
-        (Some(dir), false) => Some(dir.clone()),
-        (None, false) => Some(crate::paths::project_path(DEFAULT_Q4_DIR))
-            .filter(|d| d.join("genai_config.json").is_file()),
-    };
-    if let Some(dir) = &q4_dir {
-        let mut q4_app = args.app.clone();
-        q4_app.policy = dir.clone();
+    // The quantized folders that are there: (our name, genai's name, folder).
+    let mut quantized: Vec<(&'static str, &'static str, PathBuf)> = Vec::new();
+    for (format, ours_name, genai_name) in QUANTIZED {
+        let given = if format == "q4" {
+            &args.q4_model
+        } else {
+            &args.int8_model
+        };
+        let dir = match (given, skip(format)) {
+            (_, true) => continue,
+            (Some(dir), false) => dir.clone(),
+            (None, false) => crate::paths::policy_dir(format),
+        };
+        if !dir.join("genai_config.json").is_file() {
+            eprintln!(
+                "note: no {format} folder at {} (`make setup` exports it); {format} left out",
+                dir.display()
+            );
+            continue;
+        }
+        let mut app = args.app.clone();
+        app.policy = dir.clone();
         contenders.push(Contender::Ours(
-            OURS_Q4,
-            Box::new(App::open(&q4_app)?.engine),
+            ours_name,
+            Box::new(App::open(&app)?.engine),
         ));
-        entries.push(ours_entry(OURS_Q4, dir));
-    } else if !skip("q4") {
-        eprintln!(
-            "note: no int4 folder at {DEFAULT_Q4_DIR} (`make bench-setup` exports it); q4 left out"
-        );
+        entries.push(ours_entry(ours_name, &dir));
+        quantized.push((ours_name, genai_name, dir));
     }
     let mut peers: Vec<(&str, PathBuf, Vec<String>)> = Vec::new();
     if !skip(GENAI) {
@@ -352,9 +368,9 @@ pub fn run(mut args: PeersOptions) -> Result<PeersReport, BenchError> {
             script("genai_peer.py"),
             vec!["--model".into(), genai_dir.display().to_string()],
         ));
-        if let Some(dir) = &q4_dir {
+        for (_, genai_name, dir) in &quantized {
             peers.push((
-                GENAI_Q4,
+                genai_name,
                 script("genai_peer.py"),
                 vec!["--model".into(), dir.display().to_string()],
             ));
@@ -629,12 +645,12 @@ impl PeersReport {
     fn ratios(&self) -> Vec<RatioRow> {
         let mut rows = Vec::new();
         for &batch in &self.args.batches {
-            for (ours_name, peer) in [
-                (OURS, GENAI),
-                (OURS_Q4, GENAI_Q4),
-                (OURS, LLAMA),
-                (OURS_Q4, LLAMA),
-            ] {
+            let pairs = [(OURS, GENAI)]
+                .into_iter()
+                .chain(QUANTIZED.iter().map(|&(_, ours, genai)| (ours, genai)))
+                .chain([(OURS, LLAMA)])
+                .chain(QUANTIZED.iter().map(|&(_, ours, _)| (ours, LLAMA)));
+            for (ours_name, peer) in pairs {
                 let ours = self.decode_median(ours_name, batch);
                 let theirs = self.decode_median(peer, batch);
                 if ours.is_some() && theirs.is_some() {

@@ -36,16 +36,20 @@ pub struct PeersArgs {
     #[arg(long, value_name = "DIR")]
     genai_model: Option<PathBuf>,
     /// The int4 folder (the GGUF's Q4_1 blocks on MatMulNBits, see docs/int4.md), run by
-    /// our engine and by onnxruntime-genai [default: models/smollm2-135m-instruct-q4 when
-    /// `make bench-setup` has exported it; --skip q4 leaves it out].
+    /// our engine and by onnxruntime-genai [default: `--model q4`'s folder when exported;
+    /// --skip q4 leaves it out].
     #[arg(long, value_name = "DIR")]
     q4_model: Option<PathBuf>,
+    /// The int8 folder (docs/quantization.md), run the same way [default: `--model int8`'s
+    /// folder when exported; --skip int8 leaves it out].
+    #[arg(long, value_name = "DIR")]
+    int8_model: Option<PathBuf>,
     /// Python with the peers installed [default: the project's .venv/bin/python].
     #[arg(long, value_name = "FILE")]
     python: Option<PathBuf>,
-    /// Engines to leave out, comma separated: llama.cpp, onnxruntime-genai, q4 (the int4
+    /// Engines to leave out, comma separated: llama.cpp, onnxruntime-genai, q4 or int8 (that
     /// folder under both ONNX engines).
-    #[arg(long, value_delimiter = ',', value_parser = ["llama.cpp", "onnxruntime-genai", "q4"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["llama.cpp", "onnxruntime-genai", "q4", "int8"])]
     skip: Vec<String>,
     /// Serving comparison: concurrency levels, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
@@ -102,6 +106,7 @@ pub fn run(args: PeersArgs) -> Result<ExitCode, tpo_engine::Error> {
         gguf: args.gguf,
         genai_model: args.genai_model,
         q4_model: args.q4_model,
+        int8_model: args.int8_model,
         python: args.python,
         skip: args.skip,
         serve_concurrency: args.serve_concurrency,
