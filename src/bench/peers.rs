@@ -997,3 +997,105 @@ impl PeersReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(v: f64) -> Summary {
+        Summary {
+            rounds: 1,
+            median: v,
+            min: v,
+            max: v,
+        }
+    }
+
+    fn report(prefill: Vec<PrefillCell>, decode: Vec<DecodeCell>) -> PeersReport {
+        PeersReport {
+            args: PeersOptions {
+                app: AppOptions {
+                    onnxruntime: PathBuf::new(),
+                    policy: PathBuf::new(),
+                    engine: Default::default(),
+                    reward_models: Vec::new(),
+                    reward: Default::default(),
+                },
+                rounds: 1,
+                tokens: 8,
+                batches: vec![1, 16],
+                prefill_tokens: 512,
+                prompt: String::new(),
+                gguf: None,
+                genai_model: None,
+                q4_model: None,
+                int8_model: None,
+                python: None,
+                skip: Vec::new(),
+                serve_concurrency: Vec::new(),
+                serve_requests: 1,
+                serve_max_tokens: 1,
+                serve_prompts: PathBuf::new(),
+                no_serve: true,
+                out: PathBuf::new(),
+                font: None,
+            },
+            threads: 2,
+            prompt_tokens: 46,
+            bandwidth: 1e10,
+            engines: Vec::new(),
+            decode,
+            prefill,
+            serve: Vec::new(),
+        }
+    }
+
+    fn ratio_of(report: &PeersReport, what: &str) -> Option<f64> {
+        report
+            .ratios()
+            .into_iter()
+            .find(|r| r.what == what)
+            .and_then(|r| r.ratio())
+    }
+
+    #[test]
+    fn prefill_ratios_compare_tokens_per_second_of_the_same_prompts() {
+        let cell = |engine: &str, seconds: f64| PrefillCell {
+            engine: engine.into(),
+            prompt_tokens: 512,
+            seconds: summary(seconds),
+        };
+        let batch16 = |engine: &str, prefill: f64| DecodeCell {
+            engine: engine.into(),
+            batch: 16,
+            tokens_per_s: summary(100.0),
+            prefill_seconds: summary(prefill),
+            greedy_prefix_matching_ours: 0,
+        };
+        let r = report(
+            vec![
+                cell(OURS, 0.8),
+                cell("tpo-engine int8", 0.4),
+                cell(GENAI, 1.2),
+            ],
+            vec![batch16(OURS, 0.75), batch16(GENAI, 0.5)],
+        );
+        // Twice float32's speed: half the time for the same 512 tokens.
+        let int8 = ratio_of(&r, "prefill tok/s, 1 x 512: tpo-engine int8 vs tpo-engine");
+        assert!((int8.unwrap() - 2.0).abs() < 1e-9, "{int8:?}");
+        let genai = ratio_of(
+            &r,
+            "prefill tok/s, 1 x 512: tpo-engine vs onnxruntime-genai",
+        );
+        assert!((genai.unwrap() - 1.5).abs() < 1e-9, "{genai:?}");
+        // 16 prompts of 46 tokens: the batch-16 run's prefill, slower here than genai's.
+        let group = ratio_of(
+            &r,
+            "prefill tok/s, 16 x 46: tpo-engine vs onnxruntime-genai",
+        );
+        assert!((group.unwrap() - 0.5 / 0.75).abs() < 1e-9, "{group:?}");
+        // No row for an engine that was not measured.
+        assert!(ratio_of(&r, "prefill tok/s, 1 x 512: tpo-engine vs llama.cpp").is_none());
+        assert!(r.table().contains("| tpo-engine int8 | 512 | 400 |"));
+    }
+}
