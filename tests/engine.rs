@@ -428,6 +428,72 @@ fn int8_policy_answers_each_prompt_alike_alone_or_batched() {
     drop(blocker);
 }
 
+/// A policy that quantizes its activations (int8) computes a position in a one-token step
+/// differently from a multi-token step; its prefix cache therefore reuses only rows that
+/// multi-token steps computed. A follow-up prompt that continues a cached answer, and the
+/// same prompt sent twice, then give bit-identical log-probs to the same prompt prefilled
+/// fresh, while the cache still serves their prompts' rows. Float32 is not affected and
+/// keeps reusing every cached row.
+#[test]
+fn an_int8_answer_is_the_same_from_the_prefix_cache_as_prefilled_fresh() {
+    common::init_runtime();
+    let model = ModelDir::open(&tpo_engine::paths::policy_dir("int8")).unwrap();
+    let engine = Engine::start(
+        &model,
+        EngineOptions {
+            kv_slots: 8,
+            max_seq_len: 1024,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let check = engine.self_check();
+    assert!(
+        check.one_token_steps_differ(),
+        "int8 one-token step difference {}",
+        check.one_token_step_difference
+    );
+    let float = start(2, 256);
+    assert!(
+        !float.self_check().one_token_steps_differ(),
+        "float32 one-token step difference {}",
+        float.self_check().one_token_step_difference
+    );
+
+    let greedy = SamplingParams::greedy(12).unwrap();
+    let first_prompt = engine.chat().question_prompt(QUESTIONS[7]).unwrap();
+    let first = alone(&engine, &first_prompt, &greedy);
+    // The conversation goes on: the first prompt, its answer, and another question.
+    let mut follow_up = first_prompt.clone();
+    follow_up.extend_from_slice(&first.tokens);
+    follow_up.extend(engine.chat().question_prompt(QUESTIONS[10]).unwrap());
+    let reused_before = engine.stats().prefix_reused_tokens.load(Ordering::Relaxed);
+    let from_cache = alone(&engine, &follow_up, &greedy);
+    let reused = engine.stats().prefix_reused_tokens.load(Ordering::Relaxed) - reused_before;
+    assert!(
+        reused as usize >= first_prompt.len() - 2,
+        "the cache served {reused} rows of the {}-token first prompt",
+        first_prompt.len()
+    );
+    // The same prompt again: all of it is cached.
+    let again = alone(&engine, &follow_up, &greedy);
+    engine.clear_prefix_cache().unwrap();
+    let fresh = alone(&engine, &follow_up, &greedy);
+    for (what, out) in [
+        ("continuing a cached answer", &from_cache),
+        ("sent twice", &again),
+    ] {
+        assert_eq!(
+            out.tokens, fresh.tokens,
+            "{what}: tokens differ from a fresh prefill"
+        );
+        assert_eq!(
+            out.logprobs, fresh.logprobs,
+            "{what}: log-probs differ from a fresh prefill"
+        );
+    }
+}
+
 /// Starts a generation of `max_new_tokens` (EOS ignored) and waits for its first token, so
 /// the scheduler is busy decoding it; returns its prompt and stream.
 fn long_generation(

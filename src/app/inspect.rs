@@ -154,6 +154,18 @@ impl fmt::Display for PolicyInspection {
             )?,
             Err(e) => writeln!(f, "self-check       FAILED: {e}")?,
         }
+        if let Ok(check) = self_check {
+            writeln!(
+                f,
+                "one-token steps  differ from multi-token steps by {:.1e} of the logits' scale: {}",
+                check.one_token_step_difference,
+                if check.one_token_steps_differ() {
+                    "the prefix cache reuses only rows of multi-token steps"
+                } else {
+                    "every cached row is reused"
+                }
+            )?;
+        }
         writeln!(
             f,
             "config file      genai_config.json is present (the exporter's); tpo writes none"

@@ -19,6 +19,10 @@
 //!   [`MAX_PREFILL_GROUP`], and the group's padded size (members × longest prompt) fits in
 //!   what is left of the budget; a job of several samples can only be a group's last
 //!   member;
+//! - with a minimum chunk of 2 ([`BatchPlan::with_min_chunk`], for a policy whose
+//!   one-token steps compute a position differently from multi-token steps), no prompt
+//!   chunk is a single token: a chunk that would leave one token behind stops one short, and
+//!   a budget remainder below 2 waits for the next iteration's budget;
 //! - decoding sequence `i` lives in slot `i`: a prefilled job's samples join at positions
 //!   `B..B + n`, and when a sequence leaves, the last one moves into its position.
 //!
@@ -91,6 +95,8 @@ pub(crate) fn run_cost(chunks: &[Chunk]) -> usize {
 #[derive(Debug)]
 pub(crate) struct BatchPlan {
     slots: usize,
+    /// The fewest tokens a prompt chunk runs (1, or 2: see [`BatchPlan::with_min_chunk`]).
+    min_chunk: usize,
     waiting: VecDeque<Queued>,
     /// The prefilling jobs in admission order (more than one only as a prefill group).
     prefilling: Vec<Prefilling>,
@@ -103,10 +109,19 @@ impl BatchPlan {
     pub(crate) fn new(slots: usize) -> Self {
         Self {
             slots,
+            min_chunk: 1,
             waiting: VecDeque::new(),
             prefilling: Vec::new(),
             decoding: Vec::new(),
         }
+    }
+
+    /// The same plan whose prompt chunks run at least `min_chunk` tokens (1 or 2), except a
+    /// prompt shorter than that. The scheduler asks for 2 only with a budget of at least 3,
+    /// so a chunk that stops one short of leaving a single token still runs 2.
+    pub(crate) fn with_min_chunk(mut self, min_chunk: usize) -> Self {
+        self.min_chunk = min_chunk.clamp(1, 2);
+        self
     }
 
     /// Whether nothing is queued, prefilling or decoding.
@@ -180,7 +195,7 @@ impl BatchPlan {
         Some(PrefillDecision::Run(match self.prefilling.as_slice() {
             [p] => vec![Chunk {
                 job: p.job,
-                range: p.done..(p.done + budget).min(p.tokens),
+                range: p.done..self.chunk_end(p, budget)?,
             }],
             // A group: every member is whole, and its padded size fits the budget.
             group => group
@@ -191,6 +206,24 @@ impl BatchPlan {
                 })
                 .collect(),
         }))
+    }
+
+    /// Where the next chunk of `p` ends with `budget` tokens left: as far as the budget
+    /// reaches, but with a minimum chunk of 2 never a chunk of 1 nor one that leaves a
+    /// single token behind; `None` when no such chunk fits the budget (the next iteration's
+    /// does).
+    fn chunk_end(&self, p: &Prefilling, budget: usize) -> Option<usize> {
+        let left = p.tokens - p.done;
+        let mut take = budget.min(left);
+        if self.min_chunk > 1 && left >= self.min_chunk {
+            if left - take == 1 {
+                take -= 1;
+            }
+            if take < self.min_chunk {
+                return None;
+            }
+        }
+        Some(p.done + take)
     }
 
     /// Whether `front` may join the prefilling jobs as one more whole fresh prompt of their

@@ -135,6 +135,7 @@ impl Engine {
         let limits = SchedulerLimits {
             prefill_budget: options.prefill_budget,
             prefix_cache: options.prefix_cache,
+            multi_token_rows_only: false,
         };
         let logits_f32 = decoder.logits_are_f32();
         let sample_on_device = options.sample_on_device;
@@ -157,6 +158,10 @@ impl Engine {
                             return;
                         }
                     };
+                let limits = SchedulerLimits {
+                    multi_token_rows_only: limits.prefix_cache && check.one_token_steps_differ(),
+                    ..limits
+                };
                 let arena = match KvArena::on(placement, shape, kv_slots) {
                     Ok(a) => a,
                     Err(e) => {

@@ -5,9 +5,19 @@
 //! mishandles ragged pasts shows up here, and the folder is refused instead of generating
 //! silently wrong text for every request that shares a batch.
 //!
-//! It runs on a small arena of its own (4 slots) before the engine's arena exists. Cost: six
-//! graph runs over at most 16 tokens, tens of milliseconds for SmolLM2-135M on two CPU
-//! cores (the time is in [`PolicyCheck::seconds`]).
+//! It also measures how far a one-token step's logits are from the same position's in a
+//! multi-token step ([`PolicyCheck::one_token_step_difference`]). ONNX Runtime runs the two
+//! through different attention paths: in float32 they agree to a few parts in a million,
+//! but a graph that quantizes its activations (int8, MatMulNBits at accuracy level 4)
+//! rounds that tiny difference into a visible one, and float16 activations keep a
+//! difference of their own precision. For such a graph the scheduler reuses
+//! only KV rows that multi-token steps computed, so an answer is the same whether its
+//! prompt came from the prefix cache or was prefilled fresh
+//! ([`PolicyCheck::one_token_steps_differ`]).
+//!
+//! It runs on a small arena of its own (4 slots) before the engine's arena exists. Cost:
+//! seven graph runs over at most 17 tokens, tens of milliseconds for SmolLM2-135M on two
+//! CPU cores (the time is in [`PolicyCheck::seconds`]).
 
 use std::time::Instant;
 
@@ -29,6 +39,12 @@ pub const PROMPTS: &[&str] = &[
 /// step. A padded row whose padding is attended to differs by the logits' own size.
 pub const TOLERANCE: f32 = 0.1;
 
+/// Relative difference between a one-token step's logits and the same position's in a
+/// multi-token step above which the two are treated as different computations. Measured on
+/// SmolLM2's folders (CPU): float32 1.2e-6; float16 3.0e-3; int8 2.9e-2 and q4 3.3e-2, which
+/// quantize activations.
+pub const STEP_PATH_TOLERANCE: f32 = 1e-3;
+
 /// What the policy self-check ran and found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyCheck {
@@ -37,7 +53,18 @@ pub struct PolicyCheck {
     pub prefill_difference: f32,
     pub decode_difference: f32,
     pub tolerance: f32,
+    /// Relative difference between the longer prompt's next-token logits from a one-token
+    /// step after its prefill and from one prefill over prompt + token.
+    pub one_token_step_difference: f32,
     pub seconds: f64,
+}
+
+impl PolicyCheck {
+    /// Whether a one-token step computes a position differently from a multi-token step
+    /// (beyond [`STEP_PATH_TOLERANCE`]): then only rows of multi-token steps are reused.
+    pub fn one_token_steps_differ(&self) -> bool {
+        self.one_token_step_difference > STEP_PATH_TOLERANCE
+    }
 }
 
 /// Runs the check with `decoder` on a small arena at `placement`; `max_len` is the arena's
@@ -109,6 +136,18 @@ pub fn run(
         })
         .collect();
     let batched_decode = decoder.step(&mut arena, SlotId(0), &stepped, LogitsWanted::Last)?;
+    // The longer prompt and its next token in one step, against its one-token step above
+    // (slot 3, rewritten from position 0).
+    let last = prompts.len() - 1;
+    let mut extended = prompts[last].clone();
+    extended.push(next);
+    let whole = [RowInput {
+        past_len: 0,
+        tokens: &extended,
+    }];
+    let in_one_step = decoder.step(&mut arena, SlotId(2 + last), &whole, LogitsWanted::Last)?;
+    let one_token_step_difference =
+        relative_difference(&in_one_step, &alone_decode[last..], vocab)?;
     let prefill_difference = relative_difference(&batched_prefill, &alone_prefill, vocab)?;
     let decode_difference = relative_difference(&batched_decode, &alone_decode, vocab)?;
     let check = PolicyCheck {
@@ -116,6 +155,7 @@ pub fn run(
         prefill_difference,
         decode_difference,
         tolerance: TOLERANCE,
+        one_token_step_difference,
         seconds: started.elapsed().as_secs_f64(),
     };
     if prefill_difference > TOLERANCE || decode_difference > TOLERANCE {

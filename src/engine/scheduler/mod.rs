@@ -85,6 +85,12 @@ pub struct SchedulerLimits {
     pub prefill_budget: usize,
     /// Keep finished sequences' KV rows for later prompts that start with their tokens.
     pub prefix_cache: bool,
+    /// Reuse only KV rows that multi-token steps computed (a policy whose one-token steps
+    /// compute a position differently, `PolicyCheck::one_token_steps_differ`): the cache
+    /// keeps a finished sequence's prompt rows, not its decoded ones; a cached prompt
+    /// leaves at least 2 tokens to prefill; and no prompt chunk is a single token. Then an
+    /// answer is the same whether its prompt came from the cache or was prefilled fresh.
+    pub multi_token_rows_only: bool,
 }
 
 pub(crate) struct Scheduler {
@@ -132,7 +138,14 @@ impl Scheduler {
         device: Option<DeviceSampling>,
     ) -> Self {
         let eos = decoder.config().eos_token_ids.clone();
-        let plan = BatchPlan::new(arena.slots());
+        // A chunk that stops one short of leaving a single token still runs 2 with a
+        // budget of 3; below that the plan keeps 1-token chunks.
+        let min_chunk = if limits.multi_token_rows_only && limits.prefill_budget >= 3 {
+            2
+        } else {
+            1
+        };
+        let plan = BatchPlan::new(arena.slots()).with_min_chunk(min_chunk);
         let slots = SlotPlan::new(arena.slots(), limits.prefix_cache);
         Self {
             decoder,

@@ -148,12 +148,23 @@ impl Scheduler {
         self.allocated(allocation)
     }
 
+    /// The fewest prompt tokens a cache hit leaves to prefill: 2 when only rows of
+    /// multi-token steps may be reused (the rest must not be a one-token step), else 1.
+    pub(super) fn min_prefill(&self) -> usize {
+        if self.limits.multi_token_rows_only {
+            2
+        } else {
+            1
+        }
+    }
+
     /// A slot for the prompt `tokens` of `job` and how many of its tokens it already holds,
     /// as the slot plan places it: the longest cached prefix copied into a fresh slot (the
     /// entry stays), the entry taken over, or a fresh slot.
     pub(super) fn prefill_slot(&mut self, job: &Job, tokens: &[TokenId]) -> Option<(Slot, usize)> {
         self.sync_slots();
-        let (lookup, placement) = self.slots.place(tokens, job.reusable(tokens));
+        let reusable = job.reusable(tokens, self.min_prefill());
+        let (lookup, placement) = self.slots.place(tokens, reusable);
         match lookup {
             Lookup::Off => {}
             Lookup::Miss => {

@@ -48,10 +48,10 @@ impl Scheduler {
         };
         front.id == id
             && front.job.logits_wanted() == last.job.logits_wanted()
-            && self
-                .slots
-                .cached_prefix_len(&front.tokens, front.job.reusable(&front.tokens))
-                == 0
+            && self.slots.cached_prefix_len(
+                &front.tokens,
+                front.job.reusable(&front.tokens, self.min_prefill()),
+            ) == 0
             && self.slots.can_claim(SlotId(last.slot.id().0 + 1))
     }
 

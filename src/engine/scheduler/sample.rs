@@ -109,7 +109,11 @@ impl Scheduler {
     pub(super) fn finish(&mut self, i: usize, finish_reason: FinishReason) {
         let seq = self.remove_decoding(i, self.slots.cache_on());
         let elapsed = seq.group.submitted.elapsed();
-        let cached = self.slots.cache_on().then(|| seq.cached_tokens());
+        let prompt_only = self.limits.multi_token_rows_only;
+        let cached = self
+            .slots
+            .cache_on()
+            .then(|| seq.cached_tokens(prompt_only));
         // The answer cut at its stop string, on the very text the stop was found in (a fresh
         // decode of the tokens may differ from the incremental one, so an offset into this
         // text is not one into that).

@@ -88,11 +88,15 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
-    /// The tokens whose KV rows the slot holds (the last sampled token is never fed).
-    pub(super) fn cached_tokens(&self) -> Vec<TokenId> {
+    /// The tokens whose KV rows the slot holds (the last sampled token is never fed), or
+    /// with `prompt_only` just the prompt's, which a multi-token step computed (the decoded
+    /// tokens' rows came from one-token steps).
+    pub(super) fn cached_tokens(&self, prompt_only: bool) -> Vec<TokenId> {
         let mut tokens = Vec::with_capacity(self.len);
         tokens.extend_from_slice(&self.prompt);
-        tokens.extend_from_slice(&self.tokens);
+        if !prompt_only {
+            tokens.extend_from_slice(&self.tokens);
+        }
         tokens.truncate(self.len);
         tokens
     }
@@ -135,11 +139,13 @@ impl Job {
 
     /// Tokens of `tokens` a cached prefix may cover: prefill must still compute the logits
     /// the job reads (the last prompt token's for sampling; from the prompt's last token on
-    /// for teacher-forced log-probs).
-    pub(super) fn reusable(&self, tokens: &[TokenId]) -> usize {
+    /// for teacher-forced log-probs), and at least `min_prefill` tokens (2 when only rows of
+    /// multi-token steps may be reused, so the rest is not a one-token step).
+    pub(super) fn reusable(&self, tokens: &[TokenId], min_prefill: usize) -> usize {
+        let at_most = tokens.len().saturating_sub(min_prefill.max(1));
         match self {
-            Job::Generate { .. } => tokens.len().saturating_sub(1),
-            Job::Logprobs { prompt_len, .. } => prompt_len.saturating_sub(1),
+            Job::Generate { .. } => at_most,
+            Job::Logprobs { prompt_len, .. } => prompt_len.saturating_sub(1).min(at_most),
         }
     }
 }
