@@ -21,7 +21,14 @@ use tpo_engine::model::ModelDir;
 const LOGPROB_TOLERANCE: f32 = 1e-3;
 
 fn start(kv_slots: usize, max_seq_len: usize) -> Engine {
-    let model = ModelDir::open(&common::policy_dir()).unwrap();
+    start_dir(&common::policy_dir(), kv_slots, max_seq_len)
+}
+
+/// An engine on the policy folder `dir` (e.g. `paths::policy_dir("int8")`), with ONNX
+/// Runtime loaded.
+fn start_dir(dir: &std::path::Path, kv_slots: usize, max_seq_len: usize) -> Engine {
+    common::init_runtime();
+    let model = ModelDir::open(dir).unwrap();
     Engine::start(
         &model,
         EngineOptions {
@@ -404,17 +411,7 @@ fn invalid_requests_fail_with_typed_errors_while_the_engine_keeps_serving() {
 /// scale per tensor would break.
 #[test]
 fn int8_policy_answers_each_prompt_alike_alone_or_batched() {
-    common::init_runtime();
-    let model = ModelDir::open(&tpo_engine::paths::policy_dir("int8")).unwrap();
-    let engine = Engine::start(
-        &model,
-        EngineOptions {
-            kv_slots: 16,
-            max_seq_len: 1024,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap();
+    let engine = start_dir(&tpo_engine::paths::policy_dir("int8"), 16, 1024);
     let prompts: Vec<Vec<u32>> = [0, 2, 5, 7]
         .iter()
         .map(|&i| engine.chat().question_prompt(QUESTIONS[i]).unwrap())
@@ -436,17 +433,7 @@ fn int8_policy_answers_each_prompt_alike_alone_or_batched() {
 /// keeps reusing every cached row.
 #[test]
 fn an_int8_answer_is_the_same_from_the_prefix_cache_as_prefilled_fresh() {
-    common::init_runtime();
-    let model = ModelDir::open(&tpo_engine::paths::policy_dir("int8")).unwrap();
-    let engine = Engine::start(
-        &model,
-        EngineOptions {
-            kv_slots: 8,
-            max_seq_len: 1024,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap();
+    let engine = start_dir(&tpo_engine::paths::policy_dir("int8"), 8, 1024);
     let check = engine.self_check();
     assert!(
         check.one_token_steps_differ(),

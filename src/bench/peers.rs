@@ -713,16 +713,20 @@ impl PeersReport {
             .map(|d| (batch * self.prompt_tokens) as f64 / d.prefill_seconds.median.max(1e-9))
     }
 
-    /// Prefill comparisons: ours against genai on the same folder, against llama.cpp, and a
-    /// quantized folder against float32 under our engine.
-    fn prefill_pairs() -> Vec<(&'static str, &'static str)> {
+    /// Our contenders against the peers: each folder against genai on the same folder, then
+    /// each against llama.cpp.
+    fn peer_pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
         [(OURS, GENAI)]
             .into_iter()
             .chain(QUANTIZED.iter().map(|&(_, ours, genai)| (ours, genai)))
             .chain([(OURS, LLAMA)])
             .chain(QUANTIZED.iter().map(|&(_, ours, _)| (ours, LLAMA)))
-            .chain(QUANTIZED.iter().map(|&(_, ours, _)| (ours, OURS)))
-            .collect()
+    }
+
+    /// Prefill comparisons: [`Self::peer_pairs`], and each quantized folder against float32
+    /// under our engine.
+    fn prefill_pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
+        Self::peer_pairs().chain(QUANTIZED.iter().map(|&(_, ours, _)| (ours, OURS)))
     }
 
     fn serve_cell(&self, server: &str, concurrency: usize) -> Option<&LevelReport> {
@@ -736,12 +740,7 @@ impl PeersReport {
     fn ratios(&self) -> Vec<RatioRow> {
         let mut rows = Vec::new();
         for &batch in &self.args.batches {
-            let pairs = [(OURS, GENAI)]
-                .into_iter()
-                .chain(QUANTIZED.iter().map(|&(_, ours, genai)| (ours, genai)))
-                .chain([(OURS, LLAMA)])
-                .chain(QUANTIZED.iter().map(|&(_, ours, _)| (ours, LLAMA)));
-            for (ours_name, peer) in pairs {
+            for (ours_name, peer) in Self::peer_pairs() {
                 let ours = self.decode_median(ours_name, batch);
                 let theirs = self.decode_median(peer, batch);
                 if ours.is_some() && theirs.is_some() {

@@ -22,7 +22,7 @@
 //! - with a minimum chunk of 2 ([`BatchPlan::with_min_chunk`], for a policy whose
 //!   one-token steps compute a position differently from multi-token steps), no prompt
 //!   chunk is a single token: a chunk that would leave one token behind stops one short, and
-//!   a budget remainder below 2 waits for the next iteration's budget;
+//!   a budget remainder too small for such a chunk waits for the next iteration's budget;
 //! - decoding sequence `i` lives in slot `i`: a prefilled job's samples join at positions
 //!   `B..B + n`, and when a sequence leaves, the last one moves into its position.
 //!

@@ -474,10 +474,11 @@ fn a_group_stays_within_the_budget_and_behind_a_cached_or_refused_prompt_runs_al
     );
 }
 
-/// The chunks a prompt of `tokens` with `done` cached runs under iteration budgets taken in
-/// turn from `budgets` (each iteration runs chunks until its budget is spent or none fits).
-fn chunks_with_min_chunk(tokens: usize, done: usize, budgets: &[usize]) -> Vec<usize> {
-    let mut plan = BatchPlan::new(1).with_min_chunk(2);
+/// The chunks a prompt of `tokens` with `done` cached runs, with a minimum chunk of
+/// `min_chunk`, under iteration budgets taken in turn from `budgets` (each iteration runs
+/// chunks until its budget is spent or none fits).
+fn chunks(min_chunk: usize, tokens: usize, done: usize, budgets: &[usize]) -> Vec<usize> {
+    let mut plan = BatchPlan::new(1).with_min_chunk(min_chunk);
     plan.submit(JobId(0), 1, tokens);
     assert_eq!(
         plan.next_prefill(100, |_| true),
@@ -505,27 +506,12 @@ fn chunks_with_min_chunk(tokens: usize, done: usize, budgets: &[usize]) -> Vec<u
 #[test]
 fn with_a_minimum_chunk_of_two_no_chunk_is_one_token_and_none_leaves_one_behind() {
     // 10 tokens at a budget of 3: 3, 3, then 2 + 2 instead of 3 + 1.
-    assert_eq!(
-        chunks_with_min_chunk(10, 0, &[3, 3, 3, 3]),
-        vec![3, 3, 2, 2]
-    );
+    assert_eq!(chunks(2, 10, 0, &[3, 3, 3, 3]), vec![3, 3, 2, 2]);
     // An iteration with 1 token of budget runs nothing; the next one does.
-    assert_eq!(chunks_with_min_chunk(5, 0, &[1, 4, 4]), vec![3, 2]);
+    assert_eq!(chunks(2, 5, 0, &[1, 4, 4]), vec![3, 2]);
     // A cached prefix leaving 2 runs them in one chunk.
-    assert_eq!(chunks_with_min_chunk(40, 38, &[512]), vec![2]);
+    assert_eq!(chunks(2, 40, 38, &[512]), vec![2]);
     // Without the minimum the same budgets give 1-token chunks.
-    let mut plan = BatchPlan::new(1);
-    plan.submit(JobId(0), 1, 4);
-    assert_eq!(
-        plan.next_prefill(100, |_| true),
-        Some(PrefillDecision::Admit(JobId(0)))
-    );
-    plan.admitted(JobId(0), 0);
-    assert_eq!(
-        plan.next_prefill(3, |_| true),
-        Some(PrefillDecision::Run(vec![Chunk {
-            job: JobId(0),
-            range: 0..3
-        }]))
-    );
+    assert_eq!(chunks(1, 10, 0, &[3, 3, 3, 3]), vec![3, 3, 3, 1]);
+    assert_eq!(chunks(1, 5, 0, &[1, 4, 4]), vec![1, 4]);
 }

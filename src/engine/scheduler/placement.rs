@@ -148,14 +148,16 @@ impl Scheduler {
         self.allocated(allocation)
     }
 
-    /// The fewest prompt tokens a cache hit leaves to prefill: 2 when only rows of
-    /// multi-token steps may be reused (the rest must not be a one-token step), else 1.
-    pub(super) fn min_prefill(&self) -> usize {
-        if self.limits.multi_token_rows_only {
+    /// Tokens of `job`'s prompt `tokens` a cached prefix may cover ([`Job::reusable`]): a
+    /// cache hit leaves at least 2 tokens to prefill when only rows of multi-token steps may
+    /// be reused (the rest must not be a one-token step), else 1.
+    pub(super) fn reusable_prefix(&self, job: &Job, tokens: &[TokenId]) -> usize {
+        let min_prefill = if self.limits.multi_token_rows_only {
             2
         } else {
             1
-        }
+        };
+        job.reusable(tokens, min_prefill)
     }
 
     /// A slot for the prompt `tokens` of `job` and how many of its tokens it already holds,
@@ -163,8 +165,7 @@ impl Scheduler {
     /// entry stays), the entry taken over, or a fresh slot.
     pub(super) fn prefill_slot(&mut self, job: &Job, tokens: &[TokenId]) -> Option<(Slot, usize)> {
         self.sync_slots();
-        let reusable = job.reusable(tokens, self.min_prefill());
-        let (lookup, placement) = self.slots.place(tokens, reusable);
+        let (lookup, placement) = self.slots.place(tokens, self.reusable_prefix(job, tokens));
         match lookup {
             Lookup::Off => {}
             Lookup::Miss => {

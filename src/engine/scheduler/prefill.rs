@@ -50,7 +50,7 @@ impl Scheduler {
             && front.job.logits_wanted() == last.job.logits_wanted()
             && self.slots.cached_prefix_len(
                 &front.tokens,
-                front.job.reusable(&front.tokens, self.min_prefill()),
+                self.reusable_prefix(&front.job, &front.tokens),
             ) == 0
             && self.slots.can_claim(SlotId(last.slot.id().0 + 1))
     }
